@@ -1,0 +1,57 @@
+// A small command-line flag parser shared by all subcommands. Flags follow llama.cpp names
+// where they exist (-m/--model, -n/--n-predict, -t/--threads, ...). Unknown flags, missing
+// values and malformed numbers throw UsageError, which main() reports with the usage text.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "io/error.h"
+
+namespace qrwkv::app {
+
+struct UsageError : Error {
+  using Error::Error;
+};
+
+// Thrown by Args::parse for -h/--help; main() prints the usage and exits 0.
+struct HelpRequested {
+  std::string usage;
+};
+
+struct Flag {
+  std::vector<std::string> names;  // e.g. {"-m", "--model"}; the last is the canonical name
+  std::string value;               // placeholder of the value ("DIR"); empty for a switch
+  std::string help;
+};
+
+class Args {
+ public:
+  Args(std::string command, std::string synopsis, std::vector<Flag> flags);
+
+  // Parses argv[1..argc) (argv[0] is the subcommand). Positional arguments are refused.
+  void parse(int argc, char** argv);
+
+  bool has(const std::string& name) const;
+  std::string get(const std::string& name, const std::string& fallback = "") const;
+  // Requires the flag to be present; throws UsageError naming it otherwise.
+  std::string require(const std::string& name) const;
+  int64_t get_int(const std::string& name, int64_t fallback) const;
+  double get_double(const std::string& name, double fallback) const;
+
+  std::string usage() const;
+
+ private:
+  const Flag* lookup(const std::string& name) const;
+  std::string command_;
+  std::string synopsis_;
+  std::vector<Flag> flags_;
+  std::map<std::string, std::string> values_;  // canonical name -> value ("" for switches)
+};
+
+// Parses a list of token ids separated by spaces and/or commas ("1 2, 3").
+std::vector<int32_t> parse_token_list(const std::string& text);
+
+}  // namespace qrwkv::app

@@ -1,0 +1,41 @@
+// Read-only memory mapping of a whole file. Weights stay in the page cache and are shared
+// between processes; nothing is copied at load time.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace qrwkv {
+
+class MappedFile {
+ public:
+  MappedFile() = default;
+  // Maps `path` read-only; throws Error naming the path if it cannot be opened or mapped.
+  explicit MappedFile(const std::string& path);
+  ~MappedFile();
+  MappedFile(MappedFile&& other) noexcept;
+  MappedFile& operator=(MappedFile&& other) noexcept;
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  const uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  void reset();
+  std::string path_;
+  const uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+// Reads a whole (small) file into a string; throws Error naming the path on failure.
+std::string read_text_file(const std::string& path);
+
+// Writes `size` bytes to `path` atomically: the data goes to a temporary file in the same
+// directory which is flushed and then renamed over `path`, so a reader never sees a
+// half-written file and an existing file is never lost to a failed write.
+void write_file_atomic(const std::string& path, const void* data, size_t size);
+
+}  // namespace qrwkv

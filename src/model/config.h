@@ -1,0 +1,61 @@
+// Model configuration, filled from a Hugging Face config.json. One struct for every supported
+// architecture: the differences between QRWKV6, Qwen2 and LLaMA are switches, not subclasses.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "io/json.h"
+
+namespace qrwkv {
+
+enum class Arch : uint32_t {
+  QRWKV6 = 0,  // model_type "rwkv6qwen2": Qwen2 with RWKV-6 linear attention
+  Qwen2 = 1,   // model_type "qwen2"
+  Llama = 2,   // model_type "llama"
+};
+
+const char* arch_name(Arch a);  // the model_type string
+
+struct RopeConfig {
+  enum class Type { Default, Linear, Llama3 };
+  Type type = Type::Default;
+  double theta = 10000.0;
+  double factor = 1.0;                              // linear, llama3
+  double low_freq_factor = 1.0;                     // llama3
+  double high_freq_factor = 4.0;                    // llama3
+  int64_t original_max_position_embeddings = 8192;  // llama3
+};
+
+struct Config {
+  Arch arch = Arch::QRWKV6;
+  int64_t hidden_size = 0;        // C
+  int64_t num_layers = 0;         // L
+  int64_t num_heads = 0;          // H
+  int64_t num_kv_heads = 0;       // Hkv
+  int64_t head_dim = 0;           // N (QRWKV6) or D (attention): C/H unless config says
+  int64_t intermediate_size = 0;  // F
+  int64_t vocab_size = 0;         // V
+  float rms_norm_eps = 1e-6f;
+  bool tie_word_embeddings = false;
+  bool qkv_bias = false;  // q/k/v projections have biases (Qwen2, QRWKV6)
+  bool o_bias = false;    // o_proj has a bias
+  bool mlp_bias = false;  // gate/up/down have biases (LLaMA option)
+  RopeConfig rope;        // transformers only: QRWKV6 has no positions
+  int64_t max_position_embeddings = 0;
+  // QRWKV6 LoRA ranks: Dm (token shift) and Dd (decay); 0 = take them from tensor shapes.
+  int64_t lora_rank_tokenshift = 0;
+  int64_t lora_rank_decay = 0;
+  std::vector<int64_t> eos_token_ids;
+  int64_t bos_token_id = -1;  // -1: none
+  std::string torch_dtype;    // as declared, informative only
+
+  int64_t kv_dim() const { return num_kv_heads * head_dim; }
+};
+
+// Parses config.json contents; errors name `where` (the file) and the offending key.
+Config parse_config(const json& j, const std::string& where);
+Config load_config(const std::string& path);
+
+}  // namespace qrwkv

@@ -1,0 +1,59 @@
+// A loaded model (config + memory-mapped weights) and its reference forward pass.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "model/config.h"
+#include "model/state.h"
+#include "model/weights.h"
+
+namespace qrwkv {
+
+struct Model {
+  std::string dir;
+  Config config;
+  WeightStore store;
+  ModelWeights weights;
+  std::vector<double> rope_inv_freq;  // transformers only
+
+  // Loads config.json and the safetensors weights of a model directory.
+  static Model load(const std::string& dir);
+
+  State new_state() const { return qrwkv::new_state(config); }
+  // Parameters counted once (a tied lm_head is not counted twice).
+  int64_t n_params() const;
+  // The storage dtypes of the weights, e.g. "BF16" or "F32+BF16".
+  std::string storage_dtype() const;
+  // Per-sequence memory: the fixed QRWKV6 state, or the KV cache per token of a transformer.
+  size_t state_bytes() const;
+  size_t kv_bytes_per_token() const;
+};
+
+// One sequence of a batch: tokens to feed, the state they continue (advanced in place), and
+// where its logits go.
+struct SequenceInput {
+  State* state = nullptr;
+  std::span<const int32_t> tokens;
+  // Output: [T, V] when all_logits, else [V] for the last token only; may be null.
+  float* logits = nullptr;
+  bool all_logits = true;
+};
+
+// Evaluates a batch of independent sequences, each with its own state. The token-wise parts
+// (projections, MLP, lm_head) run over all tokens of the batch at once; the sequence mixing
+// (time mix or attention) runs per sequence against its own state.
+void forward_batch(const Model& m, std::span<SequenceInput> batch);
+
+// One sequence; returns logits [T, V] (all positions) or [V] (last position).
+std::vector<float> forward(const Model& m, State& state, std::span<const int32_t> tokens,
+                           bool all_logits = true);
+
+// Greedy (argmax) continuation: feeds `prompt`, then n tokens chosen by argmax; returns the
+// generated ids (no stop tokens).
+std::vector<int32_t> generate_greedy(const Model& m, State& state, std::span<const int32_t> prompt,
+                                     int64_t n);
+
+}  // namespace qrwkv

@@ -1,0 +1,50 @@
+// A non-owning view of a weight tensor as stored in a checkpoint (F32, BF16 or F16), usually
+// pointing into a memory-mapped safetensors file. Kernels read it row by row and convert to
+// float32, so a model never needs a float32 copy of its weights.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "io/safetensors.h"
+
+namespace qrwkv {
+
+struct Tensor {
+  std::string name;
+  DType dtype = DType::F32;
+  std::vector<int64_t> shape;
+  const uint8_t* data = nullptr;  // not necessarily aligned
+
+  bool empty() const { return data == nullptr; }
+  int64_t numel() const {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    return n;
+  }
+  // Number of elements in one row of the last dimension.
+  int64_t cols() const { return shape.empty() ? 1 : shape.back(); }
+  int64_t rows() const { return cols() == 0 ? 0 : numel() / cols(); }
+};
+
+// The view t[i] of a tensor with at least two dimensions (the first dimension removed).
+inline Tensor slice0(const Tensor& t, int64_t i) {
+  Tensor s;
+  s.name = t.name + "[" + std::to_string(i) + "]";
+  s.dtype = t.dtype;
+  s.shape.assign(t.shape.begin() + 1, t.shape.end());
+  s.data = t.data + i * s.numel() * static_cast<int64_t>(dtype_size(t.dtype));
+  return s;
+}
+
+// Converts n stored elements starting at element `offset` to float32.
+void load_f32(const Tensor& t, int64_t offset, int64_t n, float* dst);
+// The whole tensor as float32.
+std::vector<float> to_f32(const Tensor& t);
+
+float bf16_to_f32(uint16_t v);
+float f16_to_f32(uint16_t v);
+uint16_t f32_to_bf16(float v);  // round to nearest even
+
+}  // namespace qrwkv

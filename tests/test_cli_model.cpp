@@ -1,0 +1,169 @@
+// End-to-end tests of the model commands: info, logits, generate-ids, and their errors.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <filesystem>
+#include <sstream>
+
+#include "io/safetensors.h"
+#include "model/model.h"
+#include "tests/cli.h"
+
+namespace qrwkv {
+namespace {
+
+using test::run_cli;
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+const std::string kRwkv = test::data_path("models/qrwkv6_tiny");
+const std::string kQwen = test::data_path("models/qwen2_tiny");
+
+TEST(CliInfo, DescribesQrwkvAndTransformer) {
+  auto r = run_cli({"info", "-m", kRwkv});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("architecture:     rwkv6qwen2"));
+  EXPECT_THAT(r.out, HasSubstr("parameters:       366720"));
+  EXPECT_THAT(r.out, HasSubstr("storage dtype:    F32"));
+  EXPECT_THAT(r.out, HasSubstr("heads:            4 (kv heads 2, head size 16)"));
+  EXPECT_THAT(r.out, HasSubstr("lora ranks:       token shift 32, decay 64"));
+  EXPECT_THAT(r.out, HasSubstr("state per seq:    13056 bytes"));
+  r = run_cli({"info", "--model", test::data_path("models/qwen2_tiny_bf16")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("architecture:     qwen2"));
+  EXPECT_THAT(r.out, HasSubstr("storage dtype:    BF16"));
+  EXPECT_THAT(r.out, HasSubstr("tied embeddings:  yes"));
+  // 2 (K and V) · 3 layers · 2 kv heads · 16 · 4 bytes.
+  EXPECT_THAT(r.out, HasSubstr("kv cache:         768 bytes"));
+}
+
+TEST(CliLogits, WritesSafetensorsEqualToLibrary) {
+  const std::string out = test::temp_dir() + "/logits.safetensors";
+  auto r = run_cli({"logits", "-m", kRwkv, "--tokens", "5, 17,900 3", "--out", out});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  SafetensorsFile f(out);
+  const TensorInfo* t = f.find("logits");
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->dtype, DType::F32);
+  EXPECT_EQ(t->shape, (std::vector<int64_t>{4, 1000}));
+  std::vector<float> got(4000);
+  std::memcpy(got.data(), f.data(*t), got.size() * 4);
+  const Model m = Model::load(kRwkv);
+  State s = m.new_state();
+  EXPECT_EQ(got, forward(m, s, std::vector<int32_t>{5, 17, 900, 3}));
+}
+
+TEST(CliLogits, PrintsTopFiveWithoutOut) {
+  auto r = run_cli({"logits", "-m", kQwen, "--tokens", "1 2"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, StartsWith("0 [1]: "));
+  EXPECT_THAT(r.out, HasSubstr("\n1 [2]: "));
+  // Five "id=value" pairs per line, in decreasing order.
+  const std::string line = r.out.substr(0, r.out.find('\n'));
+  EXPECT_EQ(std::count(line.begin(), line.end(), '='), 5);
+}
+
+TEST(CliLogits, StateFilesContinueASequence) {
+  const std::string dir = test::temp_dir();
+  const std::string state = dir + "/s.state", whole = dir + "/whole.st", part = dir + "/part.st";
+  ASSERT_EQ(run_cli({"logits", "-m", kRwkv, "--tokens", "1 2 3 4 5 6", "--out", whole}).exit_code,
+            0);
+  auto r = run_cli({"logits", "-m", kRwkv, "--tokens", "1 2 3", "--state-out", state});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_cli({"logits", "-m", kRwkv, "--tokens", "4 5 6", "--state-in", state, "--out", part});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  SafetensorsFile a(whole), b(part);
+  const float* wa = reinterpret_cast<const float*>(a.data(*a.find("logits")));
+  std::vector<float> tail(3000), got(3000);
+  std::memcpy(tail.data(), reinterpret_cast<const uint8_t*>(wa) + 3 * 1000 * 4, 3000 * 4);
+  std::memcpy(got.data(), b.data(*b.find("logits")), 3000 * 4);
+  for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], tail[i], 1e-4) << i;
+
+  // The same state file is refused by another model.
+  r = run_cli({"logits", "-m", kQwen, "--tokens", "4", "--state-in", state});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("state was made for a different model"));
+  // A truncated state file is refused.
+  std::filesystem::resize_file(state, std::filesystem::file_size(state) - 10);
+  r = run_cli({"logits", "-m", kRwkv, "--tokens", "4", "--state-in", state});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("truncated state file"));
+}
+
+std::vector<std::string> words(const std::string& s) {
+  std::vector<std::string> out;
+  std::istringstream in(s);
+  for (std::string w; in >> w;) out.push_back(w);
+  return out;
+}
+
+// Generating 6 tokens at once equals generating 3, saving the state, and continuing from it
+// with the last generated token (which the saved state has not consumed yet).
+TEST(CliGenerate, StateOutThenContinue) {
+  const std::string state = test::temp_dir() + "/g.state";
+  auto all = run_cli({"generate-ids", "-m", kRwkv, "--tokens", "10 20 30", "-n", "6"});
+  ASSERT_EQ(all.exit_code, 0) << all.err;
+  const auto six = words(all.out);
+  ASSERT_EQ(six.size(), 6u);
+  auto first = run_cli(
+      {"generate-ids", "-m", kRwkv, "--tokens", "10 20 30", "-n", "3", "--state-out", state});
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  const auto three = words(first.out);
+  ASSERT_EQ(three, std::vector<std::string>(six.begin(), six.begin() + 3));
+  auto rest =
+      run_cli({"generate-ids", "-m", kRwkv, "--tokens", three[2], "-n", "3", "--state-in", state});
+  ASSERT_EQ(rest.exit_code, 0) << rest.err;
+  EXPECT_EQ(words(rest.out), std::vector<std::string>(six.begin() + 3, six.end()));
+}
+
+TEST(CliErrors, BadFlagsPrintUsage) {
+  auto r = run_cli({"logits", "-m", kRwkv, "--bogus"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("unknown option '--bogus'"));
+  EXPECT_THAT(r.err, HasSubstr("usage: qrwkv logits"));
+  r = run_cli({"logits", "-m", kRwkv});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("missing required option --tokens"));
+  r = run_cli({"generate-ids", "-m", kRwkv, "--tokens", "1", "-n", "ten"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("expects an integer"));
+  r = run_cli({"logits", "-m", kRwkv, "--tokens", "1 x 3"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("token list"));
+  r = run_cli({"logits", "-m"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("needs a value"));
+  r = run_cli({"frobnicate"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("unknown command 'frobnicate'"));
+  r = run_cli({});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("usage: qrwkv <command>"));
+}
+
+TEST(CliErrors, HelpOnEverySubcommand) {
+  for (const char* cmd : {"info", "logits", "generate-ids"}) {
+    auto r = run_cli({cmd, "--help"});
+    EXPECT_EQ(r.exit_code, 0) << cmd;
+    EXPECT_THAT(r.out, HasSubstr(std::string("usage: qrwkv ") + cmd)) << cmd;
+  }
+  auto r = run_cli({"--help"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_THAT(r.out, HasSubstr("generate-ids"));
+}
+
+TEST(CliErrors, BadModelsGiveOneLineErrors) {
+  auto r = run_cli({"info", "-m", "/nonexistent"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "error: /nonexistent: model directory does not exist\n");
+  r = run_cli({"logits", "-m", kRwkv, "--tokens", "1 1000"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "error: token id 1000 is out of range (vocabulary size 1000)\n");
+  r = run_cli({"logits", "-m", kRwkv, "--tokens", "1", "--out", "/nonexistent/dir/x.safetensors"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("/nonexistent/dir/x.safetensors"));
+}
+
+}  // namespace
+}  // namespace qrwkv
