@@ -43,7 +43,7 @@ class Reader {
   void floats(std::vector<float>& dst, uint64_t n, const char* what) {
     if (n > (end_ - pos_) / sizeof(float)) truncated(what);
     dst.resize(static_cast<size_t>(n));
-    std::memcpy(dst.data(), bytes_.data() + pos_, n * sizeof(float));
+    if (n > 0) std::memcpy(dst.data(), bytes_.data() + pos_, n * sizeof(float));
     pos_ += n * sizeof(float);
   }
   std::string str(uint64_t n, const char* what) {
@@ -138,7 +138,7 @@ std::string serialize_state(const State& s) {
   for (const auto& l : s.layers) {
     for (const auto* v : {&l.x_prev, &l.wkv, &l.k_cache, &l.v_cache}) put<uint64_t>(out, v->size());
     for (const auto* v : {&l.x_prev, &l.wkv, &l.k_cache, &l.v_cache})
-      out.append(reinterpret_cast<const char*>(v->data()), v->size() * sizeof(float));
+      if (!v->empty()) out.append(reinterpret_cast<const char*>(v->data()), v->size() * sizeof(float));
   }
   put<uint64_t>(out, fnv1a(out.data(), out.size()));
   return out;

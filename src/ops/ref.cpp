@@ -48,6 +48,7 @@ float f16_to_f32(uint16_t h) {
 }
 
 void load_f32(const Tensor& t, int64_t offset, int64_t n, float* dst) {
+  if (n <= 0) return;
   switch (t.dtype) {
     case DType::F32:
       std::memcpy(dst, t.data + offset * 4, static_cast<size_t>(n) * 4);
