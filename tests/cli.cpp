@@ -1,9 +1,11 @@
 #include "tests/cli.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
@@ -40,7 +42,18 @@ struct TempDirs {
 }  // namespace
 
 CliResult run_cli(const std::vector<std::string>& args, const std::string& stdin_text) {
-  // A child that exits without reading its input must not kill the test with SIGPIPE.
+  Process p(args);
+  // Input is written while output is read, so neither pipe can fill up and stall the child.
+  std::thread writer([&] {
+    p.write(stdin_text);
+    p.close_input();
+  });
+  CliResult r = p.finish(/*close_stdin=*/false);
+  writer.join();
+  return r;
+}
+
+Process::Process(const std::vector<std::string>& args) {
   ::signal(SIGPIPE, SIG_IGN);
   int in_pipe[2], out_pipe[2], err_pipe[2];
   if (::pipe2(in_pipe, O_CLOEXEC) || ::pipe2(out_pipe, O_CLOEXEC) || ::pipe2(err_pipe, O_CLOEXEC))
@@ -50,9 +63,9 @@ CliResult run_cli(const std::vector<std::string>& args, const std::string& stdin
   std::vector<char*> argv;
   for (auto& a : full) argv.push_back(a.data());
   argv.push_back(nullptr);
-  pid_t pid = ::fork();
-  if (pid < 0) throw std::runtime_error("fork failed");
-  if (pid == 0) {
+  pid_ = ::fork();
+  if (pid_ < 0) throw std::runtime_error("fork failed");
+  if (pid_ == 0) {
     ::dup2(in_pipe[0], 0);
     ::dup2(out_pipe[1], 1);
     ::dup2(err_pipe[1], 2);
@@ -62,22 +75,63 @@ CliResult run_cli(const std::vector<std::string>& args, const std::string& stdin
   ::close(in_pipe[0]);
   ::close(out_pipe[1]);
   ::close(err_pipe[1]);
-  std::thread writer([&] {
-    size_t off = 0;
-    while (off < stdin_text.size()) {
-      ssize_t n = ::write(in_pipe[1], stdin_text.data() + off, stdin_text.size() - off);
-      if (n <= 0) break;
-      off += static_cast<size_t>(n);
-    }
-    ::close(in_pipe[1]);
-  });
+  in_ = in_pipe[1];
+  out_ = out_pipe[0];
+  err_ = err_pipe[0];
+}
+
+Process::~Process() {
+  if (pid_ > 0) {
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+  }
+  close_input();
+  for (int fd : {out_, err_})
+    if (fd >= 0) ::close(fd);
+}
+
+void Process::write(const std::string& text) {
+  size_t off = 0;
+  while (off < text.size()) {
+    ssize_t n = ::write(in_, text.data() + off, text.size() - off);
+    if (n <= 0) break;
+    off += static_cast<size_t>(n);
+  }
+}
+
+void Process::signal(int sig) { ::kill(pid_, sig); }
+
+bool Process::wait_for_output(const std::string& text, double seconds) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (out_text_.find(text) == std::string::npos) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        end - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    pollfd p{out_, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
+    char buf[4096];
+    ssize_t n = ::read(out_, buf, sizeof buf);
+    if (n <= 0) return out_text_.find(text) != std::string::npos;
+    out_text_.append(buf, static_cast<size_t>(n));
+  }
+  return true;
+}
+
+void Process::close_input() {
+  const int fd = in_.exchange(-1);
+  if (fd >= 0) ::close(fd);
+}
+
+CliResult Process::finish(bool close_stdin) {
+  if (close_stdin) close_input();
   CliResult r;
-  std::thread err_reader([&] { r.err = drain(err_pipe[0]); });
-  r.out = drain(out_pipe[0]);
+  std::thread err_reader([&] { r.err = drain(err_); });
+  r.out = out_text_ + drain(out_);
   err_reader.join();
-  writer.join();
+  out_ = err_ = -1;
   int status = 0;
-  ::waitpid(pid, &status, 0);
+  ::waitpid(pid_, &status, 0);
+  pid_ = -1;
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   return r;
 }

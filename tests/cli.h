@@ -2,6 +2,7 @@
 // the command line (exit codes, error messages, output files).
 #pragma once
 
+#include <atomic>
 #include <string>
 #include <vector>
 
@@ -15,6 +16,28 @@ struct CliResult {
 
 // Runs `qrwkv args...` without a shell; `stdin_text` is fed to its standard input.
 CliResult run_cli(const std::vector<std::string>& args, const std::string& stdin_text = "");
+
+// A running qrwkv process whose standard input is written piece by piece, for interactive
+// commands (and signals, such as Ctrl-C's SIGINT).
+class Process {
+ public:
+  explicit Process(const std::vector<std::string>& args);
+  ~Process();
+  void write(const std::string& text);
+  void close_input();
+  void signal(int sig);
+  // Reads stdout until it contains `text` or `seconds` pass; returns whether it appeared.
+  bool wait_for_output(const std::string& text, double seconds);
+  // Closes stdin (unless told not to: another thread is still writing it), waits for the exit
+  // and collects the rest of the output.
+  CliResult finish(bool close_stdin = true);
+
+ private:
+  int pid_ = -1;
+  std::atomic<int> in_{-1};
+  int out_ = -1, err_ = -1;
+  std::string out_text_;
+};
 
 // Path of a file or directory under tests/data.
 std::string data_path(const std::string& relative);

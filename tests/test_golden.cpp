@@ -57,26 +57,36 @@ class Golden : public ::testing::TestWithParam<std::string> {
   std::unique_ptr<Expected> expected_;
 };
 
+// The golden checks run on both execution paths: the float32 reference kernels and the
+// optimized multithreaded ones.
+std::vector<std::pair<const char*, Exec>> exec_modes() {
+  return {{"reference", Exec::make_reference()}, {"fast", Exec::make_fast(2)}};
+}
+
 TEST_P(Golden, LogitsOfBothSequences) {
-  const auto ids = expected_->get<int32_t>("input_ids");
-  const auto want = expected_->get<float>("logits");
-  const auto shape = expected_->shape("logits");
-  ASSERT_EQ(shape.size(), 3u);
-  const int64_t B = shape[0], T = shape[1], V = shape[2];
-  ASSERT_EQ(V, model_->config.vocab_size);
-  double worst = 0;
-  for (int64_t b = 0; b < B; ++b) {
-    State st = model_->new_state();
-    const auto got = forward(*model_, st, std::span<const int32_t>(&ids[b * T], T));
-    const double err = max_rel_error(got.data(), &want[b * T * V], T, V);
-    EXPECT_LE(err, 1e-3) << "sequence " << b;
-    worst = std::max(worst, err);
+  for (auto& [mode, exec] : exec_modes()) {
+    model_->exec = exec;
+    const auto ids = expected_->get<int32_t>("input_ids");
+    const auto want = expected_->get<float>("logits");
+    const auto shape = expected_->shape("logits");
+    ASSERT_EQ(shape.size(), 3u);
+    const int64_t B = shape[0], T = shape[1], V = shape[2];
+    ASSERT_EQ(V, model_->config.vocab_size);
+    double worst = 0;
+    for (int64_t b = 0; b < B; ++b) {
+      State st = model_->new_state();
+      const auto got = forward(*model_, st, std::span<const int32_t>(&ids[b * T], T));
+      const double err = max_rel_error(got.data(), &want[b * T * V], T, V);
+      EXPECT_LE(err, 1e-3) << "sequence " << b;
+      worst = std::max(worst, err);
+    }
+    RecordProperty("max_rel_error", std::to_string(worst));
+    // Note: qwen2_tiny_bf16's reference applied RoPE with inverse frequencies rounded to bf16 (the
+    // reference framework casts that buffer with the weights); qrwkv keeps them exact in float32,
+    // which puts that model at about 5e-4 instead of 1e-6, still inside the tolerance.
+    std::printf("[golden] %s (%s): max relative logit error %.3g\n", GetParam().c_str(), mode,
+                worst);
   }
-  RecordProperty("max_rel_error", std::to_string(worst));
-  // Note: qwen2_tiny_bf16's reference applied RoPE with inverse frequencies rounded to bf16 (the
-  // reference framework casts that buffer with the weights); qrwkv keeps them exact in float32,
-  // which puts that model at about 5e-4 instead of 1e-6, still inside the tolerance.
-  std::printf("[golden] %s: max relative logit error %.3g\n", GetParam().c_str(), worst);
 }
 
 // The transformers' bf16 variants carry only input_ids and logits: the tests below run on the
@@ -84,28 +94,36 @@ TEST_P(Golden, LogitsOfBothSequences) {
 class GoldenFull : public Golden {};
 
 TEST_P(GoldenFull, LongSequenceLastEightPositions) {
-  ASSERT_TRUE(expected_->has("long_input_ids"));
-  const auto ids = expected_->get<int32_t>("long_input_ids");
-  const auto want = expected_->get<float>("long_logits_last8");
-  const int64_t T = static_cast<int64_t>(ids.size()), V = model_->config.vocab_size;
-  State st = model_->new_state();
-  // Everything but the last 8 tokens without logits, then the last 8 with them.
-  forward(*model_, st, std::span<const int32_t>(ids.data(), T - 8), false);
-  const auto got = forward(*model_, st, std::span<const int32_t>(&ids[T - 8], 8));
-  const double err = max_rel_error(got.data(), want.data(), 8, V);
-  EXPECT_LE(err, 1e-3);
-  std::printf("[golden] %s: long sequence (%lld tokens) max relative logit error %.3g\n",
-              GetParam().c_str(), static_cast<long long>(T), err);
+  for (auto& [mode, exec] : exec_modes()) {
+    model_->exec = exec;
+    ASSERT_TRUE(expected_->has("long_input_ids"));
+    const auto ids = expected_->get<int32_t>("long_input_ids");
+    const auto want = expected_->get<float>("long_logits_last8");
+    const int64_t T = static_cast<int64_t>(ids.size()), V = model_->config.vocab_size;
+    State st = model_->new_state();
+    // Everything but the last 8 tokens without logits, then the last 8 with them.
+    forward(*model_, st, std::span<const int32_t>(ids.data(), T - 8), false);
+    const auto got = forward(*model_, st, std::span<const int32_t>(&ids[T - 8], 8));
+    const double err = max_rel_error(got.data(), want.data(), 8, V);
+    EXPECT_LE(err, 1e-3);
+    std::printf("[golden] %s (%s): long sequence (%lld tokens) max relative logit error %.3g\n",
+                GetParam().c_str(), mode, static_cast<long long>(T), err);
+  }
 }
 
 TEST_P(GoldenFull, GreedyTokens) {
-  const auto prompt = expected_->get<int32_t>("greedy_prompt");
-  const auto want = expected_->get<int32_t>("greedy_output");
-  State st = model_->new_state();
-  const auto got =
-      generate_greedy(*model_, st, prompt, static_cast<int64_t>(want.size() - prompt.size()));
-  const std::vector<int32_t> want_new(want.begin() + static_cast<long>(prompt.size()), want.end());
-  EXPECT_EQ(got, want_new);
+  for (auto& [mode, exec] : exec_modes()) {
+    SCOPED_TRACE(mode);
+    model_->exec = exec;
+    const auto prompt = expected_->get<int32_t>("greedy_prompt");
+    const auto want = expected_->get<int32_t>("greedy_output");
+    State st = model_->new_state();
+    const auto got =
+        generate_greedy(*model_, st, prompt, static_cast<int64_t>(want.size() - prompt.size()));
+    const std::vector<int32_t> want_new(want.begin() + static_cast<long>(prompt.size()),
+                                        want.end());
+    EXPECT_EQ(got, want_new);
+  }
 }
 
 // The command line gives the same greedy tokens as the library (and as the reference).

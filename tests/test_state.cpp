@@ -8,6 +8,7 @@
 
 #include "io/error.h"
 #include "io/mapped_file.h"
+#include "io/safetensors.h"
 #include "model/model.h"
 #include "tests/cli.h"
 
@@ -217,6 +218,41 @@ TEST(State, OutOfRangeTokensAreRefused) {
     EXPECT_THAT(e.what(), HasSubstr("token id 1000 is out of range (vocabulary size 1000)"));
   }
   EXPECT_EQ(s.n_tokens, 0);  // nothing was consumed
+}
+
+}  // namespace
+}  // namespace qrwkv
+
+namespace qrwkv {
+namespace {
+
+// A 512-token prefill (chunked WKV on the fast path) agrees with token-by-token evaluation in
+// logits and final state, on the golden sequence whose decays reach w ≈ 6e-4.
+TEST(State, ChunkedPrefillEqualsTokenByToken) {
+  Model m = Model::load(test::data_path("models/qrwkv6_tiny"));
+  SafetensorsFile e(test::data_path("models/qrwkv6_tiny.expected.safetensors"));
+  const TensorInfo* t = e.find("long_input_ids");
+  ASSERT_NE(t, nullptr);
+  std::vector<int32_t> ids(512);
+  std::memcpy(ids.data(), e.data(*t), ids.size() * 4);
+  State whole = m.new_state(), steps = m.new_state();
+  const auto lw = forward(m, whole, ids, false);
+  std::vector<float> ls;
+  for (int32_t id : ids) ls = forward(m, steps, std::span<const int32_t>(&id, 1), false);
+  double max_l = 0;
+  for (float x : lw) max_l = std::max(max_l, std::fabs(double{x}));
+  EXPECT_LT(max_abs_diff(ls, lw.data(), lw.size()) / max_l, 1e-5);
+  for (size_t l = 0; l < whole.layers.size(); ++l) {
+    const auto& a = whole.layers[l].wkv;
+    double max_s = 0;
+    for (float x : a) max_s = std::max(max_s, std::fabs(double{x}));
+    EXPECT_LT(max_abs_diff(steps.layers[l].wkv, a.data(), a.size()) / max_s, 1e-5) << "layer " << l;
+    const auto& x = whole.layers[l].x_prev;
+    double max_x = 0;
+    for (float v : x) max_x = std::max(max_x, std::fabs(double{v}));
+    EXPECT_LT(max_abs_diff(steps.layers[l].x_prev, x.data(), x.size()) / max_x, 1e-5)
+        << "layer " << l;
+  }
 }
 
 }  // namespace

@@ -41,14 +41,14 @@ void Args::parse(int argc, char** argv) {
     if (canonical == "--help") throw HelpRequested{usage()};
     if (f->value.empty()) {
       if (has_inline) throw UsageError("option '" + arg + "' takes no value");
-      values_[canonical] = "";
+      values_[canonical].push_back("");
       continue;
     }
     if (has_inline) {
-      values_[canonical] = inline_value;
+      values_[canonical].push_back(inline_value);
     } else {
       if (i + 1 >= argc) throw UsageError("option '" + arg + "' needs a value (" + f->value + ")");
-      values_[canonical] = argv[++i];
+      values_[canonical].push_back(argv[++i]);
     }
   }
 }
@@ -62,7 +62,14 @@ std::string Args::get(const std::string& name, const std::string& fallback) cons
   const Flag* f = lookup(name);
   if (f == nullptr) return fallback;
   auto it = values_.find(f->names.back());
-  return it == values_.end() ? fallback : it->second;
+  return it == values_.end() ? fallback : it->second.back();
+}
+
+std::vector<std::string> Args::get_all(const std::string& name) const {
+  const Flag* f = lookup(name);
+  if (f == nullptr) return {};
+  auto it = values_.find(f->names.back());
+  return it == values_.end() ? std::vector<std::string>{} : it->second;
 }
 
 std::string Args::require(const std::string& name) const {

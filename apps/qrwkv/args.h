@@ -35,7 +35,10 @@ class Args {
   void parse(int argc, char** argv);
 
   bool has(const std::string& name) const;
+  // The value of a flag (the last one when given several times).
   std::string get(const std::string& name, const std::string& fallback = "") const;
+  // Every value of a repeatable flag, in order.
+  std::vector<std::string> get_all(const std::string& name) const;
   // Requires the flag to be present; throws UsageError naming it otherwise.
   std::string require(const std::string& name) const;
   int64_t get_int(const std::string& name, int64_t fallback) const;
@@ -48,7 +51,7 @@ class Args {
   std::string command_;
   std::string synopsis_;
   std::vector<Flag> flags_;
-  std::map<std::string, std::string> values_;  // canonical name -> value ("" for switches)
+  std::map<std::string, std::vector<std::string>> values_;  // canonical name -> values
 };
 
 // Parses a list of token ids separated by spaces and/or commas ("1 2, 3").

@@ -64,6 +64,10 @@ int run_info(int argc, char** argv) {
 
 Model load_with_state(const Args& args, State& state) {
   Model m = Model::load(args.require("--model"));
+  const int64_t threads = args.get_int("--threads", 0);
+  if (threads < 0) throw UsageError("-t must be positive");
+  m.exec =
+      args.has("--reference") ? Exec::make_reference() : Exec::make_fast(static_cast<int>(threads));
   if (args.has("--state-in")) {
     const std::string path = args.get("--state-in");
     state = load_state(path);
@@ -77,6 +81,8 @@ Model load_with_state(const Args& args, State& state) {
 int run_logits(int argc, char** argv) {
   Args args("logits", "-m DIR --tokens \"1 2 3\" [--state-in F] [--state-out F] [--out FILE]",
             {{{"-m", "--model"}, "DIR", "model directory"},
+             {{"-t", "--threads"}, "N", "threads (default: one per physical core)"},
+             {{"--reference"}, "", "use the plain float32 reference kernels"},
              {{"--tokens"}, "IDS", "token ids separated by spaces or commas"},
              {{"--state-in"}, "FILE", "start from this saved state instead of an empty one"},
              {{"--state-out"}, "FILE", "save the state after the tokens to this file"},
@@ -113,6 +119,8 @@ int run_logits(int argc, char** argv) {
 int run_generate_ids(int argc, char** argv) {
   Args args("generate-ids", "-m DIR --tokens \"1 2 3\" -n N",
             {{{"-m", "--model"}, "DIR", "model directory"},
+             {{"-t", "--threads"}, "N", "threads (default: one per physical core)"},
+             {{"--reference"}, "", "use the plain float32 reference kernels"},
              {{"--tokens"}, "IDS", "prompt token ids separated by spaces or commas"},
              {{"-n", "--n-predict"}, "N", "number of tokens to generate (greedy, no stop tokens)"},
              {{"--state-in"}, "FILE", "start from this saved state"},

@@ -165,7 +165,7 @@ std::string serialize_safetensors(const std::vector<TensorToWrite>& tensors,
   for (const auto& t : tensors) {
     uint64_t numel = 1;
     for (int64_t d : t.shape) numel *= static_cast<uint64_t>(d);
-    out.append(static_cast<const char*>(t.data), numel * dtype_size(t.dtype));
+    if (numel > 0) out.append(static_cast<const char*>(t.data), numel * dtype_size(t.dtype));
   }
   return out;
 }

@@ -46,6 +46,7 @@ class SafetensorsFile {
   explicit SafetensorsFile(const std::string& path);
   const SafetensorsHeader& header() const { return header_; }
   const std::string& path() const { return file_.path(); }
+  const MappedFile& file() const { return file_; }
   const TensorInfo* find(const std::string& name) const;
   // Pointer to the first byte of a tensor's data (not necessarily aligned).
   const uint8_t* data(const TensorInfo& t) const {

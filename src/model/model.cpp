@@ -102,18 +102,18 @@ void forward_batch(const Model& m, std::span<SequenceInput> batch) {
       float* ob = &mix[offset[b] * C];
       LayerState& st = batch[b].state->layers[l];
       if (c.arch == Arch::QRWKV6)
-        qrwkv6_time_mix(c, w, lw, ab, T, st, ob);
+        qrwkv6_time_mix(m.exec, c, w, lw, ab, T, st, ob);
       else
-        attention(c, lw, m.rope_inv_freq, ab, T, batch[b].state->n_tokens, st, ob);
+        attention(m.exec, c, lw, m.rope_inv_freq, ab, T, batch[b].state->n_tokens, st, ob);
     }
     for (size_t j = 0; j < h.size(); ++j) h[j] += mix[j];
 
     // SwiGLU MLP: h += down(silu(gate(m)) * up(m)).
     ref::rmsnorm(h.data(), Ttot, C, lw.post_attention_layernorm.data(), c.rms_norm_eps, a.data());
-    ref::linear(a.data(), Ttot, lw.gate_proj, &lw.gate_proj_bias, gate.data());
-    ref::linear(a.data(), Ttot, lw.up_proj, &lw.up_proj_bias, up.data());
+    m.exec.linear(a.data(), Ttot, lw.gate_proj, &lw.gate_proj_bias, gate.data());
+    m.exec.linear(a.data(), Ttot, lw.up_proj, &lw.up_proj_bias, up.data());
     for (size_t j = 0; j < gate.size(); ++j) gate[j] = ref::silu(gate[j]) * up[j];
-    ref::linear(gate.data(), Ttot, lw.down_proj, &lw.down_proj_bias, mix.data());
+    m.exec.linear(gate.data(), Ttot, lw.down_proj, &lw.down_proj_bias, mix.data());
     for (size_t j = 0; j < h.size(); ++j) h[j] += mix[j];
   }
 
@@ -128,7 +128,7 @@ void forward_batch(const Model& m, std::span<SequenceInput> batch) {
   for (size_t r = 0; r < rows.size(); ++r) std::copy_n(&h[rows[r] * C], C, &x[r * C]);
   const int64_t R = static_cast<int64_t>(rows.size());
   ref::rmsnorm(x.data(), R, C, w.norm.data(), c.rms_norm_eps, xn.data());
-  ref::linear(xn.data(), R, w.lm_head, nullptr, logits.data());
+  m.exec.linear(xn.data(), R, w.lm_head, nullptr, logits.data());
   size_t r = 0;
   for (auto& s : batch) {
     const int64_t T = static_cast<int64_t>(s.tokens.size());

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "model/config.h"
+#include "model/exec.h"
 #include "model/state.h"
 #include "model/weights.h"
 
@@ -18,6 +19,7 @@ struct Model {
   WeightStore store;
   ModelWeights weights;
   std::vector<double> rope_inv_freq;  // transformers only
+  Exec exec = Exec::make_fast();      // kernels and threads used by forward()
 
   // Loads config.json and the safetensors weights of a model directory.
   static Model load(const std::string& dir);

@@ -138,7 +138,8 @@ std::string serialize_state(const State& s) {
   for (const auto& l : s.layers) {
     for (const auto* v : {&l.x_prev, &l.wkv, &l.k_cache, &l.v_cache}) put<uint64_t>(out, v->size());
     for (const auto* v : {&l.x_prev, &l.wkv, &l.k_cache, &l.v_cache})
-      if (!v->empty()) out.append(reinterpret_cast<const char*>(v->data()), v->size() * sizeof(float));
+      if (!v->empty())
+        out.append(reinterpret_cast<const char*>(v->data()), v->size() * sizeof(float));
   }
   put<uint64_t>(out, fnv1a(out.data(), out.size()));
   return out;

@@ -56,15 +56,16 @@ void apply_rope(float* x, int64_t D, int64_t pos, const std::vector<double>& inv
 
 }  // namespace
 
-void attention(const Config& c, const LayerWeights& w, const std::vector<double>& inv_freq,
-               const float* a, int64_t T, int64_t pos0, LayerState& st, float* out) {
+void attention(const Exec& ex, const Config& c, const LayerWeights& w,
+               const std::vector<double>& inv_freq, const float* a, int64_t T, int64_t pos0,
+               LayerState& st, float* out) {
   const int64_t H = c.num_heads, Hkv = c.num_kv_heads, D = c.head_dim;
   const int64_t G = H / Hkv, QD = H * D, KVD = c.kv_dim();
   std::vector<float> q(static_cast<size_t>(T * QD)), k(static_cast<size_t>(T * KVD)),
       v(static_cast<size_t>(T * KVD));
-  ref::linear(a, T, w.q_proj, &w.q_bias, q.data());
-  ref::linear(a, T, w.k_proj, &w.k_bias, k.data());
-  ref::linear(a, T, w.v_proj, &w.v_bias, v.data());
+  ex.linear(a, T, w.q_proj, &w.q_bias, q.data());
+  ex.linear(a, T, w.k_proj, &w.k_bias, k.data());
+  ex.linear(a, T, w.v_proj, &w.v_bias, v.data());
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t h = 0; h < H; ++h) apply_rope(&q[t * QD + h * D], D, pos0 + t, inv_freq);
     for (int64_t h = 0; h < Hkv; ++h) apply_rope(&k[t * KVD + h * D], D, pos0 + t, inv_freq);
@@ -100,7 +101,7 @@ void attention(const Config& c, const LayerWeights& w, const std::vector<double>
       }
     }
   }
-  ref::linear(o.data(), T, w.o_proj, &w.o_bias, out);
+  ex.linear(o.data(), T, w.o_proj, &w.o_bias, out);
 }
 
 }  // namespace qrwkv

@@ -1,5 +1,6 @@
 #include "model/weights.h"
 
+#include <algorithm>
 #include <filesystem>
 
 #include "io/error.h"
@@ -92,6 +93,31 @@ Tensor WeightStore::get(const std::string& name, const std::vector<int64_t>& sha
     }
   }
   return t;
+}
+
+size_t WeightStore::file_bytes() const {
+  size_t n = 0;
+  for (const auto& f : files_) n += f->file().size();
+  return n;
+}
+
+void WeightStore::prefetch(const std::function<void(double)>& progress) const {
+  const size_t total = std::max<size_t>(1, file_bytes());
+  size_t done = 0, next_report = 0;
+  volatile uint8_t sink = 0;
+  for (const auto& f : files_) {
+    const uint8_t* p = f->file().data();
+    const size_t n = f->file().size();
+    for (size_t off = 0; off < n; off += 4096) {
+      sink = sink + p[off];
+      if (done + off >= next_report) {
+        progress(static_cast<double>(done + off) / static_cast<double>(total));
+        next_report += total / 100 + 1;
+      }
+    }
+    done += n;
+  }
+  progress(1.0);
 }
 
 std::vector<std::string> WeightStore::names() const {

@@ -2,6 +2,7 @@
 // model.safetensors.index.json. All files are memory-mapped; tensors are views into them.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -27,6 +28,12 @@ class WeightStore {
 
   std::vector<std::string> names() const;
   const std::string& dir() const { return dir_; }
+
+  // Total bytes of the mapped checkpoint files.
+  size_t file_bytes() const;
+  // Reads every page of the checkpoint once, so that the first tokens do not wait on the disk;
+  // `progress` receives the fraction done (0..1) now and then.
+  void prefetch(const std::function<void(double)>& progress) const;
 
  private:
   struct Entry {

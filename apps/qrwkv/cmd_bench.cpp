@@ -1,0 +1,415 @@
+// Benchmark commands: synth (random-weight checkpoints of real shapes) and bench (llama-bench
+// style prompt-processing and generation speed, with achieved bandwidth or FLOP/s against the
+// machine's measured memory bandwidth).
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+#include <sstream>
+
+#include "apps/qrwkv/args.h"
+#include "apps/qrwkv/command.h"
+#include "io/json.h"
+#include "io/mapped_file.h"
+#include "io/safetensors.h"
+#include "model/model.h"
+
+namespace qrwkv::app {
+
+namespace {
+
+struct Shape {
+  const char* name;
+  int64_t C, L, H, Hkv, F, V;
+  double eps;
+  bool tied;  // the transformer's tying; QRWKV6 conversions untie
+};
+
+constexpr Shape kShapes[] = {
+    {"qwen2.5-0.5b", 896, 24, 14, 2, 4864, 151936, 1e-6, true},
+    {"qwen2.5-1.5b", 1536, 28, 12, 2, 8960, 151936, 1e-6, true},
+    {"qwen2.5-7b", 3584, 28, 28, 4, 18944, 152064, 1e-6, false},
+};
+
+// A fast deterministic generator: weights need variety, not statistical quality.
+struct XorShift {
+  uint64_t s;
+  float uniform() {  // in [-1, 1)
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    return static_cast<float>(static_cast<int64_t>(s >> 11) - (int64_t{1} << 52)) /
+           static_cast<float>(int64_t{1} << 52);
+  }
+};
+
+struct Spec {
+  std::string name;
+  std::vector<int64_t> shape;
+  enum Fill { Random, Ones, Zeros, Decay } fill = Random;
+  float scale = 0.02f;
+};
+
+std::vector<Spec> tensor_specs(const Shape& s, bool rwkv, int64_t Dm, int64_t Dd) {
+  const int64_t C = s.C, KV = s.Hkv * (s.C / s.H), F = s.F, V = s.V;
+  std::vector<Spec> t;
+  t.push_back({"model.embed_tokens.weight", {V, C}});
+  t.push_back({"model.norm.weight", {C}, Spec::Ones});
+  if (rwkv || !s.tied) t.push_back({"lm_head.weight", {V, C}});
+  for (int64_t l = 0; l < s.L; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    const std::string a = p + "self_attn.";
+    t.push_back({p + "input_layernorm.weight", {C}, Spec::Ones});
+    t.push_back({p + "post_attention_layernorm.weight", {C}, Spec::Ones});
+    t.push_back({a + "q_proj.weight", {C, C}});
+    t.push_back({a + "q_proj.bias", {C}});
+    t.push_back({a + "k_proj.weight", {KV, C}});
+    t.push_back({a + "k_proj.bias", {KV}});
+    t.push_back({a + "v_proj.weight", {KV, C}});
+    t.push_back({a + "v_proj.bias", {KV}});
+    t.push_back({a + "o_proj.weight", {C, C}});
+    if (rwkv) {
+      for (const char* n :
+           {"time_maa_x", "time_maa_r", "time_maa_k", "time_maa_v", "time_maa_w", "time_maa_g"})
+        t.push_back({a + n, {1, 1, C}, Spec::Random, 0.5f});
+      t.push_back({a + "time_maa_w1", {C, 5 * Dm}, Spec::Random, 0.01f});
+      t.push_back({a + "time_maa_w2", {5, Dm, C}, Spec::Random, 0.01f});
+      t.push_back({a + "time_decay", {1, 1, C}, Spec::Decay});
+      t.push_back({a + "time_decay_w1", {C, Dd}, Spec::Random, 0.01f});
+      t.push_back({a + "time_decay_w2", {Dd, C}, Spec::Random, 0.01f});
+      t.push_back({a + "gate.weight", {C, C}});
+    }
+    t.push_back({p + "mlp.gate_proj.weight", {F, C}});
+    t.push_back({p + "mlp.up_proj.weight", {F, C}});
+    t.push_back({p + "mlp.down_proj.weight", {C, F}});
+  }
+  return t;
+}
+
+int run_synth(int argc, char** argv) {
+  Args a("synth", "--shape NAME --arch rwkv6qwen2|qwen2 [--dtype bf16|f16|f32] -o DIR",
+         {{{"--shape"}, "NAME", "qwen2.5-0.5b, qwen2.5-1.5b or qwen2.5-7b"},
+          {{"--arch"}, "ARCH", "rwkv6qwen2 (QRWKV6, untied head) or qwen2"},
+          {{"--dtype"}, "TYPE", "storage dtype: bf16 (default), f16 or f32"},
+          {{"-s", "--seed"}, "N", "random seed (default 1)"},
+          {{"-o", "--output"}, "DIR", "output model directory (created)"}});
+  a.parse(argc, argv);
+  const std::string shape_name = a.require("--shape"), arch = a.require("--arch");
+  const std::string out = a.require("--output"), dts = a.get("--dtype", "bf16");
+  const Shape* shape = nullptr;
+  for (const auto& s : kShapes)
+    if (shape_name == s.name) shape = &s;
+  if (shape == nullptr) throw UsageError("unknown --shape '" + shape_name + "'");
+  if (arch != "rwkv6qwen2" && arch != "qwen2") throw UsageError("unknown --arch '" + arch + "'");
+  DType dt = DType::BF16;
+  if (dts == "f16")
+    dt = DType::F16;
+  else if (dts == "f32")
+    dt = DType::F32;
+  else if (dts != "bf16")
+    throw UsageError("unknown --dtype '" + dts + "'");
+  const bool rwkv = arch == "rwkv6qwen2";
+  // The historical LoRA ranks of QRWKV6 conversions for this width.
+  const int64_t Dm = shape->C < 4096 ? 32 : 64, Dd = shape->C < 4096 ? 64 : 128;
+
+  std::filesystem::create_directories(out);
+  nlohmann::ordered_json cfg = {
+      {"architectures", {rwkv ? "RWKV6Qwen2ForCausalLM" : "Qwen2ForCausalLM"}},
+      {"model_type", arch},
+      {"hidden_size", shape->C},
+      {"num_hidden_layers", shape->L},
+      {"num_attention_heads", shape->H},
+      {"num_key_value_heads", shape->Hkv},
+      {"intermediate_size", shape->F},
+      {"vocab_size", shape->V},
+      {"rms_norm_eps", shape->eps},
+      {"hidden_act", "silu"},
+      {"rope_theta", 1000000.0},
+      {"max_position_embeddings", 32768},
+      {"tie_word_embeddings", rwkv ? false : shape->tied},
+      {"torch_dtype", dts == "bf16"  ? "bfloat16"
+                      : dts == "f16" ? "float16"
+                                     : "float32"},
+      {"eos_token_id", 151643},
+  };
+  if (rwkv) {
+    cfg["attention_bias"] = true;
+    cfg["attention_output_bias"] = false;
+    cfg["lora_rank_tokenshift"] = Dm;
+    cfg["lora_rank_decay"] = Dd;
+  }
+  {
+    const std::string text = cfg.dump(2) + "\n";
+    write_file_atomic(out + "/config.json", text.data(), text.size());
+  }
+
+  // Streams the tensors into the file one at a time: a 7B checkpoint never sits in memory.
+  const auto specs = tensor_specs(*shape, rwkv, Dm, Dd);
+  nlohmann::ordered_json header = nlohmann::ordered_json::object();
+  uint64_t offset = 0;
+  for (const auto& s : specs) {
+    uint64_t n = 1;
+    for (int64_t d : s.shape) n *= static_cast<uint64_t>(d);
+    header[s.name] = {{"dtype", dtype_name(dt)},
+                      {"shape", s.shape},
+                      {"data_offsets", {offset, offset + n * dtype_size(dt)}}};
+    offset += n * dtype_size(dt);
+  }
+  std::string h = header.dump();
+  while ((8 + h.size()) % 8 != 0) h.push_back(' ');
+  const std::string path = out + "/model.safetensors", tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    if (!f) throw Error(tmp + ": cannot create");
+    const uint64_t len = h.size();
+    f.write(reinterpret_cast<const char*>(&len), 8);
+    f.write(h.data(), static_cast<std::streamsize>(h.size()));
+    XorShift rng{static_cast<uint64_t>(a.get_int("--seed", 1)) * 0x9E3779B97F4A7C15ull + 1};
+    std::vector<uint8_t> buf;
+    for (const auto& s : specs) {
+      uint64_t n = 1;
+      for (int64_t d : s.shape) n *= static_cast<uint64_t>(d);
+      buf.resize(n * dtype_size(dt));
+      for (uint64_t i = 0; i < n; ++i) {
+        float v = 0;
+        switch (s.fill) {
+          case Spec::Random:
+            v = s.scale * rng.uniform();
+            break;
+          case Spec::Ones:
+            v = 1.0f;
+            break;
+          case Spec::Zeros:
+            v = 0.0f;
+            break;
+          case Spec::Decay: {
+            // The conversion's initial decay curve (docs §7), spanning fast to slow channels.
+            const double x = static_cast<double>(i) / static_cast<double>(n - 1);
+            v = static_cast<float>(-6.0 + 5.0 * std::pow(x, 0.7 + 1.3 * 0.5));
+            break;
+          }
+        }
+        if (dt == DType::F32)
+          std::memcpy(&buf[i * 4], &v, 4);
+        else if (dt == DType::BF16) {
+          const uint16_t b = f32_to_bf16(v);
+          std::memcpy(&buf[i * 2], &b, 2);
+        } else {
+          const _Float16 b = static_cast<_Float16>(v);
+          std::memcpy(&buf[i * 2], &b, 2);
+        }
+      }
+      f.write(reinterpret_cast<const char*>(buf.data()), static_cast<std::streamsize>(buf.size()));
+      if (!f) throw Error(tmp + ": write failed");
+    }
+    f.flush();
+    if (!f) throw Error(tmp + ": write failed");
+  }
+  std::filesystem::rename(tmp, path);
+  const Model m = Model::load(out);  // proves the checkpoint loads
+  std::printf("wrote %s: %s %s, %lld parameters, %s\n", out.c_str(), arch.c_str(), shape->name,
+              static_cast<long long>(m.n_params()), dtype_name(dt));
+  return 0;
+}
+
+// ---- bench -------------------------------------------------------------------------------
+
+struct Stats {
+  double mean = 0, sd = 0;
+};
+
+Stats stats(const std::vector<double>& v) {
+  Stats s;
+  if (v.empty()) return s;
+  s.mean = std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size());
+  double ss = 0;
+  for (double x : v) ss += (x - s.mean) * (x - s.mean);
+  s.sd = v.size() > 1 ? std::sqrt(ss / static_cast<double>(v.size() - 1)) : 0.0;
+  return s;
+}
+
+double now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Memory read bandwidth with the pool's threads: summing a 512 MiB buffer, best of 3.
+double measure_bandwidth(ThreadPool& pool) {
+  const size_t n = size_t{512} << 20 >> 2;
+  std::vector<float> buf(n, 1.0f);
+  double best = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    const double t0 = now();
+    const double total = fast::sum(pool, buf.data(), static_cast<int64_t>(n));
+    const double dt = now() - t0;
+    if (total != static_cast<double>(n)) throw Error("bandwidth probe summed wrongly");
+    best = std::max(best, static_cast<double>(n * 4) / dt / 1e9);
+  }
+  return best;
+}
+
+int64_t peak_rss_bytes() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<int64_t>(ru.ru_maxrss) * 1024;
+}
+
+int run_bench(int argc, char** argv) {
+  Args a("bench", "-m DIR [-p 512] [-n 128] [-d 0,4096] [-r 5] [-t N] [-o md|json]",
+         {{{"-m", "--model"}, "DIR", "model directory"},
+          {{"-p", "--n-prompt"}, "N", "prompt-processing test of N tokens; 0 = none (default 512)"},
+          {{"-n", "--n-gen"}, "N", "generation test of N tokens; 0 = none (default 128)"},
+          {{"-d", "--n-depth"}, "LIST", "context depths for the generation test (default 0)"},
+          {{"-r", "--repetitions"}, "N", "repetitions of each test (default 5)"},
+          {{"-t", "--threads"}, "N", "threads (default: physical cores)"},
+          {{"--reference"}, "", "use the float32 reference kernels"},
+          {{"-o", "--output"}, "md|json", "output format (default md)"}});
+  a.parse(argc, argv);
+  const int64_t n_prompt = a.get_int("--n-prompt", 512), n_gen = a.get_int("--n-gen", 128);
+  const int64_t reps = a.get_int("--repetitions", 5);
+  const int threads = static_cast<int>(a.get_int("--threads", physical_cores()));
+  const std::string fmt = a.get("--output", "md");
+  if (fmt != "md" && fmt != "json") throw UsageError("-o must be md or json");
+  if (reps < 1 || threads < 1 || n_prompt < 0 || n_gen < 0)
+    throw UsageError("counts must be positive");
+  std::vector<int64_t> depths;
+  {
+    std::stringstream ss(a.get("--n-depth", "0"));
+    for (std::string d; std::getline(ss, d, ',');) {
+      try {
+        depths.push_back(std::stoll(d));
+      } catch (const std::exception&) {
+        throw UsageError("-d expects comma-separated token counts");
+      }
+    }
+  }
+  Model m = Model::load(a.require("--model"));
+  m.exec = a.has("--reference") ? Exec::make_reference() : Exec::make_fast(threads);
+  ThreadPool bw_pool(threads);
+  const double bandwidth = measure_bandwidth(bw_pool);
+
+  // Bytes of weights read per generated token (the embedding contributes one row) and the
+  // multiply-adds of the projections per token.
+  int64_t weight_bytes = 0, macs = 0;
+  for (const auto& name : m.store.names()) {
+    const Tensor t = m.store.get_any_shape(name);
+    const int64_t bytes = t.numel() * static_cast<int64_t>(dtype_size(t.dtype));
+    if (name == "model.embed_tokens.weight") {
+      weight_bytes += bytes / m.config.vocab_size;
+      if (m.config.tie_word_embeddings) {
+        weight_bytes += bytes;
+        macs += t.numel();
+      }
+      continue;
+    }
+    weight_bytes += bytes;
+    if (t.shape.size() >= 2) macs += t.numel();
+  }
+
+  std::vector<int32_t> tokens(static_cast<size_t>(std::max<int64_t>({n_prompt, 1})));
+  uint32_t x = 12345;
+  auto next_token = [&] {
+    x = x * 1664525u + 1013904223u;
+    return static_cast<int32_t>((x >> 8) % static_cast<uint32_t>(m.config.vocab_size));
+  };
+  struct Row {
+    std::string test;
+    Stats ts;
+    double rate;  // GB/s (generation) or GFLOP/s (prompt)
+    const char* unit;
+  };
+  std::vector<Row> rows;
+  if (n_prompt > 0) {
+    for (auto& t : tokens) t = next_token();
+    std::vector<double> tps;
+    for (int64_t r = 0; r < reps; ++r) {
+      State s = m.new_state();
+      const double t0 = now();
+      forward(m, s, tokens, false);
+      tps.push_back(static_cast<double>(n_prompt) / (now() - t0));
+    }
+    const Stats st = stats(tps);
+    rows.push_back({"pp" + std::to_string(n_prompt), st,
+                    st.mean * 2.0 * static_cast<double>(macs) / 1e9, "GFLOP/s"});
+  }
+  if (n_gen > 0) {
+    for (int64_t depth : depths) {
+      std::vector<double> tps;
+      State base = m.new_state();
+      if (depth > 0) {
+        std::vector<int32_t> ctx(static_cast<size_t>(depth));
+        for (auto& t : ctx) t = next_token();
+        forward(m, base, ctx, false);
+      }
+      for (int64_t r = 0; r < reps; ++r) {
+        State s = base;
+        int32_t tok = next_token();
+        const double t0 = now();
+        for (int64_t i = 0; i < n_gen; ++i) {
+          forward(m, s, std::span<const int32_t>(&tok, 1), false);
+          tok = next_token();
+        }
+        tps.push_back(static_cast<double>(n_gen) / (now() - t0));
+      }
+      const Stats st = stats(tps);
+      std::string name = "tg" + std::to_string(n_gen);
+      if (depth > 0) name += " @ d" + std::to_string(depth);
+      rows.push_back({name, st, st.mean * static_cast<double>(weight_bytes) / 1e9, "GB/s"});
+    }
+  }
+
+  const std::string model_name = std::filesystem::path(m.dir).filename().string();
+  const double size_gib = static_cast<double>(weight_bytes) / (1 << 30);
+  const double rss_gib = static_cast<double>(peak_rss_bytes()) / (1 << 30);
+  const std::string kernels = a.has("--reference") ? "reference" : fast::isa_name(m.exec.isa);
+  if (fmt == "json") {
+    nlohmann::ordered_json j = {{"model", model_name},
+                                {"arch", arch_name(m.config.arch)},
+                                {"size_bytes", weight_bytes},
+                                {"params", m.n_params()},
+                                {"dtype", m.storage_dtype()},
+                                {"threads", threads},
+                                {"kernels", kernels},
+                                {"bandwidth_gbs", bandwidth},
+                                {"peak_rss_bytes", peak_rss_bytes()},
+                                {"results", json::array()}};
+    for (const auto& r : rows)
+      j["results"].push_back({{"test", r.test},
+                              {"tps_mean", r.ts.mean},
+                              {"tps_sd", r.ts.sd},
+                              {r.unit == std::string("GB/s") ? "gbs" : "gflops", r.rate}});
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    std::printf(
+        "| model | arch | size | params | dtype | kernels | threads | test | t/s | achieved | peak "
+        "RSS |\n");
+    std::printf("| --- | --- | ---: | ---: | --- | --- | ---: | --- | ---: | ---: | ---: |\n");
+    for (const auto& r : rows) {
+      char achieved[96];
+      if (std::string(r.unit) == "GB/s")
+        std::snprintf(achieved, sizeof achieved, "%.1f GB/s (%.0f%% of %.1f)", r.rate,
+                      100 * r.rate / bandwidth, bandwidth);
+      else
+        std::snprintf(achieved, sizeof achieved, "%.1f GFLOP/s", r.rate);
+      std::printf(
+          "| %s | %s | %.2f GiB | %.1fM | %s | %s | %d | %s | %.2f ± %.2f | %s | %.2f GiB |\n",
+          model_name.c_str(), arch_name(m.config.arch), size_gib,
+          static_cast<double>(m.n_params()) / 1e6, m.storage_dtype().c_str(), kernels.c_str(),
+          threads, r.test.c_str(), r.ts.mean, r.ts.sd, achieved, rss_gib);
+    }
+    std::printf("\nmeasured memory read bandwidth: %.1f GB/s (%d threads)\n", bandwidth, threads);
+  }
+  return 0;
+}
+
+CommandRegistrar synth_cmd({"synth", "write a random-weight checkpoint of a real model shape",
+                            &run_synth});
+CommandRegistrar bench_cmd({"bench", "measure prompt processing and generation speed", &run_bench});
+
+}  // namespace
+
+}  // namespace qrwkv::app

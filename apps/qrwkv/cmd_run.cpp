@@ -1,0 +1,349 @@
+// Text generation commands: run (one completion, raw or chat-formatted) and chat (interactive,
+// multi-turn, state carried between turns).
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <random>
+
+#include "apps/qrwkv/args.h"
+#include "apps/qrwkv/command.h"
+#include "io/mapped_file.h"
+#include "runtime/chat.h"
+#include "runtime/generator.h"
+#include "text/chat_template.h"
+#include "text/tokenizer.h"
+
+namespace qrwkv::app {
+
+namespace {
+
+std::atomic<bool> g_interrupt{false};
+
+void on_sigint(int) { g_interrupt.store(true); }
+
+// Ctrl-C stops the current reply instead of killing the process.
+void install_sigint_handler() {
+  struct sigaction sa {};
+  sa.sa_handler = on_sigint;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = 0;  // no SA_RESTART: a blocked read returns so the prompt can be redrawn
+  sigaction(SIGINT, &sa, nullptr);
+}
+
+std::vector<Flag> model_flags() {
+  return {{{"-m", "--model"}, "DIR", "model directory (weights, config, tokenizer)"},
+          {{"-t", "--threads"}, "N", "threads (default: one per physical core)"},
+          {{"-v", "--verbose"}, "", "log details (model, stop ids, timings)"}};
+}
+
+std::vector<Flag> sampling_flags() {
+  return {
+      {{"-n", "--n-predict"}, "N", "tokens to generate at most; -1 = until a stop (default 256)"},
+      {{"-s", "--seed"}, "N", "random seed (default: random)"},
+      {{"--temp"}, "T", "temperature; 0 = greedy (default 0.8)"},
+      {{"--top-k"}, "K", "top-k; 0 = off (default 40)"},
+      {{"--top-p"}, "P", "top-p; 1 = off (default 0.95)"},
+      {{"--min-p"}, "P", "min-p; 0 = off (default 0.05)"},
+      {{"--repeat-penalty"}, "X", "repetition penalty; 1 = off (default 1.0)"},
+      {{"--repeat-last-n"}, "N", "tokens the penalties look at; -1 = all (default 64)"},
+      {{"--presence-penalty"}, "X", "presence penalty (default 0)"},
+      {{"--frequency-penalty"}, "X", "frequency penalty (default 0)"},
+      {{"-l", "--logit-bias"}, "ID(+|-)X", "add a bias to a token's logit (repeatable)"},
+      {{"-r", "--reverse-prompt"}, "TEXT", "stop when TEXT is generated (repeatable)"},
+      {{"--ignore-eos"}, "", "do not stop at end-of-generation tokens"},
+      {{"-sys", "--system-prompt"}, "TEXT", "system message for chat formatting"},
+      {{"--chat-template-file"}, "FILE", "use this Jinja chat template instead of the model's"},
+  };
+}
+
+SamplerParams sampler_params(const Args& a) {
+  SamplerParams p;
+  p.temperature = static_cast<float>(a.get_double("--temp", p.temperature));
+  p.top_k = static_cast<int32_t>(a.get_int("--top-k", p.top_k));
+  p.top_p = static_cast<float>(a.get_double("--top-p", p.top_p));
+  p.min_p = static_cast<float>(a.get_double("--min-p", p.min_p));
+  p.repeat_penalty = static_cast<float>(a.get_double("--repeat-penalty", p.repeat_penalty));
+  p.repeat_last_n = static_cast<int32_t>(a.get_int("--repeat-last-n", p.repeat_last_n));
+  p.presence_penalty = static_cast<float>(a.get_double("--presence-penalty", 0));
+  p.frequency_penalty = static_cast<float>(a.get_double("--frequency-penalty", 0));
+  if (p.repeat_penalty <= 0) throw UsageError("--repeat-penalty must be positive");
+  if (p.top_p <= 0 || p.top_p > 1) throw UsageError("--top-p must be in (0, 1]");
+  if (p.min_p < 0 || p.min_p > 1) throw UsageError("--min-p must be in [0, 1]");
+  for (const std::string& b : a.get_all("--logit-bias")) {
+    const size_t sign = b.find_first_of("+-", 1);
+    if (sign == std::string::npos)
+      throw UsageError("--logit-bias expects ID+X or ID-X, got '" + b + "'");
+    try {
+      size_t used = 0;
+      const int id = std::stoi(b.substr(0, sign), &used);
+      if (used != sign) throw std::invalid_argument(b);
+      const float bias = std::stof(b.substr(sign), &used);
+      if (used != b.size() - sign) throw std::invalid_argument(b);
+      p.logit_bias[id] = bias;
+    } catch (const std::logic_error&) {
+      throw UsageError("--logit-bias expects ID+X or ID-X, got '" + b + "'");
+    }
+  }
+  if (a.has("--seed")) {
+    p.seed = static_cast<uint64_t>(a.get_int("--seed", 0));
+  } else {
+    p.seed = std::random_device{}();
+  }
+  return p;
+}
+
+struct Loaded {
+  Model model;
+  Tokenizer tokenizer;
+  std::set<int32_t> eos;
+};
+
+Loaded load_all(const Args& a) {
+  if (!a.has("--model"))
+    throw UsageError(
+        "no model given: pass a model directory with -m DIR (a Hugging Face layout directory "
+        "with config.json, safetensors weights and tokenizer.json)");
+  const std::string dir = a.get("--model");
+  const auto t0 = std::chrono::steady_clock::now();
+  Model m = Model::load(dir);
+  const int64_t threads = a.get_int("--threads", 0);
+  if (threads < 0) throw UsageError("-t must be positive");
+  m.exec = Exec::make_fast(static_cast<int>(threads));
+  // Large checkpoints are read in once with a progress line, instead of stalling the first
+  // tokens on page faults.
+  if (m.store.file_bytes() > (size_t{256} << 20)) {
+    const bool show = ::isatty(2) != 0 || a.has("--verbose");
+    m.store.prefetch([&](double f) {
+      if (show) std::fprintf(stderr, "\rloading %s: %3.0f%%", dir.c_str(), 100 * f);
+    });
+    if (show) std::fprintf(stderr, "\n");
+  }
+  Tokenizer tok = Tokenizer::from_dir(dir);
+  if (tok.vocab_size() > m.config.vocab_size)
+    throw Error(dir + ": the tokenizer has " + std::to_string(tok.vocab_size()) +
+                " ids but the model only " + std::to_string(m.config.vocab_size));
+  std::set<int32_t> eos = end_of_generation_ids(dir, m.config, tok);
+  if (a.has("--verbose")) {
+    std::fprintf(stderr,
+                 "loaded %s (%s, %lld parameters) in %.2f s; end-of-generation ids:", dir.c_str(),
+                 arch_name(m.config.arch), static_cast<long long>(m.n_params()),
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    for (int32_t id : eos) std::fprintf(stderr, " %d", id);
+    std::fprintf(stderr, "\n");
+  }
+  return {std::move(m), std::move(tok), std::move(eos)};
+}
+
+ChatTemplate load_template(const Args& a) {
+  ChatTemplate t = ChatTemplate::load(a.get("--model"));
+  if (a.has("--chat-template-file")) {
+    const std::string f = a.get("--chat-template-file");
+    t.set_template(read_text_file(f), f);
+  }
+  return t;
+}
+
+GenerateOptions generate_options(const Args& a, const std::set<int32_t>& eos) {
+  GenerateOptions o;
+  o.n_predict = a.get_int("--n-predict", 256);
+  if (o.n_predict < -1) throw UsageError("-n must be -1 or more");
+  o.stop_strings = a.get_all("--reverse-prompt");
+  o.ignore_eos = a.has("--ignore-eos");
+  o.eos_ids = eos;
+  o.interrupt = &g_interrupt;
+  return o;
+}
+
+void print_stream(std::string_view s) {
+  std::fwrite(s.data(), 1, s.size(), stdout);
+  std::fflush(stdout);
+}
+
+void timing_line(int64_t prompt_tokens, double prompt_s, int64_t gen_tokens, double gen_s) {
+  std::fprintf(stderr,
+               "\nprompt: %lld tokens in %.3f s (%.1f t/s) | generated: %lld tokens in %.3f s "
+               "(%.1f t/s)\n",
+               static_cast<long long>(prompt_tokens), prompt_s,
+               prompt_s > 0 ? static_cast<double>(prompt_tokens) / prompt_s : 0.0,
+               static_cast<long long>(gen_tokens), gen_s,
+               gen_s > 0 ? static_cast<double>(gen_tokens) / gen_s : 0.0);
+}
+
+int run_run(int argc, char** argv) {
+  std::vector<Flag> flags = model_flags();
+  for (auto& f : sampling_flags()) flags.push_back(f);
+  flags.push_back({{"-p", "--prompt"}, "TEXT", "the prompt"});
+  flags.push_back({{"-f", "--file"}, "FILE", "read the prompt from FILE"});
+  flags.push_back({{"--chat"}, "", "format the prompt as one user message with the chat template"});
+  flags.push_back({{"--state-in"}, "FILE", "start from this saved state"});
+  flags.push_back({{"--state-out"}, "FILE", "save the state after the prompt and the reply"});
+  flags.push_back(
+      {{"--n-completions"}, "K", "sample K continuations from one prefill (default 1)"});
+  Args a("run", "-m DIR (-p TEXT | -f FILE) [options]", flags);
+  a.parse(argc, argv);
+  std::string prompt;
+  if (a.has("--prompt") == a.has("--file")) throw UsageError("give exactly one of -p and -f");
+  prompt = a.has("--file") ? read_text_file(a.get("--file")) : a.get("--prompt");
+  const int64_t n_completions = a.get_int("--n-completions", 1);
+  if (n_completions < 1) throw UsageError("--n-completions must be at least 1");
+  const SamplerParams sp = sampler_params(a);
+  Loaded L = load_all(a);
+  const GenerateOptions opt = generate_options(a, L.eos);
+
+  State state = L.model.new_state();
+  if (a.has("--state-in")) {
+    state = load_state(a.get("--state-in"));
+    check_state_matches(state, L.model.config, a.get("--state-in"));
+  }
+  std::vector<int32_t> ids;
+  if (a.has("--chat")) {
+    ChatTemplate t = load_template(a);
+    nlohmann::ordered_json req = {{"messages", nlohmann::ordered_json::array()},
+                                  {"add_generation_prompt", true}};
+    if (a.has("--system-prompt"))
+      req["messages"].push_back({{"role", "system"}, {"content", a.get("--system-prompt")}});
+    req["messages"].push_back({{"role", "user"}, {"content", prompt}});
+    ids = L.tokenizer.encode(t.render(req));
+  } else {
+    // Raw completion: the text is the user's, special-token spellings included.
+    ids = L.tokenizer.encode(prompt);
+  }
+  if (ids.empty()) throw UsageError("the prompt is empty");
+  install_sigint_handler();
+
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::vector<float> logits = prefill(L.model, state, ids);
+  const double prompt_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  int64_t generated = 0;
+  double gen_s = 0;
+  State final_state;
+  for (int64_t k = 0; k < n_completions; ++k) {
+    if (n_completions > 1)
+      std::printf("%s--- completion %lld ---\n", k ? "\n" : "", static_cast<long long>(k + 1));
+    State fork = state;  // each completion continues its own copy of the prompt's state
+    SamplerParams p = sp;
+    p.seed = sp.seed + static_cast<uint64_t>(k);
+    Sampler sampler(p);
+    for (int32_t id : ids) sampler.accept(id);
+    const GenerateResult r =
+        generate(L.model, L.tokenizer, fork, logits, sampler, opt, print_stream);
+    generated += static_cast<int64_t>(r.tokens.size());
+    gen_s += r.seconds;
+    if (k == 0) final_state = std::move(fork);
+    if (r.finish_reason == "interrupted") break;
+  }
+  std::printf("\n");
+  std::fflush(stdout);
+  timing_line(static_cast<int64_t>(ids.size()), prompt_s, generated, gen_s);
+  if (a.has("--state-out")) save_state(final_state, a.get("--state-out"));
+  return 0;
+}
+
+int run_chat(int argc, char** argv) {
+  std::vector<Flag> flags = model_flags();
+  for (auto& f : sampling_flags()) flags.push_back(f);
+  flags.push_back(
+      {{"--session"}, "FILE", "keep the conversation and its state in FILE across runs"});
+  flags.push_back(
+      {{"--enable-thinking"}, "BOOL", "pass enable_thinking=true|false to the template"});
+  Args a("chat", "-m DIR [options]   (then type; /save F, /load F, /reset, /exit)", flags);
+  a.parse(argc, argv);
+  const SamplerParams sp = sampler_params(a);
+  Loaded L = load_all(a);
+  GenerateOptions opt = generate_options(a, L.eos);
+  if (!a.has("--n-predict")) opt.n_predict = -1;  // a chat reply ends at the end-of-turn token
+  const ChatTemplate tmpl = load_template(a);
+  nlohmann::ordered_json extra = nlohmann::ordered_json::object();
+  if (a.has("--enable-thinking")) {
+    const std::string v = a.get("--enable-thinking");
+    if (v != "true" && v != "false") throw UsageError("--enable-thinking expects true or false");
+    extra["enable_thinking"] = v == "true";
+  }
+  ChatSession chat(L.model, L.tokenizer, tmpl, extra);
+  const std::string session = a.get("--session");
+  auto reset = [&] {
+    chat.reset();
+    if (a.has("--system-prompt")) chat.add_message("system", a.get("--system-prompt"));
+  };
+  reset();
+  if (!session.empty() && std::filesystem::exists(session)) {
+    chat.load(session);
+    std::fprintf(stderr, "resumed session %s (%zu messages, %zu tokens of state)\n",
+                 session.c_str(), chat.messages().size(), chat.processed().size());
+  }
+  install_sigint_handler();
+  Sampler sampler(sp);
+  const bool tty = ::isatty(0) != 0;
+  std::string line;
+  for (;;) {
+    if (tty) print_stream("> ");
+    g_interrupt.store(false);
+    if (!std::getline(std::cin, line)) {
+      if (g_interrupt.load() && !std::cin.eof()) {  // Ctrl-C at the prompt: keep going
+        std::cin.clear();
+        print_stream("\n(Ctrl-C stops a reply; use /exit or Ctrl-D to quit)\n");
+        continue;
+      }
+      break;  // end of input
+    }
+    if (line.empty()) continue;
+    if (line == "/exit" || line == "/quit") break;
+    if (line == "/reset") {
+      reset();
+      print_stream("(conversation reset)\n");
+      continue;
+    }
+    if (line.rfind("/save ", 0) == 0 || line.rfind("/load ", 0) == 0) {
+      const std::string path = line.substr(6);
+      try {
+        if (line[1] == 's') {
+          chat.save(path);
+          print_stream("(saved to " + path + ")\n");
+        } else {
+          chat.load(path);
+          print_stream("(loaded " + path + ": " + std::to_string(chat.messages().size()) +
+                       " messages)\n");
+        }
+      } catch (const Error& e) {
+        std::fprintf(stderr, "error: %s\n", e.what());
+      }
+      continue;
+    }
+    if (line[0] == '/') {
+      print_stream("(commands: /save FILE, /load FILE, /reset, /exit)\n");
+      continue;
+    }
+    chat.add_message("user", line);
+    const auto t0 = std::chrono::steady_clock::now();
+    const SyncStats sync = chat.prepare_reply();
+    const double prompt_s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    sampler.reset_history();
+    const GenerateResult r =
+        generate(L.model, L.tokenizer, chat.state(), chat.logits(), sampler, opt, print_stream);
+    chat.add_reply(r.text, r.tokens);
+    if (r.finish_reason == "interrupted") print_stream(" [interrupted]");
+    print_stream("\n");
+    std::fprintf(stderr, "(reused %lld tokens of state) ", static_cast<long long>(sync.reused));
+    timing_line(sync.fed, prompt_s, static_cast<int64_t>(r.tokens.size()), r.seconds);
+    if (!session.empty()) chat.save(session);
+  }
+  if (!session.empty()) chat.save(session);
+  return 0;
+}
+
+CommandRegistrar run_cmd({"run", "generate text from a prompt (raw or --chat), streamed",
+                          &run_run});
+CommandRegistrar chat_cmd({"chat", "interactive multi-turn chat; the state carries the history",
+                           &run_chat});
+
+}  // namespace
+
+}  // namespace qrwkv::app

@@ -1,0 +1,106 @@
+// `qrwkv tokenize` and `qrwkv detokenize`: text to token ids and back with a model directory's
+// tokenizer.json (the directory may hold only the tokenizer files).
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "apps/qrwkv/args.h"
+#include "apps/qrwkv/command.h"
+#include "io/error.h"
+#include "io/json.h"
+#include "text/tokenizer.h"
+
+namespace qrwkv::app {
+
+namespace {
+
+std::string ids_json(const std::vector<int32_t>& ids) {
+  std::string s = "[";
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (i) s += ',';
+    s += std::to_string(ids[i]);
+  }
+  s += ']';
+  return s;
+}
+
+int run_tokenize(int argc, char** argv) {
+  Args args(
+      "tokenize", "-m DIR (--text TEXT | --jsonl FILE) [--no-special]",
+      {{{"-m", "--model"}, "DIR", "model or tokenizer directory holding tokenizer.json"},
+       {{"--text"}, "TEXT", "text to encode; prints its ids as one JSON array, e.g. [9707,1879]"},
+       {{"--jsonl"},
+        "FILE",
+        "JSON lines with a \"text\" field ('-' for stdin); prints one JSON array of ids per "
+        "line, in order (blank lines are skipped)"},
+       {{"--no-special"},
+        "",
+        "encode special-token text such as <|im_start|> as plain text (for untrusted "
+        "input); by default it becomes the special token"}});
+  args.parse(argc, argv);
+  const std::string dir = args.require("--model");
+  const bool has_text = args.has("--text");
+  const bool has_jsonl = args.has("--jsonl");
+  if (has_text == has_jsonl) throw UsageError("give exactly one of --text and --jsonl");
+  EncodeOptions options;
+  options.parse_special = !args.has("--no-special");
+
+  const Tokenizer tokenizer = Tokenizer::from_dir(dir);
+  if (has_text) {
+    std::cout << ids_json(tokenizer.encode(args.get("--text"), options)) << "\n";
+    return 0;
+  }
+  const std::string path = args.get("--jsonl");
+  std::ifstream file;
+  std::istream* in = &std::cin;
+  if (path != "-") {
+    file.open(path, std::ios::binary);
+    if (!file) fail(path, "cannot open file");
+    in = &file;
+  }
+  std::string line;
+  std::string out;
+  size_t line_no = 0;
+  while (std::getline(*in, line)) {
+    ++line_no;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") == std::string::npos) continue;
+    const std::string where = path + ":" + std::to_string(line_no);
+    const json j = parse_json(line, where);
+    if (!j.is_object() || !j.contains("text") || !j["text"].is_string())
+      fail(where, "expected an object with a string \"text\" field");
+    out = ids_json(tokenizer.encode(j["text"].get_ref<const std::string&>(), options));
+    out += '\n';
+    std::cout << out;
+  }
+  if (in->bad()) fail(path, "read error");
+  std::cout.flush();
+  return 0;
+}
+
+int run_detokenize(int argc, char** argv) {
+  Args args("detokenize", "-m DIR --ids \"ID ID ...\" [--skip-special]",
+            {{{"-m", "--model"}, "DIR", "model or tokenizer directory holding tokenizer.json"},
+             {{"--ids"},
+              "IDS",
+              "token ids separated by spaces or commas; prints their text exactly, with no "
+              "newline added (bytes that are not valid UTF-8 become U+FFFD)"},
+             {{"--skip-special"}, "", "leave special tokens out of the text"}});
+  args.parse(argc, argv);
+  const std::string dir = args.require("--model");
+  const std::vector<int32_t> ids = parse_token_list(args.require("--ids"));
+  const Tokenizer tokenizer = Tokenizer::from_dir(dir);
+  const std::string text = tokenizer.decode(ids, args.has("--skip-special"));
+  std::cout.write(text.data(), static_cast<std::streamsize>(text.size()));
+  std::cout.flush();
+  return 0;
+}
+
+CommandRegistrar reg_tokenize({"tokenize", "print the token ids of text (JSON array)",
+                               &run_tokenize});
+CommandRegistrar reg_detokenize({"detokenize", "print the text of token ids", &run_detokenize});
+
+}  // namespace
+
+}  // namespace qrwkv::app

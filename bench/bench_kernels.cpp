@@ -1,0 +1,81 @@
+// Micro-benchmarks of the optimized kernels on the shapes of a Qwen2.5-0.5B-sized layer:
+// decode (T = 1, bound by reading the weights) and prefill blocks (bound by FMA throughput).
+// Counters: bytes of weights read per second (decode) and FLOP/s.
+#include <benchmark/benchmark.h>
+
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "ops/fast.h"
+#include "ops/wkv.h"
+
+namespace {
+
+using namespace qrwkv;
+
+struct Weights {
+  std::vector<uint16_t> data;
+  Tensor t;
+  Weights(int64_t out, int64_t in) : data(static_cast<size_t>(out * in)) {
+    std::mt19937 rng(1);
+    std::uniform_real_distribution<float> u(-0.05f, 0.05f);
+    for (auto& x : data) x = f32_to_bf16(u(rng));
+    t = Tensor{"w", DType::BF16, {out, in}, reinterpret_cast<const uint8_t*>(data.data())};
+  }
+};
+
+void BM_Linear(benchmark::State& state) {
+  const int64_t T = state.range(0), out = state.range(1), in = state.range(2);
+  const auto isa = static_cast<fast::Isa>(state.range(3));
+  if (isa > fast::best_isa()) {
+    state.SkipWithError("instruction set not supported here");
+    return;
+  }
+  static ThreadPool pool(physical_cores());
+  Weights w(out, in);
+  std::vector<float> x(static_cast<size_t>(T * in), 0.5f), y(static_cast<size_t>(T * out));
+  for (auto _ : state) {
+    fast::linear(pool, x.data(), T, w.t, nullptr, y.data(), isa);
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.counters["FLOP/s"] =
+      benchmark::Counter(2.0 * T * out * in, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["weight_B/s"] =
+      benchmark::Counter(2.0 * out * in, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(fast::isa_name(isa));
+}
+
+void LinearArgs(benchmark::internal::Benchmark* b) {
+  for (int isa : {0, 1, 2})
+    for (int64_t T : {1, 64}) {
+      b->Args({T, 4864, 896, isa});  // MLP up/gate
+      b->Args({T, 896, 4864, isa});  // MLP down
+    }
+}
+BENCHMARK(BM_Linear)->Apply(LinearArgs)->UseRealTime();
+
+void BM_Wkv(benchmark::State& state) {
+  const int64_t T = state.range(0), N = 64;
+  const int64_t form = state.range(1);
+  std::vector<float> q(T * N, 0.01f), k(T * N, 0.02f), v(T * N, 0.3f), lw(T * N, -0.1f), o(T * N);
+  std::vector<float> S(N * N, 0.0f), w(T * N, 0.905f);
+  for (auto _ : state) {
+    WkvHead h{q.data(), N,        k.data(), N,        v.data(), N, lw.data(),
+              N,        o.data(), N,        S.data(), N,        T, form == 2 ? w.data() : nullptr};
+    if (form == 0)
+      wkv_recurrent(h);
+    else if (form == 1)
+      wkv_chunked(h);
+    else
+      wkv_recurrent_fused(h);
+    benchmark::DoNotOptimize(o.data());
+  }
+  state.SetItemsProcessed(state.iterations() * T);
+  state.SetLabel(form == 0 ? "recurrent" : form == 1 ? "chunked" : "fused");
+}
+BENCHMARK(BM_Wkv)->Args({512, 0})->Args({512, 1})->Args({512, 2});
+
+}  // namespace
+
+BENCHMARK_MAIN();
