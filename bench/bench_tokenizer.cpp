@@ -2,8 +2,9 @@
 //
 //   QRWKV_TOKENIZER=DIR QRWKV_CORPUS=FILE bench_tokenizer
 //
-// DIR defaults to tests/data/tokenizer/qwen2.5 and FILE to ../shared/corpus/sentences.txt, both
-// relative to the repository root (found from this file's location at build time).
+// DIR defaults to tests/data/tokenizer/qwen2.5 (relative to the repository root, found from this
+// file's location at build time). FILE is any large UTF-8 text, e.g. one sentence per line from
+// the nlp-corpus npm package; it must be given.
 #include <benchmark/benchmark.h>
 
 #include <cstdlib>
@@ -35,11 +36,14 @@ const qrwkv::Tokenizer& tokenizer() {
 
 const std::string& corpus() {
   static const std::string text = [] {
-    const std::string path =
-        env_or("QRWKV_CORPUS", repo_root() + "/../shared/corpus/sentences.txt");
+    const std::string path = env_or("QRWKV_CORPUS", "");
+    if (path.empty()) {
+      std::cerr << "set QRWKV_CORPUS=FILE to the text to encode\n";
+      std::exit(2);
+    }
     std::ifstream in(path, std::ios::binary);
     if (!in) {
-      std::cerr << "cannot read corpus " << path << " (set QRWKV_CORPUS)\n";
+      std::cerr << "cannot read corpus " << path << "\n";
       std::exit(1);
     }
     std::ostringstream ss;
