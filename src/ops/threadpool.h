@@ -25,7 +25,9 @@ class ThreadPool {
   int size() const { return static_cast<int>(workers_.size()) + 1; }
 
   // Calls fn(begin, end, thread_index) on disjoint ranges covering [0, n), each range a multiple
-  // of `grain` long (but the last), and returns when all are done.
+  // of `grain` long (but the last), and returns when all are done. One caller at a time: a pool
+  // (and so a Model's Exec, which shares its pool with copies) must not run two parallel_for
+  // calls concurrently from different threads.
   void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t, int)>& fn);
 
  private:
