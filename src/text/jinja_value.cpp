@@ -324,6 +324,36 @@ std::string repr(const Value& v) {
   return out;
 }
 
+// Appends the two-character JSON escape of `c` when it has one (as Python's json writes them);
+// returns false otherwise.
+static bool short_escape(char32_t c, std::string& out) {
+  switch (c) {
+    case '"':
+      out += "\\\"";
+      return true;
+    case '\\':
+      out += "\\\\";
+      return true;
+    case '\n':
+      out += "\\n";
+      return true;
+    case '\r':
+      out += "\\r";
+      return true;
+    case '\t':
+      out += "\\t";
+      return true;
+    case '\b':
+      out += "\\b";
+      return true;
+    case '\f':
+      out += "\\f";
+      return true;
+    default:
+      return false;
+  }
+}
+
 static void json_string(std::string_view s, bool ensure_ascii, std::string& out) {
   out += '"';
   auto esc = [&](unsigned cp) {
@@ -333,73 +363,23 @@ static void json_string(std::string_view s, bool ensure_ascii, std::string& out)
   };
   if (!ensure_ascii) {
     for (unsigned char c : s) {
-      switch (c) {
-        case '"':
-          out += "\\\"";
-          break;
-        case '\\':
-          out += "\\\\";
-          break;
-        case '\n':
-          out += "\\n";
-          break;
-        case '\r':
-          out += "\\r";
-          break;
-        case '\t':
-          out += "\\t";
-          break;
-        case '\b':
-          out += "\\b";
-          break;
-        case '\f':
-          out += "\\f";
-          break;
-        default:
-          if (c < 0x20)
-            esc(c);
-          else
-            out += static_cast<char>(c);
-      }
+      if (short_escape(c, out)) continue;
+      if (c < 0x20)
+        esc(c);
+      else
+        out += static_cast<char>(c);
     }
   } else {
     for (char32_t c : to_u32(s)) {
-      switch (c) {
-        case '"':
-          out += "\\\"";
-          break;
-        case '\\':
-          out += "\\\\";
-          break;
-        case '\n':
-          out += "\\n";
-          break;
-        case '\r':
-          out += "\\r";
-          break;
-        case '\t':
-          out += "\\t";
-          break;
-        case '\b':
-          out += "\\b";
-          break;
-        case '\f':
-          out += "\\f";
-          break;
-        default:
-          if (c < 0x20 || (c >= 0x7F && c < 0x10000)) {
-            if (c == 0x7F) {
-              out += static_cast<char>(c);
-            } else {
-              esc(c);
-            }
-          } else if (c >= 0x10000) {
-            unsigned v = c - 0x10000;
-            esc(0xD800 + (v >> 10));
-            esc(0xDC00 + (v & 0x3FF));
-          } else {
-            out += static_cast<char>(c);
-          }
+      if (short_escape(c, out)) continue;
+      if (c < 0x20 || (c > 0x7F && c < 0x10000)) {
+        esc(c);
+      } else if (c >= 0x10000) {
+        const unsigned v = c - 0x10000;
+        esc(0xD800 + (v >> 10));
+        esc(0xDC00 + (v & 0x3FF));
+      } else {
+        out += static_cast<char>(c);  // ASCII, DEL included
       }
     }
   }
