@@ -372,14 +372,14 @@ static void json_string(std::string_view s, bool ensure_ascii, std::string& out)
   } else {
     for (char32_t c : to_u32(s)) {
       if (short_escape(c, out)) continue;
-      if (c < 0x20 || (c > 0x7F && c < 0x10000)) {
+      if (c < 0x20 || (c >= 0x7F && c < 0x10000)) {
         esc(c);
       } else if (c >= 0x10000) {
         const unsigned v = c - 0x10000;
         esc(0xD800 + (v >> 10));
         esc(0xDC00 + (v & 0x3FF));
       } else {
-        out += static_cast<char>(c);  // ASCII, DEL included
+        out += static_cast<char>(c);  // printable ASCII
       }
     }
   }

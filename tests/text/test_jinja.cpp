@@ -179,6 +179,14 @@ TEST(JinjaValues, TojsonKeepsInputKeyOrderAndUnicode) {
             "{\n  \"zeta\": \"é\",\n  \"alpha\": [\n    1,\n    2.0,\n    null\n  ]\n}");
 }
 
+// Python's json.dumps(ensure_ascii=True) escapes everything outside printable ASCII, DEL included:
+// json.dumps("a\x7f\u00e9\U0001F600") == '"a\\u007f\\u00e9\\ud83d\\ude00"'.
+TEST(JinjaValues, TojsonEnsureAsciiEscapesDelAndNonAscii) {
+  ordered_json vars = ordered_json::parse(R"({"s": "a\u007f\u00e9\ud83d\ude00"})");
+  EXPECT_EQ(render("{{ s | tojson(ensure_ascii=True) }}", vars), R"("a\u007f\u00e9\ud83d\ude00")");
+  EXPECT_EQ(render("{{ s | tojson }}", vars), "\"a\x7f\u00e9\U0001F600\"");
+}
+
 TEST(JinjaValues, StrftimeNowUsesTheCurrentDate) {
   std::string year = render("{{ strftime_now('%Y') }}");
   ASSERT_EQ(year.size(), 4u);
