@@ -8,32 +8,40 @@
 #include <vector>
 
 #include "ops/fast.h"
+#include "ops/quant.h"
 #include "ops/wkv.h"
 
 namespace {
 
 using namespace qrwkv;
 
+// Random weights of one shape in a given storage dtype (BF16, Q8_0 or Q4_0).
 struct Weights {
   std::vector<uint16_t> data;
+  std::vector<uint8_t> quant;
   Tensor t;
-  Weights(int64_t out, int64_t in) : data(static_cast<size_t>(out * in)) {
+  Weights(int64_t out, int64_t in, DType dt) : data(static_cast<size_t>(out * in)) {
     std::mt19937 rng(1);
     std::uniform_real_distribution<float> u(-0.05f, 0.05f);
     for (auto& x : data) x = f32_to_bf16(u(rng));
     t = Tensor{"w", DType::BF16, {out, in}, reinterpret_cast<const uint8_t*>(data.data())};
+    if (dt != DType::BF16) t = convert_tensor(t, dt, quant, nullptr);
   }
 };
 
+// Args: T, out, in, instruction-set level, dtype (0 BF16, 1 Q8_0, 2 Q4_0).
 void BM_Linear(benchmark::State& state) {
   const int64_t T = state.range(0), out = state.range(1), in = state.range(2);
   const auto isa = static_cast<fast::Isa>(state.range(3));
-  if (isa > fast::best_isa()) {
+  const DType dt = state.range(4) == 0   ? DType::BF16
+                   : state.range(4) == 1 ? DType::Q8_0
+                                         : DType::Q4_0;
+  if (isa > fast::max_isa()) {
     state.SkipWithError("instruction set not supported here");
     return;
   }
   static ThreadPool pool(physical_cores());
-  Weights w(out, in);
+  Weights w(out, in, dt);
   std::vector<float> x(static_cast<size_t>(T * in), 0.5f), y(static_cast<size_t>(T * out));
   for (auto _ : state) {
     fast::linear(pool, x.data(), T, w.t, nullptr, y.data(), isa);
@@ -41,17 +49,18 @@ void BM_Linear(benchmark::State& state) {
   }
   state.counters["FLOP/s"] =
       benchmark::Counter(2.0 * T * out * in, benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["weight_B/s"] =
-      benchmark::Counter(2.0 * out * in, benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(fast::isa_name(isa));
+  state.counters["weight_B/s"] = benchmark::Counter(static_cast<double>(tensor_bytes(w.t)),
+                                                    benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(std::string(fast::isa_name(isa)) + " " + dtype_name(dt));
 }
 
 void LinearArgs(benchmark::internal::Benchmark* b) {
-  for (int isa : {0, 1, 2})
-    for (int64_t T : {1, 64}) {
-      b->Args({T, 4864, 896, isa});  // MLP up/gate
-      b->Args({T, 896, 4864, isa});  // MLP down
-    }
+  for (int isa : {2, 3})
+    for (int dt : {0, 1, 2})
+      for (int64_t T : {1, 4, 16, 64, 512}) {
+        b->Args({T, 4864, 896, isa, dt});  // MLP up/gate
+        b->Args({T, 896, 4864, isa, dt});  // MLP down
+      }
 }
 BENCHMARK(BM_Linear)->Apply(LinearArgs)->UseRealTime();
 

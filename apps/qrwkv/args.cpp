@@ -141,4 +141,20 @@ std::vector<int32_t> parse_token_list(const std::string& text) {
   return ids;
 }
 
+Flag dtype_flag() {
+  return {{"--dtype"},
+          "TYPE",
+          "weights in memory: f32, bf16, f16, q8_0, q4_0 (MLP in 4 bits, the rest in q8_0) "
+          "or q4_0_pure (all 4 bits); "
+          "converted at load time (default: as stored)"};
+}
+
+WeightFormat weight_format(const Args& a) {
+  try {
+    return parse_weight_format(a.get("--dtype"));
+  } catch (const Error& e) {
+    throw UsageError(e.what());
+  }
+}
+
 }  // namespace qrwkv::app

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "io/error.h"
+#include "model/weights.h"
 
 namespace qrwkv::app {
 
@@ -53,6 +54,11 @@ class Args {
   std::vector<Flag> flags_;
   std::map<std::string, std::vector<std::string>> values_;  // canonical name -> values
 };
+
+// --dtype, shared by every command that loads a model: how the projections are held in memory.
+Flag dtype_flag();
+// The --dtype value (WeightFormat::Stored when absent); UsageError for an unknown name.
+WeightFormat weight_format(const Args& a);
 
 // Parses a list of token ids separated by spaces and/or commas ("1 2, 3").
 std::vector<int32_t> parse_token_list(const std::string& text);

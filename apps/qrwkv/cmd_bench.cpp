@@ -261,6 +261,7 @@ int64_t peak_rss_bytes() {
 int run_bench(int argc, char** argv) {
   Args a("bench", "-m DIR [-p 512] [-n 128] [-d 0,4096] [-r 5] [-t N] [-o md|json]",
          {{{"-m", "--model"}, "DIR", "model directory"},
+          dtype_flag(),
           {{"-p", "--n-prompt"}, "N", "prompt-processing test of N tokens; 0 = none (default 512)"},
           {{"-n", "--n-gen"}, "N", "generation test of N tokens; 0 = none (default 128)"},
           {{"-d", "--n-depth"}, "LIST", "context depths for the generation test (default 0)"},
@@ -287,28 +288,19 @@ int run_bench(int argc, char** argv) {
       }
     }
   }
-  Model m = Model::load(a.require("--model"));
+  Model m = Model::load(a.require("--model"), weight_format(a), threads);
   m.exec = a.has("--reference") ? Exec::make_reference() : Exec::make_fast(threads);
   ThreadPool bw_pool(threads);
   const double bandwidth = measure_bandwidth(bw_pool);
 
-  // Bytes of weights read per generated token (the embedding contributes one row) and the
-  // multiply-adds of the projections per token.
-  int64_t weight_bytes = 0, macs = 0;
-  for (const auto& name : m.store.names()) {
-    const Tensor t = m.store.get_any_shape(name);
-    const int64_t bytes = t.numel() * static_cast<int64_t>(dtype_size(t.dtype));
-    if (name == "model.embed_tokens.weight") {
-      weight_bytes += bytes / m.config.vocab_size;
-      if (m.config.tie_word_embeddings) {
-        weight_bytes += bytes;
-        macs += t.numel();
-      }
-      continue;
-    }
-    weight_bytes += bytes;
-    if (t.shape.size() >= 2) macs += t.numel();
-  }
+  // Bytes of weights read per generated token, as held in memory (the embedding contributes
+  // one row), and the multiply-adds of the matrices per token.
+  const int64_t weight_bytes = m.weights.bytes_per_token();
+  int64_t macs = 0;
+  for (const Tensor* t : m.weights.projections()) macs += t->numel();
+  for (const auto& l : m.weights.layers)
+    for (const Tensor* t : {&l.time_maa_w1, &l.time_maa_w2, &l.time_decay_w1, &l.time_decay_w2})
+      if (!t->empty()) macs += t->numel();
 
   std::vector<int32_t> tokens(static_cast<size_t>(std::max<int64_t>({n_prompt, 1})));
   uint32_t x = 12345;
@@ -333,8 +325,12 @@ int run_bench(int argc, char** argv) {
       tps.push_back(static_cast<double>(n_prompt) / (now() - t0));
     }
     const Stats st = stats(tps);
-    rows.push_back({"pp" + std::to_string(n_prompt), st,
-                    st.mean * 2.0 * static_cast<double>(macs) / 1e9, "GFLOP/s"});
+    // A prompt needs lm_head for its last token only.
+    const double flops_per_token =
+        2.0 * static_cast<double>(macs - m.weights.lm_head.numel()) +
+        2.0 * static_cast<double>(m.weights.lm_head.numel()) / static_cast<double>(n_prompt);
+    rows.push_back(
+        {"pp" + std::to_string(n_prompt), st, st.mean * flops_per_token / 1e9, "GFLOP/s"});
   }
   if (n_gen > 0) {
     for (int64_t depth : depths) {

@@ -26,10 +26,11 @@ std::string human_bytes(double b) {
 }
 
 int run_info(int argc, char** argv) {
-  Args args("info", "-m DIR",
-            {{{"-m", "--model"}, "DIR", "model directory (config.json + safetensors)"}});
+  Args args(
+      "info", "-m DIR",
+      {{{"-m", "--model"}, "DIR", "model directory (config.json + safetensors)"}, dtype_flag()});
   args.parse(argc, argv);
-  const Model m = Model::load(args.require("--model"));
+  const Model m = Model::load(args.require("--model"), weight_format(args));
   const Config& c = m.config;
   std::printf("model:            %s\n", m.dir.c_str());
   std::printf("architecture:     %s\n", arch_name(c.arch));
@@ -63,7 +64,8 @@ int run_info(int argc, char** argv) {
 }
 
 Model load_with_state(const Args& args, State& state) {
-  Model m = Model::load(args.require("--model"));
+  Model m = Model::load(args.require("--model"), weight_format(args),
+                        static_cast<int>(std::max<int64_t>(0, args.get_int("--threads", 0))));
   const int64_t threads = args.get_int("--threads", 0);
   if (threads < 0) throw UsageError("-t must be positive");
   m.exec =
@@ -81,6 +83,7 @@ Model load_with_state(const Args& args, State& state) {
 int run_logits(int argc, char** argv) {
   Args args("logits", "-m DIR --tokens \"1 2 3\" [--state-in F] [--state-out F] [--out FILE]",
             {{{"-m", "--model"}, "DIR", "model directory"},
+             dtype_flag(),
              {{"-t", "--threads"}, "N", "threads (default: one per physical core)"},
              {{"--reference"}, "", "use the plain float32 reference kernels"},
              {{"--tokens"}, "IDS", "token ids separated by spaces or commas"},
@@ -119,6 +122,7 @@ int run_logits(int argc, char** argv) {
 int run_generate_ids(int argc, char** argv) {
   Args args("generate-ids", "-m DIR --tokens \"1 2 3\" -n N",
             {{{"-m", "--model"}, "DIR", "model directory"},
+             dtype_flag(),
              {{"-t", "--threads"}, "N", "threads (default: one per physical core)"},
              {{"--reference"}, "", "use the plain float32 reference kernels"},
              {{"--tokens"}, "IDS", "prompt token ids separated by spaces or commas"},

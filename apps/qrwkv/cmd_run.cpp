@@ -37,6 +37,7 @@ void install_sigint_handler() {
 
 std::vector<Flag> model_flags() {
   return {{{"-m", "--model"}, "DIR", "model directory (weights, config, tokenizer)"},
+          dtype_flag(),
           {{"-t", "--threads"}, "N", "threads (default: one per physical core)"},
           {{"-v", "--verbose"}, "", "log details (model, stop ids, timings)"}};
 }
@@ -110,9 +111,9 @@ Loaded load_all(const Args& a) {
         "with config.json, safetensors weights and tokenizer.json)");
   const std::string dir = a.get("--model");
   const auto t0 = std::chrono::steady_clock::now();
-  Model m = Model::load(dir);
   const int64_t threads = a.get_int("--threads", 0);
   if (threads < 0) throw UsageError("-t must be positive");
+  Model m = Model::load(dir, weight_format(a), static_cast<int>(threads));
   m.exec = Exec::make_fast(static_cast<int>(threads));
   // Large checkpoints are read in once with a progress line, instead of stalling the first
   // tokens on page faults.

@@ -38,6 +38,8 @@ uint64_t read_u64_le(const uint8_t* p) {
 const char* dtype_name(DType t) {
   for (const auto& e : kDTypes)
     if (e.type == t) return e.name;
+  if (t == DType::Q8_0) return "Q8_0";
+  if (t == DType::Q4_0) return "Q4_0";
   return "?";
 }
 
@@ -147,6 +149,9 @@ std::string serialize_safetensors(const std::vector<TensorToWrite>& tensors,
   if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t offset = 0;
   for (const auto& t : tensors) {
+    if (dtype_size(t.dtype) == 0)
+      fail(t.name,
+           std::string("dtype ") + dtype_name(t.dtype) + " cannot be stored in safetensors");
     uint64_t numel = 1;
     for (int64_t d : t.shape) numel *= static_cast<uint64_t>(d);
     const uint64_t bytes = numel * dtype_size(t.dtype);

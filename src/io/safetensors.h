@@ -13,10 +13,13 @@
 
 namespace qrwkv {
 
-enum class DType { F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL };
+// Q8_0 and Q4_0 are in-memory block formats that weights are quantized to at load time
+// (ops/quant.h); they never appear in, and are never written to, a safetensors file.
+enum class DType { F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL, Q8_0, Q4_0 };
 
-// "F32", "BF16", ... as spelled in safetensors headers.
+// "F32", "BF16", ... as spelled in safetensors headers ("Q8_0", "Q4_0" for the block formats).
 const char* dtype_name(DType t);
+// Bytes per element; 0 for the block formats, whose size needs tensor_bytes (ops/tensor.h).
 size_t dtype_size(DType t);
 
 struct TensorInfo {

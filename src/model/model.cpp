@@ -18,7 +18,7 @@
 
 namespace qrwkv {
 
-Model Model::load(const std::string& dir) {
+Model Model::load(const std::string& dir, WeightFormat format, int threads) {
   namespace fs = std::filesystem;
   if (!fs::is_directory(dir)) fail(dir, "model directory does not exist");
   Model m;
@@ -26,6 +26,11 @@ Model Model::load(const std::string& dir) {
   m.config = load_config((fs::path(dir) / "config.json").string());
   m.store = WeightStore::open(dir);
   m.weights = bind_weights(m.config, m.store);
+  m.format = format;
+  if (format != WeightFormat::Stored) {
+    ThreadPool pool(threads > 0 ? threads : physical_cores());
+    convert_weights(m.weights, format, &pool);
+  }
   if (m.config.arch != Arch::QRWKV6)
     m.rope_inv_freq = qrwkv::rope_inv_freq(m.config.rope, m.config.head_dim);
   return m;
@@ -39,7 +44,12 @@ int64_t Model::n_params() const {
 
 std::string Model::storage_dtype() const {
   std::set<std::string> kinds;
-  for (const auto& name : store.names()) kinds.insert(dtype_name(store.get_any_shape(name).dtype));
+  if (format != WeightFormat::Stored) {
+    for (const Tensor* t : weights.projections()) kinds.insert(dtype_name(t->dtype));
+  } else {
+    for (const auto& name : store.names())
+      kinds.insert(dtype_name(store.get_any_shape(name).dtype));
+  }
   std::string out;
   for (const auto& k : kinds) out += (out.empty() ? "" : "+") + k;
   return out;

@@ -21,13 +21,19 @@ struct Model {
   std::vector<double> rope_inv_freq;  // transformers only
   Exec exec = Exec::make_fast();      // kernels and threads used by forward()
 
-  // Loads config.json and the safetensors weights of a model directory.
-  static Model load(const std::string& dir);
+  // How the projections are held in memory (--dtype); Stored keeps the checkpoint's dtype.
+  WeightFormat format = WeightFormat::Stored;
+
+  // Loads config.json and the safetensors weights of a model directory, converting the
+  // projection matrices to `format` (with `threads` threads; 0: one per physical core).
+  static Model load(const std::string& dir, WeightFormat format = WeightFormat::Stored,
+                    int threads = 0);
 
   State new_state() const { return qrwkv::new_state(config); }
   // Parameters counted once (a tied lm_head is not counted twice).
   int64_t n_params() const;
-  // The storage dtypes of the weights, e.g. "BF16" or "F32+BF16".
+  // The storage dtypes of the weights, e.g. "BF16" or "F32+BF16"; after a conversion, the
+  // dtypes of the projections in memory, e.g. "Q4_0+Q8_0".
   std::string storage_dtype() const;
   // Per-sequence memory: the fixed QRWKV6 state, or the KV cache per token of a transformer.
   size_t state_bytes() const;

@@ -5,6 +5,7 @@
 
 #include "io/error.h"
 #include "io/json.h"
+#include "ops/quant.h"
 
 namespace qrwkv {
 
@@ -195,6 +196,110 @@ ModelWeights bind_weights(const Config& c, const WeightStore& s) {
     w.layers.push_back(std::move(l));
   }
   return w;
+}
+
+std::vector<Tensor*> ModelWeights::projections() {
+  std::vector<Tensor*> out;
+  for (auto& l : layers)
+    for (Tensor* t : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate, &l.gate_proj, &l.up_proj,
+                      &l.down_proj})
+      if (!t->empty()) out.push_back(t);
+  out.push_back(&lm_head);
+  return out;
+}
+
+std::vector<const Tensor*> ModelWeights::projections() const {
+  std::vector<const Tensor*> out;
+  for (Tensor* t : const_cast<ModelWeights*>(this)->projections()) out.push_back(t);
+  return out;
+}
+
+int64_t ModelWeights::bytes_per_token() const {
+  int64_t n = 0;
+  auto vec = [&](const std::vector<float>& v) { n += static_cast<int64_t>(v.size() * 4); };
+  auto ten = [&](const Tensor& t) {
+    if (!t.empty()) n += tensor_bytes(t);
+  };
+  for (const auto& l : layers) {
+    vec(l.input_layernorm);
+    vec(l.post_attention_layernorm);
+    vec(l.time_maa_x);
+    for (const auto& m : l.time_maa) vec(m);
+    vec(l.time_decay);
+    for (const Tensor* t :
+         {&l.q_proj, &l.q_bias, &l.k_proj, &l.k_bias, &l.v_proj, &l.v_bias, &l.o_proj, &l.o_bias,
+          &l.time_maa_w1, &l.time_maa_w2, &l.time_decay_w1, &l.time_decay_w2, &l.gate, &l.gate_proj,
+          &l.gate_proj_bias, &l.up_proj, &l.up_proj_bias, &l.down_proj, &l.down_proj_bias})
+      ten(*t);
+  }
+  vec(norm);
+  ten(lm_head);
+  if (!embed_tokens.empty()) n += tensor_bytes(embed_tokens.dtype, embed_tokens.cols());
+  return n;
+}
+
+WeightFormat parse_weight_format(const std::string& name) {
+  for (WeightFormat f : {WeightFormat::F32, WeightFormat::BF16, WeightFormat::F16,
+                         WeightFormat::Q8_0, WeightFormat::Q4_0, WeightFormat::Q4_0_PURE})
+    if (name == weight_format_name(f)) return f;
+  if (name.empty()) return WeightFormat::Stored;
+  fail("--dtype", "unknown weight format '" + name + "' (f32, bf16, f16, q8_0, q4_0, q4_0_pure)");
+}
+
+const char* weight_format_name(WeightFormat f) {
+  switch (f) {
+    case WeightFormat::Stored:
+      return "";
+    case WeightFormat::F32:
+      return "f32";
+    case WeightFormat::BF16:
+      return "bf16";
+    case WeightFormat::F16:
+      return "f16";
+    case WeightFormat::Q8_0:
+      return "q8_0";
+    case WeightFormat::Q4_0:
+      return "q4_0";
+    case WeightFormat::Q4_0_PURE:
+      return "q4_0_pure";
+  }
+  return "?";
+}
+
+void convert_weights(ModelWeights& w, WeightFormat format, ThreadPool* pool) {
+  if (format == WeightFormat::Stored) return;
+  std::vector<Tensor*> ts = w.projections();
+  for (Tensor* t : ts) {
+    DType target = DType::F32;
+    switch (format) {
+      case WeightFormat::BF16:
+        target = DType::BF16;
+        break;
+      case WeightFormat::F16:
+        target = DType::F16;
+        break;
+      case WeightFormat::Q8_0:
+        target = DType::Q8_0;
+        break;
+      case WeightFormat::Q4_0: {
+        // Only the MLP matrices go to 4 bits; see WeightFormat.
+        target = DType::Q8_0;
+        for (const auto& l : w.layers)
+          if (t == &l.gate_proj || t == &l.up_proj || t == &l.down_proj) target = DType::Q4_0;
+        break;
+      }
+      case WeightFormat::Q4_0_PURE:
+        target = DType::Q4_0;
+        break;
+      default:
+        break;
+    }
+    const bool block = target == DType::Q8_0 || target == DType::Q4_0;
+    if (t->dtype == target || (block && !quantizable(*t))) continue;
+    auto bytes = std::make_shared<std::vector<uint8_t>>();
+    *t = convert_tensor(*t, target, *bytes, pool);
+    w.owned.push_back(std::move(bytes));
+  }
 }
 
 }  // namespace qrwkv

@@ -14,6 +14,7 @@
 #endif
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -30,13 +31,16 @@ const char* isa_name(Isa isa) {
       return "avx2";
     case Isa::AVX512:
       return "avx512";
+    case Isa::AVX512BF16:
+      return "avx512bf16";
   }
   return "?";
 }
 
-Isa best_isa() {
+Isa max_isa() {
   static const Isa isa = [] {
     __builtin_cpu_init();
+    if (cpu_has_bf16_dot()) return Isa::AVX512BF16;
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl"))
       return Isa::AVX512;
@@ -46,12 +50,27 @@ Isa best_isa() {
   return isa;
 }
 
+Isa best_isa() {
+  static const Isa isa = [] {
+    if (const char* env = std::getenv("QRWKV_ISA")) {
+      for (Isa i : {Isa::Portable, Isa::AVX2, Isa::AVX512, Isa::AVX512BF16})
+        if (std::strcmp(env, isa_name(i)) == 0) return std::min(i, max_isa());
+      fail("QRWKV_ISA", std::string("unknown instruction-set level '") + env +
+                            "' (portable, avx2, avx512, avx512bf16)");
+    }
+    if (max_isa() == Isa::AVX512BF16 && !__builtin_cpu_is("amd")) return Isa::AVX512;
+    return max_isa();
+  }();
+  return isa;
+}
+
 namespace {
 
 // ---- portable ---------------------------------------------------------------------------
 
-void rows_portable(const float* x, int64_t T, const Tensor& w, int64_t r0, int64_t r1, float* y) {
-  const int64_t in = w.shape[1], out = w.shape[0];
+void rows_portable(const float* x, int64_t T, const Tensor& w, int64_t r0, int64_t r1, float* y,
+                   int64_t out) {
+  const int64_t in = w.shape[1];
   std::vector<float> row(static_cast<size_t>(in));
   for (int64_t o = r0; o < r1; ++o) {
     load_f32(w, o * in, in, row.data());
@@ -92,7 +111,10 @@ QRWKV_AVX512 void block_avx512(const float* x, int64_t in, const uint8_t* w, siz
     __m512 xv[TT];
     for (int t = 0; t < TT; ++t) xv[t] = _mm512_maskz_loadu_ps(m, x + t * in + i);
     for (int r = 0; r < RT; ++r) {
-      const __m512 wv = load16(w + r * row_bytes + i * esize, dt, m);
+      const uint8_t* p = w + r * row_bytes + i * esize;
+      // The next block of rows follows these in memory: fetch it ahead of the demand misses.
+      _mm_prefetch(reinterpret_cast<const char*>(p + RT * row_bytes), _MM_HINT_T0);
+      const __m512 wv = load16(p, dt, m);
       for (int t = 0; t < TT; ++t) acc[r][t] = _mm512_fmadd_ps(wv, xv[t], acc[r][t]);
     }
   }
@@ -101,8 +123,8 @@ QRWKV_AVX512 void block_avx512(const float* x, int64_t in, const uint8_t* w, siz
 }
 
 QRWKV_AVX512 void rows_avx512(const float* x, int64_t T, const Tensor& w, int64_t r0, int64_t r1,
-                              float* y) {
-  const int64_t in = w.shape[1], out = w.shape[0];
+                              float* y, int64_t out) {
+  const int64_t in = w.shape[1];
   const size_t es = dtype_size(w.dtype), rb = static_cast<size_t>(in) * es;
   int64_t o = r0;
   for (; o + 4 <= r1; o += 4) {
@@ -173,8 +195,8 @@ QRWKV_AVX2 void block_avx2(const float* x, int64_t in, const Tensor& w, int64_t 
 }
 
 QRWKV_AVX2 void rows_avx2(const float* x, int64_t T, const Tensor& w, int64_t r0, int64_t r1,
-                          float* y) {
-  const int64_t in = w.shape[1], out = w.shape[0];
+                          float* y, int64_t out) {
+  const int64_t in = w.shape[1];
   const size_t es = dtype_size(w.dtype), rb = static_cast<size_t>(in) * es;
   int64_t o = r0;
   for (; o + 4 <= r1; o += 4) {
@@ -254,9 +276,10 @@ QRWKV_AVX2 double sum_avx2(const float* x, int64_t n) {
 }  // namespace
 
 void matmul(ThreadPool& pool, const float* x, int64_t T, const Tensor& m, float* y, Isa isa) {
-  if (isa > best_isa()) isa = best_isa();
+  isa = std::min(isa, max_isa());
   pool.parallel_for(T, 1, [&](int64_t t0, int64_t t1, int) {
     switch (isa) {
+      case Isa::AVX512BF16:
       case Isa::AVX512:
         matmul_rows(x, T, m, t0, t1, y, axpy_avx512);
         break;
@@ -270,11 +293,11 @@ void matmul(ThreadPool& pool, const float* x, int64_t T, const Tensor& m, float*
 }
 
 double sum(ThreadPool& pool, const float* x, int64_t n, Isa isa) {
-  if (isa > best_isa()) isa = best_isa();
+  isa = std::min(isa, max_isa());
   std::vector<double> partial(static_cast<size_t>(pool.size()), 0.0);
   pool.parallel_for(n, 4096, [&](int64_t b, int64_t e, int t) {
     double s = 0;
-    if (isa == Isa::AVX512)
+    if (isa >= Isa::AVX512)
       s = sum_avx512(x + b, e - b);
     else if (isa == Isa::AVX2)
       s = sum_avx2(x + b, e - b);
@@ -287,25 +310,61 @@ double sum(ThreadPool& pool, const float* x, int64_t n, Isa isa) {
   return s;
 }
 
+namespace {
+
+void rows_f32(Isa isa, const float* x, int64_t T, const Tensor& w, int64_t r0, int64_t r1, float* y,
+              int64_t out) {
+  switch (isa) {
+    case Isa::AVX512BF16:
+    case Isa::AVX512:
+      rows_avx512(x, T, w, r0, r1, y, out);
+      break;
+    case Isa::AVX2:
+      rows_avx2(x, T, w, r0, r1, y, out);
+      break;
+    default:
+      rows_portable(x, T, w, r0, r1, y, out);
+  }
+}
+
+// Block-quantized weights below the AVX512BF16 level: rows are dequantized to float32 in
+// groups of 16 and multiplied with the float32 kernels.
+void rows_dequant(Isa isa, const float* x, int64_t T, const Tensor& w, int64_t r0, int64_t r1,
+                  float* y, int64_t out) {
+  const int64_t in = w.shape[1];
+  std::vector<float> buf(static_cast<size_t>(16 * in));
+  for (int64_t o = r0; o < r1; o += 16) {
+    const int64_t n = std::min<int64_t>(16, r1 - o);
+    load_f32(w, o * in, n * in, buf.data());
+    const Tensor f{w.name, DType::F32, {n, in}, reinterpret_cast<const uint8_t*>(buf.data())};
+    rows_f32(isa, x, T, f, 0, n, y + o, out);
+  }
+}
+
+}  // namespace
+
 void linear(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, const Tensor* bias,
             float* y, Isa isa) {
-  if (w.dtype != DType::F32 && w.dtype != DType::BF16 && w.dtype != DType::F16)
+  const bool block = w.dtype == DType::Q8_0 || w.dtype == DType::Q4_0;
+  if (w.dtype != DType::F32 && w.dtype != DType::BF16 && w.dtype != DType::F16 && !block)
     fail(w.name, std::string("unsupported dtype ") + dtype_name(w.dtype));
-  if (isa > best_isa()) isa = best_isa();
+  isa = std::min(isa, max_isa());
   const int64_t out = w.shape[0];
-  // Rows in multiples of 16 per thread keep the 4-row blocks whole.
-  pool.parallel_for(out, 16, [&](int64_t r0, int64_t r1, int) {
-    switch (isa) {
-      case Isa::AVX512:
-        rows_avx512(x, T, w, r0, r1, y);
-        break;
-      case Isa::AVX2:
-        rows_avx2(x, T, w, r0, r1, y);
-        break;
-      default:
-        rows_portable(x, T, w, r0, r1, y);
-    }
-  });
+  if (isa == Isa::AVX512BF16 && (w.dtype == DType::BF16 || block)) {
+    linear_bf16_dot(pool, x, T, w, y);
+  } else if (isa >= Isa::AVX512 && T >= kGemmMinTokens) {
+    gemm_f32_avx512(pool, x, T, w, y);
+  } else {
+    // Rows in multiples of 16 per thread keep the 4-row blocks whole.
+    pool.parallel_for(out, 16, [&](int64_t r0, int64_t r1, int) {
+      if (block && isa >= Isa::AVX512)
+        rowdot_blocks_avx512(x, T, w, r0, r1, y);
+      else if (block)
+        rows_dequant(isa, x, T, w, r0, r1, y, out);
+      else
+        rows_f32(isa, x, T, w, r0, r1, y, out);
+    });
+  }
   if (bias != nullptr && !bias->empty()) {
     std::vector<float> b(static_cast<size_t>(out));
     load_f32(*bias, 0, out, b.data());

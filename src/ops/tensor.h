@@ -28,13 +28,27 @@ struct Tensor {
   int64_t rows() const { return cols() == 0 ? 0 : numel() / cols(); }
 };
 
+// Bytes taken by n consecutive elements of a dtype. The block formats store blocks of 32
+// elements (a row of a quantized tensor is always a whole number of blocks).
+inline int64_t tensor_bytes(DType dt, int64_t n) {
+  switch (dt) {
+    case DType::Q8_0:
+      return n / 32 * 34;  // f16 scale + 32 int8
+    case DType::Q4_0:
+      return n / 32 * 18;  // f16 scale + 32 nibbles
+    default:
+      return n * static_cast<int64_t>(dtype_size(dt));
+  }
+}
+inline int64_t tensor_bytes(const Tensor& t) { return tensor_bytes(t.dtype, t.numel()); }
+
 // The view t[i] of a tensor with at least two dimensions (the first dimension removed).
 inline Tensor slice0(const Tensor& t, int64_t i) {
   Tensor s;
   s.name = t.name + "[" + std::to_string(i) + "]";
   s.dtype = t.dtype;
   s.shape.assign(t.shape.begin() + 1, t.shape.end());
-  s.data = t.data + i * s.numel() * static_cast<int64_t>(dtype_size(t.dtype));
+  s.data = t.data + i * tensor_bytes(t.dtype, s.numel());
   return s;
 }
 

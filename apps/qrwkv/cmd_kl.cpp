@@ -1,0 +1,161 @@
+// kl: how much a weight format (--dtype) changes a model's predictions. The same tokens run
+// through the model as stored (or --base-dtype) and as converted; per position it compares the
+// next-token distributions P (base) and Q (converted):
+//
+//   KL(P ‖ Q) = Σ_v P(v) · (log P(v) − log Q(v))
+//
+// and reports its mean and maximum over positions, how often the two agree on the most likely
+// token, and, when the tokens come from a text, each model's perplexity on it.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "apps/qrwkv/args.h"
+#include "apps/qrwkv/command.h"
+#include "io/mapped_file.h"
+#include "model/model.h"
+#include "text/tokenizer.h"
+
+namespace qrwkv::app {
+
+namespace {
+
+// log-softmax of one row of logits, in double.
+std::vector<double> log_softmax(const float* z, int64_t V) {
+  double mx = z[0];
+  for (int64_t v = 1; v < V; ++v) mx = std::max(mx, double{z[v]});
+  double s = 0;
+  for (int64_t v = 0; v < V; ++v) s += std::exp(z[v] - mx);
+  const double lse = mx + std::log(s);
+  std::vector<double> out(static_cast<size_t>(V));
+  for (int64_t v = 0; v < V; ++v) out[v] = z[v] - lse;
+  return out;
+}
+
+int run_kl(int argc, char** argv) {
+  Args a("kl", "-m DIR --dtype TYPE [--base-dtype TYPE] [-f TEXT | -n N] [-c CTX]",
+         {{{"-m", "--model"}, "DIR", "model directory"},
+          dtype_flag(),
+          {{"--base-dtype"}, "TYPE", "format of the reference model (default: as stored)"},
+          {{"-f", "--file"}, "FILE", "text to evaluate (tokenized with the model's tokenizer)"},
+          {{"-n", "--n-tokens"}, "N", "without -f: N pseudo-random token ids (default 512)"},
+          {{"-c", "--ctx-size"}, "N", "tokens per evaluated sequence (default 512)"},
+          {{"-s", "--seed"}, "N", "seed of the pseudo-random tokens (default 1)"},
+          {{"-t", "--threads"}, "N", "threads (default: physical cores)"},
+          {{"-o", "--output"}, "md|json", "output format (default md)"}});
+  a.parse(argc, argv);
+  const std::string dir = a.require("--model");
+  if (!a.has("--dtype")) throw UsageError("kl needs --dtype: the format to compare");
+  const WeightFormat fq = weight_format(a);
+  WeightFormat fp = WeightFormat::Stored;
+  try {
+    fp = parse_weight_format(a.get("--base-dtype"));
+  } catch (const Error& e) {
+    throw UsageError(e.what());
+  }
+  const int64_t ctx = a.get_int("--ctx-size", 512);
+  if (ctx < 2) throw UsageError("-c must be at least 2");
+  const int threads = static_cast<int>(a.get_int("--threads", 0));
+  if (threads < 0) throw UsageError("-t must be positive");
+  const std::string fmt = a.get("--output", "md");
+  if (fmt != "md" && fmt != "json") throw UsageError("-o must be md or json");
+
+  Model base = Model::load(dir, fp, threads);
+  Model quant = Model::load(dir, fq, threads);
+  base.exec = Exec::make_fast(threads);
+  quant.exec = base.exec;
+  const int64_t V = base.config.vocab_size;
+
+  std::vector<int32_t> tokens;
+  const bool from_text = a.has("--file");
+  if (from_text) {
+    const Tokenizer tok = Tokenizer::from_dir(dir);
+    tokens = tok.encode(read_text_file(a.get("--file")));
+    for (int32_t& t : tokens)
+      if (t >= V)
+        fail(a.get("--file"),
+             "token id " + std::to_string(t) + " is outside the model's vocabulary");
+  } else {
+    const int64_t n = a.get_int("--n-tokens", 512);
+    if (n < 2) throw UsageError("-n must be at least 2");
+    uint64_t x = static_cast<uint64_t>(a.get_int("--seed", 1)) * 0x9E3779B97F4A7C15ull + 1;
+    for (int64_t i = 0; i < n; ++i) {
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
+      tokens.push_back(static_cast<int32_t>(x % static_cast<uint64_t>(V)));
+    }
+  }
+  if (tokens.size() < 2) fail(dir, "need at least 2 tokens to compare predictions");
+
+  double kl_sum = 0, kl_max = 0, nll_p = 0, nll_q = 0;
+  int64_t positions = 0, agree = 0, scored = 0;
+  for (size_t s0 = 0; s0 + 1 < tokens.size(); s0 += static_cast<size_t>(ctx)) {
+    const size_t n = std::min(tokens.size() - s0, static_cast<size_t>(ctx));
+    const std::span<const int32_t> seq(tokens.data() + s0, n);
+    State sp = base.new_state(), sq = quant.new_state();
+    const std::vector<float> lp = forward(base, sp, seq, true);
+    const std::vector<float> lq = forward(quant, sq, seq, true);
+    for (size_t t = 0; t < n; ++t) {
+      const auto p = log_softmax(lp.data() + t * V, V);
+      const auto q = log_softmax(lq.data() + t * V, V);
+      double kl = 0;
+      for (int64_t v = 0; v < V; ++v) kl += std::exp(p[v]) * (p[v] - q[v]);
+      kl_sum += kl;
+      kl_max = std::max(kl_max, kl);
+      agree += std::max_element(p.begin(), p.end()) ==
+               p.begin() + (std::max_element(q.begin(), q.end()) - q.begin());
+      ++positions;
+      if (t + 1 < n) {
+        nll_p -= p[seq[t + 1]];
+        nll_q -= q[seq[t + 1]];
+        ++scored;
+      }
+    }
+  }
+  const double kl_mean = kl_sum / static_cast<double>(positions);
+  const double top1 = 100.0 * static_cast<double>(agree) / static_cast<double>(positions);
+  const std::string name = std::filesystem::path(dir).filename().string();
+  const std::string base_name =
+      fp == WeightFormat::Stored ? base.storage_dtype() : weight_format_name(fp);
+  if (fmt == "json") {
+    nlohmann::ordered_json j = {{"model", name},
+                                {"base", base_name},
+                                {"dtype", weight_format_name(fq)},
+                                {"base_bytes_per_token", base.weights.bytes_per_token()},
+                                {"bytes_per_token", quant.weights.bytes_per_token()},
+                                {"positions", positions},
+                                {"kl_mean", kl_mean},
+                                {"kl_max", kl_max},
+                                {"top1_agreement_pct", top1}};
+    if (from_text) {
+      j["ppl_base"] = std::exp(nll_p / static_cast<double>(scored));
+      j["ppl"] = std::exp(nll_q / static_cast<double>(scored));
+    }
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    std::printf(
+        "| model | base | dtype | MB/token | positions | mean KL | max KL | top-1 agree |%s\n",
+        from_text ? " ppl base | ppl |" : "");
+    std::printf("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |%s\n",
+                from_text ? " ---: | ---: |" : "");
+    std::printf("| %s | %s | %s | %.2f | %lld | %.3g | %.3g | %.2f %% |", name.c_str(),
+                base_name.c_str(), weight_format_name(fq),
+                static_cast<double>(quant.weights.bytes_per_token()) / 1e6,
+                static_cast<long long>(positions), kl_mean, kl_max, top1);
+    if (from_text)
+      std::printf(" %.4g | %.4g |", std::exp(nll_p / static_cast<double>(scored)),
+                  std::exp(nll_q / static_cast<double>(scored)));
+    std::printf("\n");
+  }
+  return 0;
+}
+
+CommandRegistrar kl_cmd(
+    {"kl", "compare a weight format's predictions with the stored model (KL divergence)", &run_kl});
+
+}  // namespace
+
+}  // namespace qrwkv::app

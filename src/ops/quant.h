@@ -1,0 +1,56 @@
+// Block-quantized weight formats, made from F32/BF16/F16 weights at load time (`--dtype`).
+//
+// Both formats cut each row into blocks of 32 consecutive elements with one scale d per block,
+// stored as float16, and store element j of a block as a small integer q_j:
+//
+//   Q8_0:  w_j = d · q_j,        q_j ∈ [-127, 127]  (int8);     34 bytes per block, 8.5 bits/weight
+//   Q4_0:  w_j = d · (n_j − 8),  n_j ∈ [0, 15]      (nibbles);  18 bytes per block, 4.5 bits/weight
+//
+// In a Q4_0 block, byte i holds element i in its low nibble and element i + 16 in its high
+// nibble, so one 16-byte load unpacks into two 16-lane vectors of consecutive elements.
+//
+// Because d has 11 significant bits and |q| < 2^7, every product d · q is exact in float32:
+// the kernels may apply the scale before or after summing a block's products and agree to
+// float32 rounding.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "ops/tensor.h"
+#include "ops/threadpool.h"
+
+namespace qrwkv {
+
+constexpr int64_t kQuantBlock = 32;
+
+struct BlockQ8_0 {
+  uint16_t d;    // float16 scale
+  int8_t q[32];  // w_j = d · q_j
+};
+struct BlockQ4_0 {
+  uint16_t d;     // float16 scale
+  uint8_t q[16];  // low nibble: element i, high nibble: element i + 16; w = d · (n − 8)
+};
+static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18, "blocks must be packed");
+
+uint16_t f32_to_f16(float v);  // round to nearest even
+
+// Quantizes n values (n a multiple of 32) into n / 32 blocks at `out`.
+void quantize_row_q8_0(const float* x, int64_t n, BlockQ8_0* out);
+// Q4_0 chooses each block's scale by least squares over a few candidate ranges, not simply
+// max / 8: with 16 levels the choice of range changes the error noticeably.
+void quantize_row_q4_0(const float* x, int64_t n, BlockQ4_0* out);
+// Dequantizes blocks [b0, b0 + nb) of a Q8_0 or Q4_0 row at `blocks` into 32 · nb floats.
+void dequantize_blocks(DType dt, const uint8_t* blocks, int64_t b0, int64_t nb, float* out);
+
+// Whether a weight of this shape can be stored in a block format: 2-D with a row length that
+// is a multiple of 32.
+bool quantizable(const Tensor& t);
+
+// Converts a 2-D tensor to `target` (F32, BF16, F16, Q8_0 or Q4_0), with rows split across the
+// pool's threads. The bytes live in `storage` (resized here); the returned view points into it.
+Tensor convert_tensor(const Tensor& src, DType target, std::vector<uint8_t>& storage,
+                      ThreadPool* pool);
+
+}  // namespace qrwkv

@@ -1,0 +1,188 @@
+// Weight formats chosen with --dtype: every format runs the golden models through the fast
+// kernels in agreement with the reference kernels on the same converted weights, prefill agrees
+// with token-by-token decoding, and the 4-bit format's mix of Q4_0 and Q8_0 earns its place.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "io/safetensors.h"
+#include "model/model.h"
+#include "tests/cli.h"
+
+namespace qrwkv {
+namespace {
+
+std::vector<int32_t> golden_long_ids(size_t n) {
+  SafetensorsFile e(test::data_path("models/qrwkv6_tiny.expected.safetensors"));
+  const TensorInfo* t = e.find("long_input_ids");
+  std::vector<int32_t> ids(n);
+  std::memcpy(ids.data(), e.data(*t), n * 4);
+  return ids;
+}
+
+double max_rel(const std::vector<float>& a, const std::vector<float>& b) {
+  double m = 0, d = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    m = std::max(m, std::fabs(double{b[i]}));
+    d = std::max(d, std::fabs(double{a[i]} - b[i]));
+  }
+  return d / m;
+}
+
+struct FormatCase {
+  WeightFormat format;
+  fast::Isa isa;
+};
+
+std::string case_name(const ::testing::TestParamInfo<FormatCase>& p) {
+  return std::string(weight_format_name(p.param.format)) + "_" + fast::isa_name(p.param.isa);
+}
+
+class FormatsBase : public ::testing::TestWithParam<FormatCase> {
+ protected:
+  void SetUp() override {
+    if (GetParam().isa > fast::max_isa()) GTEST_SKIP() << "level not supported here";
+  }
+  Model load(const std::string& name, int threads = 2) {
+    Model m = Model::load(test::data_path("models/" + name), GetParam().format, threads);
+    m.exec = Exec::make_fast(threads);
+    m.exec.isa = GetParam().isa;
+    return m;
+  }
+  void prefill_equals_token_by_token() {
+    // One thread: 512 single-token steps are mostly synchronization on a busy machine.
+    Model m = load("qrwkv6_tiny", 1);
+    const auto ids = golden_long_ids(512);
+    State whole = m.new_state(), steps = m.new_state();
+    const auto lw = forward(m, whole, ids, false);
+    std::vector<float> ls;
+    for (int32_t id : ids) ls = forward(m, steps, std::span<const int32_t>(&id, 1), false);
+    EXPECT_LT(max_rel(ls, lw), tolerance());
+    for (size_t l = 0; l < whole.layers.size(); ++l)
+      EXPECT_LT(max_rel(steps.layers[l].wkv, whole.layers[l].wkv), tolerance()) << "layer " << l;
+  }
+  // The bf16 dot-product level rounds activations to bfloat16, so two evaluations of the same
+  // function may round a few activations differently; the float32 levels agree to rounding.
+  double tolerance() const { return GetParam().isa == fast::Isa::AVX512BF16 ? 2e-3 : 1e-5; }
+};
+
+// Float32 levels: the fast kernels compute the reference function on the converted weights.
+class Formats : public FormatsBase {};
+// The bf16 dot-product level rounds activations (fast.h); its kernels are checked against a
+// reference with rounded activations in test_fast_kernels.cpp, and here for self-consistency.
+class FormatsBf16Dot : public FormatsBase {};
+
+// The same converted weights through the reference kernels and the fast ones.
+TEST_P(Formats, FastPathMatchesReferenceOnConvertedWeights) {
+  for (const char* name : {"qrwkv6_tiny", "qwen2_tiny"}) {
+    Model fast_m = load(name);
+    Model ref_m = load(name);
+    ref_m.exec = Exec::make_reference();
+    const auto ids = golden_long_ids(40);
+    State a = fast_m.new_state(), b = ref_m.new_state();
+    const auto lf = forward(fast_m, a, ids, true);
+    const auto lr = forward(ref_m, b, ids, true);
+    EXPECT_LT(max_rel(lf, lr), 1e-4) << name;
+  }
+}
+
+// A 512-token prefill (packed GEMM) against token-by-token decoding (row-dot kernels).
+TEST_P(Formats, PrefillEqualsTokenByToken) { prefill_equals_token_by_token(); }
+TEST_P(FormatsBf16Dot, PrefillEqualsTokenByToken) { prefill_equals_token_by_token(); }
+
+INSTANTIATE_TEST_SUITE_P(AllFormats, Formats,
+                         ::testing::Values(FormatCase{WeightFormat::BF16, fast::Isa::AVX512},
+                                           FormatCase{WeightFormat::F16, fast::Isa::AVX512},
+                                           FormatCase{WeightFormat::Q8_0, fast::Isa::AVX512},
+                                           FormatCase{WeightFormat::Q4_0, fast::Isa::AVX512},
+                                           FormatCase{WeightFormat::Q4_0_PURE, fast::Isa::AVX512},
+                                           FormatCase{WeightFormat::Q8_0, fast::Isa::AVX2},
+                                           FormatCase{WeightFormat::Q4_0, fast::Isa::Portable}),
+                         case_name);
+INSTANTIATE_TEST_SUITE_P(AllFormats, FormatsBf16Dot,
+                         ::testing::Values(FormatCase{WeightFormat::BF16, fast::Isa::AVX512BF16},
+                                           FormatCase{WeightFormat::Q8_0, fast::Isa::AVX512BF16},
+                                           FormatCase{WeightFormat::Q4_0, fast::Isa::AVX512BF16}),
+                         case_name);
+
+// Mean KL(P_stored ‖ P_format) of the next-token distributions over a golden sequence.
+double mean_kl(const std::string& name, WeightFormat f) {
+  const Model base = Model::load(test::data_path("models/" + name));
+  const Model q = Model::load(test::data_path("models/" + name), f);
+  const auto ids = golden_long_ids(256);
+  State a = base.new_state(), b = q.new_state();
+  const auto lp = forward(base, a, ids, true), lq = forward(q, b, ids, true);
+  const int64_t V = base.config.vocab_size;
+  double total = 0;
+  for (size_t t = 0; t < ids.size(); ++t) {
+    const float* p = lp.data() + t * V;
+    const float* r = lq.data() + t * V;
+    double mp = p[0], mq = r[0];
+    for (int64_t v = 0; v < V; ++v)
+      mp = std::max(mp, double{p[v]}), mq = std::max(mq, double{r[v]});
+    double sp = 0, sq = 0;
+    for (int64_t v = 0; v < V; ++v) sp += std::exp(p[v] - mp), sq += std::exp(r[v] - mq);
+    for (int64_t v = 0; v < V; ++v) {
+      const double lpv = p[v] - mp - std::log(sp), lqv = r[v] - mq - std::log(sq);
+      total += std::exp(lpv) * (lpv - lqv);
+    }
+  }
+  return total / static_cast<double>(ids.size());
+}
+
+// On QRWKV6, 4-bit time-mix projections compound through the state: q4_0 (MLP only in 4 bits)
+// stays close to q8_0, while q4_0_pure drifts far away. The transformer tolerates both.
+TEST(FormatQuality, FourBitTimeMixIsWhatHurtsQrwkv6) {
+  const double q8 = mean_kl("qrwkv6_tiny", WeightFormat::Q8_0);
+  const double q4 = mean_kl("qrwkv6_tiny", WeightFormat::Q4_0);
+  const double pure = mean_kl("qrwkv6_tiny", WeightFormat::Q4_0_PURE);
+  EXPECT_LT(q8, 0.02);
+  EXPECT_LT(q4, 3 * q8);
+  EXPECT_GT(pure, 10 * q4);
+  EXPECT_LT(mean_kl("qwen2_tiny", WeightFormat::Q4_0_PURE), 0.05);
+  EXPECT_LT(mean_kl("qwen2_tiny", WeightFormat::BF16), 1e-4);
+}
+
+// Projections whose rows are whole 32-element blocks take the block format's size; the MLP's
+// down_proj of the test model (rows of 176) stays in float32.
+TEST(FormatQuality, ConvertedSizesFollowTheFormat) {
+  const Model f32 = Model::load(test::data_path("models/qrwkv6_tiny"));
+  const Model q8 = Model::load(test::data_path("models/qrwkv6_tiny"), WeightFormat::Q8_0);
+  const Model q4 = Model::load(test::data_path("models/qrwkv6_tiny"), WeightFormat::Q4_0_PURE);
+  int64_t f32_bytes = 0, q8_bytes = 0, q4_bytes = 0, kept = 0;
+  for (const Tensor* t : f32.weights.projections()) {
+    f32_bytes += t->numel() * 4;
+    const bool whole_blocks = t->cols() % 32 == 0;
+    kept += !whole_blocks;
+    q8_bytes += whole_blocks ? t->numel() / 32 * 34 : t->numel() * 4;
+    q4_bytes += whole_blocks ? t->numel() / 32 * 18 : t->numel() * 4;
+  }
+  EXPECT_EQ(kept, f32.config.num_layers);  // one down_proj per layer
+  const int64_t others = f32.weights.bytes_per_token() - f32_bytes;
+  EXPECT_EQ(q8.weights.bytes_per_token() - others, q8_bytes);
+  EXPECT_EQ(q4.weights.bytes_per_token() - others, q4_bytes);
+  EXPECT_EQ(q8.storage_dtype(), "F32+Q8_0");
+}
+
+TEST(FormatCli, DtypeFlagConvertsAndBadNamesPrintUsage) {
+  const auto ok =
+      test::run_cli({"info", "-m", test::data_path("models/qrwkv6_tiny"), "--dtype", "q4_0"});
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_NE(ok.out.find("Q4_0+Q8_0"), std::string::npos) << ok.out;
+  const auto bad = test::run_cli({"generate-ids", "-m", test::data_path("models/qrwkv6_tiny"),
+                                  "--tokens", "1 2", "--dtype", "q3_k"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("unknown weight format 'q3_k'"), std::string::npos) << bad.err;
+  EXPECT_NE(bad.err.find("--dtype"), std::string::npos) << bad.err;
+  const auto kl = test::run_cli({"kl", "-m", test::data_path("models/qwen2_tiny"), "--dtype",
+                                 "q8_0", "-n", "64", "-o", "json"});
+  ASSERT_EQ(kl.exit_code, 0) << kl.err;
+  const auto j = json::parse(kl.out);
+  EXPECT_EQ(j["positions"], 64);
+  EXPECT_GT(j["kl_mean"].get<double>(), 0.0);
+  EXPECT_LT(j["kl_mean"].get<double>(), 1e-3);
+}
+
+}  // namespace
+}  // namespace qrwkv
