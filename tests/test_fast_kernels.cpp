@@ -221,7 +221,15 @@ TEST_P(FastMatmul, MatchesReferenceOnOddShapes) {
   if (isa > fast::max_isa()) GTEST_SKIP() << fast::isa_name(isa) << " not supported here";
   ThreadPool pool(2);
   for (auto [T, in, out] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
-           {1, 1, 1}, {1, 64, 160}, {3, 37, 19}, {7, 33, 65}, {2, 5, 200}}) {
+           {1, 1, 1},
+           {1, 64, 160},
+           {3, 37, 19},
+           {7, 33, 65},
+           {2, 5, 200},
+           // From kGemmMinTokens on: the packed GEMM reading M transposed.
+           {17, 33, 65},
+           {70, 160, 37},
+           {129, 64, 7}}) {
     const auto m = random_weights(in, out, dt, static_cast<uint32_t>(in + 3 * out));
     const auto x = random_vec(T * in, 9);
     std::vector<float> want(static_cast<size_t>(T * out)), got(want.size(), NAN);

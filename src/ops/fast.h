@@ -37,8 +37,10 @@ void linear(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, const 
 bool cpu_has_bf16_dot();
 // From this many tokens on, linear uses a packed GEMM instead of row-dot kernels.
 constexpr int64_t kGemmMinTokens = 16;
-// The AVX-512 float32 packed GEMM (fast_gemm.cpp), any weight dtype; no bias.
-void gemm_f32_avx512(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, float* y);
+// The AVX-512 float32 packed GEMM (fast_gemm.cpp), any weight dtype; no bias. With
+// `transposed`, w is M [in, out] (F32, BF16 or F16) and Y = X M.
+void gemm_f32_avx512(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, float* y,
+                     bool transposed = false);
 // Rows [r0, r1) of Y = X Wᵀ for Q8_0/Q4_0 weights with AVX-512 row-dot kernels; Y has stride
 // w.shape[0].
 void rowdot_blocks_avx512(const float* x, int64_t T, const Tensor& w, int64_t r0, int64_t r1,
@@ -47,7 +49,8 @@ void rowdot_blocks_avx512(const float* x, int64_t T, const Tensor& w, int64_t r0
 void linear_bf16_dot(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, float* y);
 
 // Y[t, j] = Σ_i X[t, i] · M[i, j]   (M [in, out], as the QRWKV6 LoRA matrices are stored).
-// Rows of M are streamed once per token block; the inner loop is a vector axpy over j.
+// From kGemmMinTokens tokens on (AVX-512) the packed GEMM; otherwise rows of M are streamed once
+// per token block and the inner loop is a vector axpy over j.
 void matmul(ThreadPool& pool, const float* x, int64_t T, const Tensor& m, float* y,
             Isa isa = best_isa());
 

@@ -189,9 +189,19 @@ QRWKV_AVX512 void pack_group(const Tensor& w, int64_t o, int64_t n, float* dst) 
   }
 }
 
-QRWKV_AVX512 void gemm_rows(const Tensor& w, const float* xt, int64_t T, int64_t r0, int64_t r1,
-                            float* y) {
-  const int64_t out = w.shape[0], K = w.shape[1];
+// The same for a matrix stored transposed, M [K, out] (M[k][o] = W[o][k]): each k's 6 values
+// are consecutive in M already.
+QRWKV_AVX512 void pack_group_t(const Tensor& m, int64_t o, int64_t n, float* dst) {
+  const int64_t K = m.shape[0], out = m.shape[1], rb = tensor_bytes(m.dtype, out);
+  const __mmask16 keep = __mmask16((1u << n) - 1);
+  for (int64_t k = 0; k < K; ++k)
+    _mm512_mask_storeu_ps(dst + k * kGroupRows, __mmask16((1u << kGroupRows) - 1),
+                          _mm512_maskz_mov_ps(keep, widen16(m.dtype, m.data + k * rb, out, o)));
+}
+
+QRWKV_AVX512 void gemm_rows(const Tensor& w, bool transposed, const float* xt, int64_t T,
+                            int64_t r0, int64_t r1, float* y) {
+  const int64_t out = w.shape[transposed ? 1 : 0], K = w.shape[transposed ? 0 : 1];
   const int64_t ntiles = (T + kTile - 1) / kTile;
   // A panel of widened rows stays in L2 (about 512 KiB).
   const int64_t panel_rows = std::clamp<int64_t>((512 * 1024 / (K * 4)) / kGroupRows * kGroupRows,
@@ -202,8 +212,13 @@ QRWKV_AVX512 void gemm_rows(const Tensor& w, const float* xt, int64_t T, int64_t
   ytile.resize(static_cast<size_t>((panel_rows + 15) / 16 * 16 * kTile));
   for (int64_t p0 = r0; p0 < r1; p0 += panel_rows) {
     const int64_t np = std::min(panel_rows, r1 - p0);
-    for (int64_t g = 0; g < np; g += kGroupRows)
-      pack_group(w, p0 + g, std::min<int64_t>(kGroupRows, np - g), panel.data() + g * K);
+    for (int64_t g = 0; g < np; g += kGroupRows) {
+      const int64_t n = std::min<int64_t>(kGroupRows, np - g);
+      if (transposed)
+        pack_group_t(w, p0 + g, n, panel.data() + g * K);
+      else
+        pack_group(w, p0 + g, n, panel.data() + g * K);
+    }
     for (int64_t tile = 0; tile < ntiles; ++tile) {
       const int64_t t0 = tile * kTile, nt = std::min<int64_t>(kTile, T - t0);
       const int nv = static_cast<int>((nt + 15) / 16);
@@ -287,8 +302,11 @@ QRWKV_AVX512 void rowdot_tokens(const Tensor& w, const float* x, int64_t T, int6
 
 }  // namespace
 
-void gemm_f32_avx512(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, float* y) {
-  const int64_t out = w.shape[0], K = w.shape[1];
+void gemm_f32_avx512(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, float* y,
+                     bool transposed) {
+  if (transposed && w.dtype != DType::F32 && w.dtype != DType::BF16 && w.dtype != DType::F16)
+    fail(w.name, std::string("gemm_f32_avx512: transposed ") + dtype_name(w.dtype) + " weights");
+  const int64_t out = w.shape[transposed ? 1 : 0], K = w.shape[transposed ? 0 : 1];
   const int64_t ntiles = (T + kTile - 1) / kTile;
   thread_local std::vector<float> xt;
   xt.resize(static_cast<size_t>(ntiles * K * kTile));
@@ -297,8 +315,9 @@ void gemm_f32_avx512(ThreadPool& pool, const float* x, int64_t T, const Tensor& 
     for (int64_t tile = a; tile < b; ++tile) transpose_tile(x, T, K, tile, xtp + tile * K * kTile);
   });
   // Whole 6-row groups per thread.
-  pool.parallel_for(out, kGroupRows,
-                    [&](int64_t r0, int64_t r1, int) { gemm_rows(w, xtp, T, r0, r1, y); });
+  pool.parallel_for(out, kGroupRows, [&](int64_t r0, int64_t r1, int) {
+    gemm_rows(w, transposed, xtp, T, r0, r1, y);
+  });
 }
 
 void rowdot_blocks_avx512(const float* x, int64_t T, const Tensor& w, int64_t r0, int64_t r1,

@@ -277,6 +277,11 @@ QRWKV_AVX2 double sum_avx2(const float* x, int64_t n) {
 
 void matmul(ThreadPool& pool, const float* x, int64_t T, const Tensor& m, float* y, Isa isa) {
   isa = std::min(isa, max_isa());
+  if (isa >= Isa::AVX512 && T >= kGemmMinTokens &&
+      (m.dtype == DType::F32 || m.dtype == DType::BF16 || m.dtype == DType::F16)) {
+    gemm_f32_avx512(pool, x, T, m, y, true);
+    return;
+  }
   pool.parallel_for(T, 1, [&](int64_t t0, int64_t t1, int) {
     switch (isa) {
       case Isa::AVX512BF16:
