@@ -102,65 +102,15 @@ QRWKV_BF16 void rowdot_bf16(const uint16_t* xb, int64_t xs, const uint16_t* w, i
     for (int t = 0; t < TT; ++t) y[t * ys + r] = _mm512_reduce_add_ps(acc[r][t]);
 }
 
-// 32 weights of one block as two float32 vectors (d · q, exact).
-QRWKV_BF16 inline void block_f32(DType dt, const uint8_t* blk, __m512& w0, __m512& w1) {
-  uint16_t dh;
-  std::memcpy(&dh, blk, 2);
-  const __m512 d = _mm512_set1_ps(f16_scale(dh));
-  if (dt == DType::Q8_0) {
-    const __m128i* q = reinterpret_cast<const __m128i*>(blk + 2);
-    w0 = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(q))));
-    w1 = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(q + 1))));
-  } else {
-    const __m512i v =
-        _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2)));
-    const __m512i eight = _mm512_set1_epi32(8);
-    const __m512i lo = _mm512_sub_epi32(_mm512_and_si512(v, _mm512_set1_epi32(15)), eight);
-    const __m512i hi = _mm512_sub_epi32(_mm512_srli_epi32(v, 4), eight);
-    w0 = _mm512_mul_ps(d, _mm512_cvtepi32_ps(lo));
-    w1 = _mm512_mul_ps(d, _mm512_cvtepi32_ps(hi));
-  }
-}
-
-// xr: activations already rounded to bf16 and widened back to float32, stride xs.
-template <int RT, int TT>
-QRWKV_BF16 void rowdot_blocks(DType dt, const float* xr, int64_t xs, const uint8_t* w,
-                              int64_t row_bytes, int64_t nb, float* y, int64_t ys) {
-  const int64_t bb = tensor_bytes(dt, kQuantBlock);
-  __m512 acc[RT][TT];
-  for (int r = 0; r < RT; ++r)
-    for (int t = 0; t < TT; ++t) acc[r][t] = _mm512_setzero_ps();
-  for (int64_t b = 0; b < nb; ++b) {
-    __m512 x0[TT], x1[TT];
-    for (int t = 0; t < TT; ++t) {
-      x0[t] = _mm512_loadu_ps(xr + t * xs + b * 32);
-      x1[t] = _mm512_loadu_ps(xr + t * xs + b * 32 + 16);
-    }
-    for (int r = 0; r < RT; ++r) {
-      __m512 w0, w1;
-      block_f32(dt, w + r * row_bytes + b * bb, w0, w1);
-      for (int t = 0; t < TT; ++t) {
-        acc[r][t] = _mm512_fmadd_ps(w0, x0[t], acc[r][t]);
-        acc[r][t] = _mm512_fmadd_ps(w1, x1[t], acc[r][t]);
-      }
-    }
-  }
-  for (int r = 0; r < RT; ++r)
-    for (int t = 0; t < TT; ++t) y[t * ys + r] = _mm512_reduce_add_ps(acc[r][t]);
-}
-
 template <int RT>
-QRWKV_BF16 void rowdot_rows(const Tensor& w, const uint16_t* xb, const float* xr, int64_t xs,
-                            int64_t T, int64_t o, float* y, int64_t ys) {
+QRWKV_BF16 void rowdot_rows(const Tensor& w, const uint16_t* xb, int64_t xs, int64_t T, int64_t o,
+                            float* y, int64_t ys) {
   const int64_t K = w.shape[1], rb = tensor_bytes(w.dtype, K);
   const uint8_t* wr = w.data + o * rb;
   int64_t t = 0;
   auto run = [&]<int TT>() {
-    if (w.dtype == DType::BF16)
-      rowdot_bf16<RT, TT>(xb + t * xs, xs, reinterpret_cast<const uint16_t*>(wr), K, y + t * ys + o,
-                          ys);
-    else
-      rowdot_blocks<RT, TT>(w.dtype, xr + t * K, K, wr, rb, K / kQuantBlock, y + t * ys + o, ys);
+    rowdot_bf16<RT, TT>(xb + t * xs, xs, reinterpret_cast<const uint16_t*>(wr), K, y + t * ys + o,
+                        ys);
   };
   for (; t + 4 <= T; t += 4) run.template operator()<4>();
   switch (T - t) {
@@ -360,9 +310,14 @@ void linear_bf16_dot(ThreadPool& pool, const float* x, int64_t T, const Tensor& 
   });
   if (rowdot) {
     pool.parallel_for(out, 16, [&](int64_t r0, int64_t r1, int) {
+      // Block formats: the float32 row-dot kernels of fast_gemm.cpp on the rounded activations.
+      if (widen) {
+        rowdot_blocks_avx512(xrp, T, w, r0, r1, y);
+        return;
+      }
       int64_t o = r0;
-      for (; o + 4 <= r1; o += 4) rowdot_rows<4>(w, xbp, xrp, Kp, T, o, y, out);
-      for (; o < r1; ++o) rowdot_rows<1>(w, xbp, xrp, Kp, T, o, y, out);
+      for (; o + 4 <= r1; o += 4) rowdot_rows<4>(w, xbp, Kp, T, o, y, out);
+      for (; o < r1; ++o) rowdot_rows<1>(w, xbp, Kp, T, o, y, out);
     });
   } else {
     const int64_t panels = (out + kPanelRows - 1) / kPanelRows;
