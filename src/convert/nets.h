@@ -1,0 +1,107 @@
+// Trainable float32 versions of the models qrwkv runs, written on ATen (libtorch) so that
+// autograd can differentiate them: the parent transformer (Qwen2 / LLaMA, docs §6) and the
+// QRWKV6 student (docs §3). A model is a plain map from Hugging Face tensor names to tensors in
+// their Hugging Face shapes, so loading, saving, optimizer state and checkpoints all address
+// parameters by the names a checkpoint uses.
+//
+// Only this header, nets.cpp, train.cpp and the conversion tests include ATen: it is slow to
+// compile, and the rest of qrwkv never sees it.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "io/safetensors.h"
+#include "model/config.h"
+
+namespace qrwkv::convert {
+
+// Hugging Face name -> tensor (float32, on the training device).
+using Params = std::map<std::string, at::Tensor>;
+
+struct Net {
+  Config config;
+  Params params;
+  // QRWKV6 only: LoRA ranks Dm (token shift) and Dd (decay).
+  int64_t lora_tokenshift = 0;
+  int64_t lora_decay = 0;
+  std::vector<double> rope_inv_freq;  // transformers only
+  DType source_dtype = DType::F32;    // how the loaded checkpoint stored its weights
+
+  const at::Tensor& p(const std::string& name) const;
+  // The output projection: lm_head.weight, or the embedding when tied.
+  const at::Tensor& lm_head() const;
+};
+
+// Loads a model directory (any architecture qrwkv runs) as float32 tensors on `device`.
+Net load_net(const std::string& dir, at::Device device = at::kCPU);
+
+// Writes config.json and model.safetensors (tensors converted to `dtype`: F32, BF16 or F16) into
+// `dir`, each file atomically. Tied transformers write no lm_head.weight.
+void save_net(const Net& net, const std::string& dir, DType dtype);
+
+// The config.json of a net (model_type and the keys qrwkv and Hugging Face read).
+json config_json(const Net& net, DType dtype);
+
+// The historical LoRA ranks of QRWKV6 for hidden size C (docs §1).
+int64_t default_lora_tokenshift(int64_t C);
+int64_t default_lora_decay(int64_t C);
+
+// Stage 0 of the conversion (docs §7): the student is the teacher with every attention replaced
+// by a time mix. q/k/v/o (and their biases) are copied, as are embeddings, norms, MLPs and the
+// output head (untied by copying when the teacher ties it). New parameters start at
+// maa_x = 1, maa_{r,k,v,w,g} = 0, w1 = 0, w2 ~ U(−0.01, 0.01),
+// time_decay[n] = −6 + 5·(n/(C−1))^(0.7 + 1.3·ℓ/(L−1)), decay_w1 = 0, decay_w2 ~ U(−0.01, 0.01),
+// gate = 0. The random draws come from a generator seeded with `seed`.
+Net make_student(const Net& teacher, int64_t lora_tokenshift, int64_t lora_decay, uint64_t seed);
+
+// A freshly initialised Qwen2 transformer (config.arch must be Qwen2): weights ~ N(0, 0.02),
+// biases 0, norms 1, as Hugging Face initialises Qwen2 (initializer_range 0.02).
+Net make_transformer(const Config& config, uint64_t seed, at::Device device = at::kCPU);
+
+// RMSNorm over the last dimension: w ⊙ x / sqrt(mean(x²) + eps).
+at::Tensor rmsnorm(const at::Tensor& x, const at::Tensor& w, double eps);
+
+// The sequence mixer of layer `l` for normalized inputs a [B, T, C] (every sequence starting
+// from an empty state): causal softmax attention with RoPE (transformers) or the QRWKV6 time mix.
+at::Tensor attention(const Net& net, int64_t l, const at::Tensor& a);
+at::Tensor time_mix(const Net& net, int64_t l, const at::Tensor& a);
+at::Tensor mixer(const Net& net, int64_t l, const at::Tensor& a);
+
+// The WKV recurrence S = diag(w) S + k̃ᵀ v, o = q S, for q, k̃, v, log w of shape [B, T, H, N]
+// from a zero state, in the chunked form of docs §5 (chunks of 16, exact element-wise decays
+// inside a chunk, so no exponent is ever positive). Returns o [B, T, H, N].
+at::Tensor wkv_chunked(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                       const at::Tensor& log_w);
+
+// What one layer's mixer saw and produced during a forward pass.
+struct LayerIO {
+  at::Tensor input;   // the normalized input a [B, T, C]
+  at::Tensor output;  // the mixer's output [B, T, C]
+};
+
+// The whole model for token ids [B, T] (int64): logits [B, T, V]. When `capture` is given, it
+// receives every layer's mixer input and output.
+at::Tensor forward(const Net& net, const at::Tensor& tokens, std::vector<LayerIO>* capture = nullptr);
+
+// Losses, each a mean over tokens.
+// Cross-entropy of the next token: logits [B, T, V] at positions 0..T−2 against tokens 1..T−1.
+at::Tensor next_token_loss(const at::Tensor& logits, const at::Tensor& tokens);
+// KL(teacher ‖ student) = Σ_v p_t(v) (log p_t(v) − log p_s(v)) over the full vocabulary, per
+// position, averaged over all B·T positions.
+at::Tensor kl_loss(const at::Tensor& teacher_logits, const at::Tensor& student_logits);
+// Attention-output alignment (stage 1): every layer of the student gets the teacher's normalized
+// input; its time mix output is compared with the teacher attention's output as the per-token
+// L2 distance / sqrt(C), averaged over tokens; the result is the mean over layers.
+// `per_layer` (optional) receives each layer's loss value.
+at::Tensor alignment_loss(const Net& student, const std::vector<LayerIO>& teacher_io,
+                          std::vector<double>* per_layer = nullptr);
+
+// The names of a layer's time-mix parameters (those trained in stage 1).
+std::vector<std::string> time_mix_param_names(const Net& net);
+
+}  // namespace qrwkv::convert

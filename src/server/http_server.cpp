@@ -1,0 +1,578 @@
+#include "server/http_server.h"
+
+#include <httplib.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <random>
+#include <set>
+#include <sstream>
+
+#include "io/error.h"
+#include "io/mapped_file.h"
+#include "model/model.h"
+#include "runtime/generator.h"
+#include "server/api.h"
+#include "server/scheduler.h"
+#include "text/chat_template.h"
+#include "text/tokenizer.h"
+
+namespace qrwkv::server {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+int64_t unix_time() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string random_id(const char* prefix) {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  static const char* hex = "0123456789abcdef";
+  std::string id = prefix;
+  for (int i = 0; i < 24; ++i) id += hex[rng() % 16];
+  return id;
+}
+
+void send_json(httplib::Response& res, int status, const ojson& body) {
+  res.status = status;
+  res.set_content(dump(body), "application/json");
+}
+
+void send_error(httplib::Response& res, const ApiError& e) { send_json(res, e.status, error_body(e)); }
+
+std::string sse(const ojson& j) { return "data: " + dump(j) + "\n\n"; }
+
+// The model's loaded parts; they exist once loading is over and stay until the server ends.
+struct Loaded {
+  Model model;
+  Tokenizer tokenizer;
+  ChatTemplate chat_template;
+  std::set<int32_t> eos;
+};
+
+}  // namespace
+
+struct HttpServer::Impl {
+  ServerOptions opt;
+  std::string model_id;
+  httplib::Server http;
+  std::thread listener;
+  std::atomic<bool> listener_done{false};
+  std::atomic<bool> ready{false};
+  std::unique_ptr<Loaded> loaded;
+  std::unique_ptr<Scheduler> scheduler;
+  std::mutex template_mu;  // renders one at a time; the Jinja engine is not audited for sharing
+  const Clock::time_point started = Clock::now();
+  int64_t created = unix_time();
+
+  std::mutex stop_mu;
+  std::condition_variable stop_cv;
+  bool stop_requested = false;
+
+  // Request counters by route and outcome, for /metrics.
+  std::mutex metrics_mu;
+  std::map<std::pair<std::string, int>, int64_t> requests;
+
+  explicit Impl(ServerOptions o) : opt(std::move(o)) {
+    model_id = opt.alias;
+    if (model_id.empty()) {
+      std::filesystem::path p(opt.model_dir);
+      if (!p.has_filename()) p = p.parent_path();
+      model_id = p.filename().string();
+    }
+  }
+
+  void count(const httplib::Request& req, const httplib::Response& res) {
+    // Unknown paths share one label, so that clients cannot grow the table without bound.
+    static const std::set<std::string> known = {
+        "/health",           "/v1/health",  "/v1/models",  "/models",         "/v1/chat/completions",
+        "/chat/completions", "/v1/completions", "/completions", "/tokenize", "/detokenize",
+        "/apply-template",   "/metrics"};
+    std::lock_guard<std::mutex> lock(metrics_mu);
+    ++requests[{known.count(req.path) ? req.path : "other", res.status}];
+  }
+
+  RequestLimits limits() const {
+    RequestLimits l;
+    l.max_n = opt.n_parallel;
+    l.vocab_size = loaded->model.config.vocab_size;
+    l.default_max_tokens = opt.default_max_tokens;
+    return l;
+  }
+
+  void check_model(const std::string& requested) const {
+    if (requested.empty() || requested == model_id || requested == opt.model_dir) return;
+    throw ApiError(404, "invalid_request_error", "model_not_found",
+                   "the model '" + requested + "' does not exist; this server serves '" +
+                       model_id + "'",
+                   "model");
+  }
+
+  std::string render(const ojson& input) {
+    try {
+      std::lock_guard<std::mutex> lock(template_mu);
+      return loaded->chat_template.render(input);
+    } catch (const Error& e) {
+      throw ApiError(400, "invalid_request_error", "template_error",
+                     std::string("the chat template failed on these messages: ") + e.what(),
+                     "messages");
+    }
+  }
+
+  std::vector<int32_t> encode(const std::string& text) {
+    std::vector<int32_t> ids = loaded->tokenizer.encode(text);
+    if (ids.empty()) bad_request("prompt", "the prompt has no tokens");
+    return ids;
+  }
+
+  std::shared_ptr<Job> make_job(std::vector<int32_t> prompt, const GenParams& g) {
+    auto job = std::make_shared<Job>();
+    job->prompt = std::move(prompt);
+    job->n = g.n;
+    job->sampling = g.sampling;
+    if (!g.has_seed) job->sampling.seed = std::random_device{}();
+    job->stop = g.stop;
+    job->max_tokens = g.max_tokens;
+    job->ignore_eos = g.ignore_eos;
+    return job;
+  }
+
+  static ojson usage_json(const Usage& u) {
+    return {{"prompt_tokens", u.prompt_tokens},
+            {"completion_tokens", u.completion_tokens},
+            {"total_tokens", u.prompt_tokens + u.completion_tokens},
+            {"prompt_tokens_details", {{"cached_tokens", u.cached_tokens}}}};
+  }
+
+  // Waits for the whole output of a job; the texts and finish reasons per choice.
+  static void collect(Job& job, std::vector<std::string>& text, std::vector<std::string>& finish) {
+    text.assign(static_cast<size_t>(job.n), "");
+    finish.assign(static_cast<size_t>(job.n), "");
+    std::vector<Event> ev;
+    for (;;) {
+      const bool over = job.wait(ev, std::chrono::milliseconds(500));
+      for (auto& e : ev) {
+        text[static_cast<size_t>(e.index)] += e.text;
+        if (!e.finish_reason.empty()) finish[static_cast<size_t>(e.index)] = e.finish_reason;
+      }
+      ev.clear();
+      if (over) break;
+    }
+    if (auto err = job.error()) throw ApiError(500, "server_error", "generation_failed", *err);
+  }
+
+  // Streams a job as Server-Sent Events. `chat` selects chat.completion.chunk objects, otherwise
+  // text_completion ones. A client that goes away makes a write fail; the job is then cancelled
+  // and its slots are free at the next step.
+  void stream(httplib::Response& res, std::shared_ptr<Job> job, bool chat, bool include_usage) {
+    struct StreamState {
+      std::shared_ptr<Job> job;
+      std::string id;
+      int64_t created;
+      bool started = false;
+      bool finished = false;
+    };
+    auto st = std::make_shared<StreamState>();
+    st->job = std::move(job);
+    st->id = random_id(chat ? "chatcmpl-" : "cmpl-");
+    st->created = unix_time();
+    const std::string model = model_id;
+    // With include_usage every chunk carries "usage": null and one more chunk, with no
+    // choices, carries the usage, as OpenAI sends them.
+    auto object = [st, model, chat, include_usage](ojson choices, ojson usage) {
+      ojson j = {{"id", st->id},
+                 {"object", chat ? "chat.completion.chunk" : "text_completion"},
+                 {"created", st->created},
+                 {"model", model},
+                 {"system_fingerprint", nullptr},
+                 {"choices", std::move(choices)}};
+      if (include_usage) j["usage"] = std::move(usage);
+      return j;
+    };
+    auto chunk = [object](ojson choices) { return sse(object(std::move(choices), nullptr)); };
+    auto choice = [chat](int index, const std::string* text, const std::string& finish,
+                         bool role) {
+      ojson c = {{"index", index}};
+      if (chat) {
+        ojson delta = ojson::object();
+        if (role) delta["role"] = "assistant";
+        if (text != nullptr) delta["content"] = *text;
+        c["delta"] = std::move(delta);
+      } else {
+        c["text"] = text != nullptr ? *text : "";
+      }
+      c["logprobs"] = nullptr;
+      c["finish_reason"] = finish.empty() ? ojson(nullptr) : ojson(finish);
+      return c;
+    };
+    res.set_header("Cache-Control", "no-cache");
+    res.set_header("X-Accel-Buffering", "no");
+    res.set_chunked_content_provider(
+        "text/event-stream",
+        [st, object, chunk, choice, include_usage](size_t, httplib::DataSink& sink) {
+          if (st->finished) return true;
+          Job& j = *st->job;
+          std::string out;
+          if (!st->started) {
+            st->started = true;
+            const std::string empty;
+            for (int i = 0; i < j.n; ++i)
+              out += chunk(ojson::array({choice(i, &empty, "", true)}));
+          }
+          std::vector<Event> ev;
+          const bool over = j.wait(ev, std::chrono::milliseconds(200));
+          for (const Event& e : ev) {
+            if (!e.text.empty())
+              out += chunk(ojson::array({choice(e.index, &e.text, "", false)}));
+            if (!e.finish_reason.empty())
+              out += chunk(ojson::array({choice(e.index, nullptr, e.finish_reason, false)}));
+          }
+          if (over) {
+            if (auto err = j.error()) {
+              if (!j.cancelled())
+                out += sse(error_body(ApiError(500, "server_error", "generation_failed", *err)));
+            } else {
+              if (include_usage) out += sse(object(ojson::array(), usage_json(j.usage())));
+              out += "data: [DONE]\n\n";
+            }
+          }
+          if (!out.empty() && !sink.write(out.data(), out.size())) {
+            j.cancel();
+            return false;
+          }
+          if (over) {
+            st->finished = true;
+            sink.done();
+          }
+          return true;
+        },
+        [st](bool success) {
+          // Ends the job when the stream stops early (a write failed or the server stops).
+          if (!success || !st->finished) st->job->cancel();
+        });
+  }
+
+  void handle_chat(const httplib::Request& req, httplib::Response& res) {
+    const ChatRequest r = parse_chat_request(req.body, limits());
+    check_model(r.model);
+    std::shared_ptr<Job> job = make_job(encode(render(r.template_input)), r.gen);
+    scheduler->submit(job);
+    if (r.gen.stream) return stream(res, job, true, r.gen.include_usage);
+    std::vector<std::string> text, finish;
+    collect(*job, text, finish);
+    ojson choices = ojson::array();
+    for (int i = 0; i < job->n; ++i)
+      choices.push_back({{"index", i},
+                         {"message", {{"role", "assistant"}, {"content", text[i]}}},
+                         {"logprobs", nullptr},
+                         {"finish_reason", finish[i]}});
+    send_json(res, 200,
+              {{"id", random_id("chatcmpl-")},
+               {"object", "chat.completion"},
+               {"created", unix_time()},
+               {"model", model_id},
+               {"system_fingerprint", nullptr},
+               {"choices", std::move(choices)},
+               {"usage", usage_json(job->usage())}});
+  }
+
+  void handle_completion(const httplib::Request& req, httplib::Response& res) {
+    const CompletionRequest r = parse_completion_request(req.body, limits());
+    check_model(r.model);
+    std::shared_ptr<Job> job = make_job(r.has_ids ? r.prompt_ids : encode(r.prompt_text), r.gen);
+    scheduler->submit(job);
+    if (r.gen.stream) return stream(res, job, false, r.gen.include_usage);
+    std::vector<std::string> text, finish;
+    collect(*job, text, finish);
+    ojson choices = ojson::array();
+    for (int i = 0; i < job->n; ++i)
+      choices.push_back({{"text", text[i]},
+                         {"index", i},
+                         {"logprobs", nullptr},
+                         {"finish_reason", finish[i]}});
+    send_json(res, 200,
+              {{"id", random_id("cmpl-")},
+               {"object", "text_completion"},
+               {"created", unix_time()},
+               {"model", model_id},
+               {"system_fingerprint", nullptr},
+               {"choices", std::move(choices)},
+               {"usage", usage_json(job->usage())}});
+  }
+
+  std::string metrics_text() {
+    std::ostringstream o;
+    auto metric = [&](const char* name, const char* type, const char* help, double v) {
+      o << "# HELP " << name << ' ' << help << "\n# TYPE " << name << ' ' << type << '\n'
+        << name << ' ' << v << '\n';
+    };
+    {
+      std::lock_guard<std::mutex> lock(metrics_mu);
+      o << "# HELP qrwkv_http_requests_total HTTP requests answered, by path and status.\n"
+           "# TYPE qrwkv_http_requests_total counter\n";
+      for (const auto& [k, n] : requests)
+        o << "qrwkv_http_requests_total{path=\"" << k.first << "\",status=\"" << k.second
+          << "\"} " << n << '\n';
+    }
+    if (!ready.load()) return o.str();  // the scheduler is being created
+    const SchedulerStats s = scheduler->stats();
+    metric("qrwkv_requests_finished_total", "counter", "Generation requests completed.",
+           static_cast<double>(s.requests_finished));
+    metric("qrwkv_requests_cancelled_total", "counter",
+           "Generation requests dropped because the client went away.",
+           static_cast<double>(s.requests_cancelled));
+    metric("qrwkv_prompt_tokens_total", "counter", "Prompt tokens of admitted requests.",
+           static_cast<double>(s.prompt_tokens));
+    metric("qrwkv_prompt_tokens_processed_total", "counter",
+           "Prompt tokens fed through the model (the others came from the state cache).",
+           static_cast<double>(s.prompt_tokens_processed));
+    metric("qrwkv_tokens_generated_total", "counter", "Tokens generated.",
+           static_cast<double>(s.generated_tokens));
+    metric("qrwkv_tokens_per_second", "gauge",
+           "Generated tokens per second over the last five seconds.", s.tokens_per_second);
+    metric("qrwkv_model_busy_seconds_total", "counter", "Seconds spent evaluating the model.",
+           s.busy_seconds);
+    metric("qrwkv_batch_steps_total", "counter", "Batched model evaluations.",
+           static_cast<double>(s.steps));
+    metric("qrwkv_decode_batch_size", "gauge", "Sequences decoded by the latest step.",
+           static_cast<double>(s.last_batch_size));
+    metric("qrwkv_queue_depth", "gauge", "Requests waiting for a free slot.",
+           static_cast<double>(s.queue_depth));
+    metric("qrwkv_active_sequences", "gauge", "Slots in use.",
+           static_cast<double>(s.active_sequences));
+    metric("qrwkv_slots", "gauge", "Parallel slots (-np).", opt.n_parallel);
+    metric("qrwkv_state_cache_entries", "gauge", "Cached states.",
+           static_cast<double>(s.cache_entries));
+    metric("qrwkv_state_cache_bytes", "gauge", "Bytes held by cached states.",
+           static_cast<double>(s.cache_bytes));
+    metric("qrwkv_state_cache_hits_total", "counter",
+           "Requests that started from a cached state.", static_cast<double>(s.cache_hits));
+    metric("qrwkv_state_cache_misses_total", "counter",
+           "Requests that started from the empty state.", static_cast<double>(s.cache_misses));
+    return o.str();
+  }
+
+  // Every route: failures of the request become OpenAI error objects.
+  template <class F>
+  httplib::Server::Handler wrap(F f) {
+    return [this, f](const httplib::Request& req, httplib::Response& res) {
+      try {
+        (this->*f)(req, res);
+      } catch (const ApiError& e) {
+        send_error(res, e);
+      } catch (const Error& e) {
+        send_error(res, ApiError(400, "invalid_request_error", "invalid_request", e.what()));
+      } catch (const std::exception& e) {
+        send_error(res, ApiError(500, "server_error", "internal_error", e.what()));
+      }
+    };
+  }
+
+  void handle_health(const httplib::Request&, httplib::Response& res) {
+    if (!ready.load())
+      throw ApiError(503, "unavailable_error", "loading", "the model is loading");
+    send_json(res, 200, {{"status", "ok"}});
+  }
+
+  void handle_models(const httplib::Request&, httplib::Response& res) {
+    send_json(res, 200,
+              {{"object", "list"},
+               {"data",
+                ojson::array({{{"id", model_id},
+                               {"object", "model"},
+                               {"created", created},
+                               {"owned_by", "qrwkv"}}})}});
+  }
+
+  void handle_tokenize(const httplib::Request& req, httplib::Response& res) {
+    const TokenizeRequest r = parse_tokenize_request(req.body);
+    const std::vector<int32_t> ids = loaded->tokenizer.encode(r.content);
+    ojson tokens = ojson::array();
+    for (int32_t id : ids) {
+      if (r.with_pieces)
+        tokens.push_back({{"id", id}, {"piece", loaded->tokenizer.decode({&id, 1})}});
+      else
+        tokens.push_back(id);
+    }
+    send_json(res, 200, {{"tokens", std::move(tokens)}});
+  }
+
+  void handle_detokenize(const httplib::Request& req, httplib::Response& res) {
+    const std::vector<int32_t> ids =
+        parse_detokenize_request(req.body, loaded->tokenizer.vocab_size());
+    send_json(res, 200, {{"content", loaded->tokenizer.decode(ids)}});
+  }
+
+  void handle_apply_template(const httplib::Request& req, httplib::Response& res) {
+    send_json(res, 200, {{"prompt", render(parse_template_request(req.body))}});
+  }
+
+  void handle_metrics(const httplib::Request&, httplib::Response& res) {
+    res.set_content(metrics_text(), "text/plain; version=0.0.4");
+  }
+
+  void setup_routes() {
+    const int threads = opt.http_threads > 0 ? opt.http_threads : 4 * opt.n_parallel + 32;
+    http.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
+    http.set_payload_max_length(opt.max_body_bytes);
+    http.set_keep_alive_timeout(10);
+    // Streamed tokens are small writes; without this, Nagle's algorithm holds each one back
+    // until the previous one is acknowledged.
+    http.set_tcp_nodelay(true);
+    http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      if (req.path == "/health") return httplib::Server::HandlerResponse::Unhandled;
+      if (!opt.api_key.empty()) {
+        const std::string auth = req.get_header_value("Authorization");
+        if (auth != "Bearer " + opt.api_key) {
+          send_error(res, ApiError(401, "authentication_error", "invalid_api_key",
+                                   auth.empty() ? "no API key given (Authorization: Bearer KEY)"
+                                                : "invalid API key"));
+          return httplib::Server::HandlerResponse::Handled;
+        }
+      }
+      if (!ready.load() && req.path != "/metrics") {
+        send_error(res, ApiError(503, "unavailable_error", "loading", "the model is loading"));
+        return httplib::Server::HandlerResponse::Handled;
+      }
+      return httplib::Server::HandlerResponse::Unhandled;
+    });
+    http.set_error_handler(httplib::Server::HandlerWithResponse(
+        [](const httplib::Request&, httplib::Response& res) {
+      // Errors raised by the HTTP layer itself (no route, body too large, unreadable request)
+      // get an error object too; responses the routes built are left as they are.
+      if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+      std::string type = "invalid_request_error", code, message;
+      switch (res.status) {
+        case 404:
+          code = "not_found";
+          message = "no such endpoint";
+          break;
+        case 405:
+          code = "method_not_allowed";
+          message = "method not allowed";
+          break;
+        case 413:
+          code = "body_too_large";
+          message = "the request body is too large";
+          break;
+        case 414:
+          code = "uri_too_long";
+          message = "the request URI is too long";
+          break;
+        default:
+          code = "bad_request";
+          message = "the request could not be read";
+          if (res.status >= 500) type = "server_error";
+      }
+      send_error(res, ApiError(res.status, type, code, message));
+      return httplib::Server::HandlerResponse::Handled;
+    }));
+    http.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
+      count(req, res);
+      if (opt.verbose)
+        std::fprintf(stderr, "%s %s -> %d\n", req.method.c_str(), req.path.c_str(), res.status);
+    });
+    http.Get("/health", wrap(&Impl::handle_health));
+    http.Get("/v1/health", wrap(&Impl::handle_health));
+    http.Get("/v1/models", wrap(&Impl::handle_models));
+    http.Get("/models", wrap(&Impl::handle_models));
+    http.Post("/v1/chat/completions", wrap(&Impl::handle_chat));
+    http.Post("/chat/completions", wrap(&Impl::handle_chat));
+    http.Post("/v1/completions", wrap(&Impl::handle_completion));
+    http.Post("/completions", wrap(&Impl::handle_completion));
+    http.Post("/tokenize", wrap(&Impl::handle_tokenize));
+    http.Post("/detokenize", wrap(&Impl::handle_detokenize));
+    http.Post("/apply-template", wrap(&Impl::handle_apply_template));
+    http.Get("/metrics", wrap(&Impl::handle_metrics));
+  }
+
+  void load() {
+    const auto t0 = Clock::now();
+    Model m = Model::load(opt.model_dir);
+    m.exec = Exec::make_fast(opt.threads);
+    if (m.store.file_bytes() > (size_t{256} << 20)) m.store.prefetch([](double) {});
+    Tokenizer tok = Tokenizer::from_dir(opt.model_dir);
+    if (tok.vocab_size() > m.config.vocab_size)
+      fail(opt.model_dir, "the tokenizer has " + std::to_string(tok.vocab_size()) +
+                              " ids but the model only " + std::to_string(m.config.vocab_size));
+    ChatTemplate t = ChatTemplate::load(opt.model_dir);
+    if (!opt.chat_template_file.empty())
+      t.set_template(read_text_file(opt.chat_template_file), opt.chat_template_file);
+    std::set<int32_t> eos = end_of_generation_ids(opt.model_dir, m.config, tok);
+    loaded = std::make_unique<Loaded>(Loaded{std::move(m), std::move(tok), std::move(t), eos});
+    SchedulerOptions so;
+    so.n_parallel = opt.n_parallel;
+    so.cache_bytes = opt.cache_bytes;
+    so.max_queue = opt.max_queue;
+    so.prefill_chunk = opt.prefill_chunk;
+    scheduler = std::make_unique<Scheduler>(loaded->model, loaded->tokenizer, std::move(eos), so);
+    std::fprintf(stderr, "model %s loaded in %.2f s (%s); %d slots\n", model_id.c_str(),
+                 std::chrono::duration<double>(Clock::now() - t0).count(),
+                 arch_name(loaded->model.config.arch), opt.n_parallel);
+  }
+
+  void shutdown() {
+    // Ending the jobs first lets every handler waiting on one return, so that the HTTP
+    // threads can be joined.
+    if (scheduler) scheduler->stop();
+    http.stop();
+    if (listener.joinable()) listener.join();
+  }
+};
+
+HttpServer::HttpServer(ServerOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+
+HttpServer::~HttpServer() { impl_->shutdown(); }
+
+int HttpServer::start() {
+  Impl& s = *impl_;
+  s.setup_routes();
+  int port = s.opt.port;
+  if (port == 0) {
+    port = s.http.bind_to_any_port(s.opt.host);
+    if (port <= 0) fail(s.opt.host, "cannot bind a port");
+  } else if (!s.http.bind_to_port(s.opt.host, port)) {
+    fail(s.opt.host + ":" + std::to_string(port), "cannot bind (in use, or not a local address)");
+  }
+  s.listener = std::thread([&s] {
+    s.http.listen_after_bind();
+    s.listener_done.store(true);
+  });
+  // Server::stop() only acts on a running server: wait until it runs, so that a stop right
+  // after start (a model that fails to load) cannot be lost.
+  while (!s.http.is_running() && !s.listener_done.load())
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  std::fprintf(stderr, "listening on http://%s:%d\n", s.opt.host.c_str(), port);
+  return port;
+}
+
+void HttpServer::run() {
+  Impl& s = *impl_;
+  try {
+    s.load();
+  } catch (...) {
+    s.shutdown();
+    throw;
+  }
+  s.ready.store(true);
+  std::fprintf(stderr, "ready\n");
+  std::unique_lock<std::mutex> lock(s.stop_mu);
+  s.stop_cv.wait(lock, [&] { return s.stop_requested; });
+  lock.unlock();
+  s.shutdown();
+}
+
+void HttpServer::stop() {
+  {
+    std::lock_guard<std::mutex> lock(impl_->stop_mu);
+    impl_->stop_requested = true;
+  }
+  impl_->stop_cv.notify_all();
+}
+
+}  // namespace qrwkv::server

@@ -1,0 +1,59 @@
+// The OpenAI-compatible HTTP server (`qrwkv serve`), on cpp-httplib.
+//
+// Routes: GET /health, GET /v1/models, POST /v1/chat/completions, POST /v1/completions,
+// POST /tokenize, POST /detokenize, POST /apply-template, GET /metrics. The socket is bound and
+// answering before the model is loaded, so /health can report 503 while loading. HTTP threads
+// parse, render and tokenize requests themselves; generation goes through the Scheduler, the
+// only thread that runs the model.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+namespace qrwkv::server {
+
+struct ServerOptions {
+  std::string model_dir;
+  std::string alias;  // the model id clients use; default: the directory's name
+  std::string chat_template_file;
+  std::string host = "127.0.0.1";
+  int port = 8080;  // 0: any free port (the one chosen is printed and returned by bind())
+  int n_parallel = 4;
+  int threads = 0;  // kernel threads; 0 = one per physical core
+  int http_threads = 0;  // 0: enough for every slot plus waiting and idle connections
+  std::string api_key;   // empty: no authentication
+  size_t cache_bytes = size_t{1024} << 20;
+  size_t max_body_bytes = size_t{16} << 20;
+  size_t max_queue = 256;
+  int64_t default_max_tokens = 2048;
+  int64_t prefill_chunk = 256;  // prompt tokens evaluated per step, over all requests
+  bool verbose = false;
+};
+
+class HttpServer {
+ public:
+  explicit HttpServer(ServerOptions options);
+  ~HttpServer();
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  // Binds the listening socket and starts answering (503 until the model is loaded); returns
+  // the port. Throws Error when the address cannot be bound.
+  int start();
+  // Loads the model, serves until stop() is called, then shuts down cleanly (every request in
+  // flight ends). Throws Error when the model cannot be loaded.
+  void run();
+  // Asks run() to return; safe from any thread.
+  void stop();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace qrwkv::server

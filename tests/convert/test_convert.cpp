@@ -1,0 +1,388 @@
+// The conversion component: libtorch models against the engine, stage-0 initial values, losses,
+// and the pretrain / convert commands end to end (loss decreasing, a conversion that beats its
+// stage-0 student, resume after a kill giving the uninterrupted result).
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <signal.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "convert/nets.h"
+#include "io/json.h"
+#include "io/mapped_file.h"
+#include "model/model.h"
+#include "tests/cli.h"
+
+namespace fs = std::filesystem;
+using namespace qrwkv;
+using namespace qrwkv::convert;
+
+namespace {
+
+// Deterministic token ids [B, T] below V.
+at::Tensor make_tokens(int64_t B, int64_t T, int64_t V, int64_t salt) {
+  at::Tensor t = at::empty({B, T}, at::TensorOptions().dtype(at::kLong));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = 0; i < T; ++i) t[b][i] = (i * 37 + b * 101 + salt * 7 + 11) % V;
+  return t;
+}
+
+// Largest |Δlogit| relative to the largest |logit| of the engine, over every position of every
+// sequence, comparing libtorch's logits with the engine run from an empty state per sequence.
+double max_relative_error(const Model& m, const at::Tensor& tokens, const at::Tensor& logits) {
+  const int64_t B = tokens.size(0), T = tokens.size(1), V = logits.size(2);
+  double worst = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    std::vector<int32_t> ids;
+    for (int64_t i = 0; i < T; ++i) ids.push_back(static_cast<int32_t>(tokens[b][i].item<int64_t>()));
+    State st = m.new_state();
+    const std::vector<float> ref = forward(m, st, ids, true);
+    const at::Tensor got = logits[b].contiguous();
+    const float* g = got.data_ptr<float>();
+    for (int64_t t = 0; t < T; ++t) {
+      double diff = 0, scale = 0;
+      for (int64_t v = 0; v < V; ++v) {
+        diff = std::max(diff, std::abs(static_cast<double>(g[t * V + v]) - ref[t * V + v]));
+        scale = std::max(scale, std::abs(static_cast<double>(ref[t * V + v])));
+      }
+      worst = std::max(worst, diff / scale);
+    }
+  }
+  return worst;
+}
+
+double engine_agreement(const std::string& dir, int64_t T) {
+  at::NoGradGuard no_grad;
+  const Net net = load_net(dir);
+  const Model m = Model::load(dir);
+  const at::Tensor tokens = make_tokens(2, T, m.config.vocab_size, T);
+  return max_relative_error(m, tokens, forward(net, tokens));
+}
+
+// A teacher directory: a golden transformer with the 1000-id test tokenizer beside it.
+std::string teacher_dir(const std::string& model) {
+  const std::string dir = test::temp_dir();
+  for (const char* f : {"config.json", "model.safetensors"})
+    fs::copy_file(test::data_path("models/" + model + "/" + f), fs::path(dir) / f);
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
+    fs::copy_file(test::data_path(std::string("tiny_chat/") + f), fs::path(dir) / f);
+  return dir;
+}
+
+std::vector<json> read_log(const std::string& path) {
+  std::vector<json> out;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line))
+    if (!line.empty()) out.push_back(json::parse(line, nullptr, /*allow_exceptions=*/false));
+  return out;
+}
+
+std::vector<double> step_losses(const std::vector<json>& log, int stage) {
+  std::vector<double> out;
+  for (const json& j : log)
+    if (j.is_object() && j.contains("loss") && j.value("stage", -9) == stage) out.push_back(j["loss"].get<double>());
+  return out;
+}
+
+double heldout_ppl(const std::vector<json>& log, int stage) {
+  for (const json& j : log)
+    if (j.is_object() && j.value("event", "") == "eval" && j.value("stage", -9) == stage)
+      return j["heldout_ppl"].get<double>();
+  return NAN;
+}
+
+double heldout_kl(const std::vector<json>& log, int stage) {
+  for (const json& j : log)
+    if (j.is_object() && j.value("event", "") == "eval" && j.value("stage", -9) == stage)
+      return j["heldout_kl"].get<double>();
+  return NAN;
+}
+
+double mean(const std::vector<double>& v, size_t from, size_t to) {
+  double s = 0;
+  for (size_t i = from; i < to; ++i) s += v[i];
+  return s / static_cast<double>(to - from);
+}
+
+const std::string kText = test::data_path("convert/brown_slice.txt");
+
+}  // namespace
+
+TEST(ConvertNets, StudentMatchesEngine) {
+  // 41 tokens leave a partial last chunk; 70 span several chunks of 16.
+  EXPECT_LE(engine_agreement(test::data_path("models/qrwkv6_tiny"), 41), 1e-4);
+  EXPECT_LE(engine_agreement(test::data_path("models/qrwkv6_tiny"), 70), 1e-4);
+}
+
+TEST(ConvertNets, TeachersMatchEngine) {
+  EXPECT_LE(engine_agreement(test::data_path("models/qwen2_tiny"), 41), 1e-4);
+  EXPECT_LE(engine_agreement(test::data_path("models/llama_tiny"), 41), 1e-4);
+}
+
+TEST(ConvertNets, ChunkedWkvEqualsTheRecurrence) {
+  // Decays from w = e^−60 (gone at once) to w ≈ 1 (kept for ever), in double precision.
+  const int64_t B = 1, T = 37, H = 2, N = 4;
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(5);
+  auto rnd = [&](double lo, double hi) {
+    at::Tensor x = at::empty({B, T, H, N}, at::TensorOptions().dtype(at::kDouble));
+    return x.uniform_(lo, hi, gen);
+  };
+  const at::Tensor q = rnd(-1, 1), k = rnd(-1, 1), v = rnd(-1, 1);
+  const at::Tensor log_w = -at::exp(rnd(-9, std::log(60.0)));
+  const at::Tensor o = wkv_chunked(q, k, v, log_w);
+  for (int64_t h = 0; h < H; ++h) {
+    at::Tensor S = at::zeros({N, N}, q.options());
+    for (int64_t t = 0; t < T; ++t) {
+      S = log_w[0][t][h].exp().unsqueeze(1) * S + at::outer(k[0][t][h], v[0][t][h]);
+      const at::Tensor ref = at::matmul(q[0][t][h].unsqueeze(0), S).squeeze(0);
+      EXPECT_LE((o[0][t][h] - ref).abs().max().item<double>(), 1e-12) << "t=" << t << " h=" << h;
+    }
+  }
+}
+
+TEST(ConvertStage0, InitialValuesFollowTheRecipe) {
+  const Net teacher = load_net(test::data_path("models/qwen2_tiny"));
+  const Net s = make_student(teacher, 8, 16, 3);
+  const int64_t C = 64, L = 3;
+  EXPECT_EQ(s.config.arch, Arch::QRWKV6);
+  EXPECT_FALSE(s.config.tie_word_embeddings);
+  // The tied teacher's embedding becomes the student's separate lm_head.
+  EXPECT_TRUE(s.p("lm_head.weight").equal(teacher.p("model.embed_tokens.weight")));
+  for (int64_t l = 0; l < L; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    const std::string a = p + "self_attn.";
+    for (const char* n : {"q_proj.weight", "q_proj.bias", "k_proj.weight", "k_proj.bias", "v_proj.weight",
+                          "v_proj.bias", "o_proj.weight"})
+      EXPECT_TRUE(s.p(a + n).equal(teacher.p(a + n))) << a + n;
+    for (const char* n : {"mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight",
+                          "input_layernorm.weight", "post_attention_layernorm.weight"})
+      EXPECT_TRUE(s.p(p + n).equal(teacher.p(p + n))) << p + n;
+    EXPECT_TRUE(s.p(a + "time_maa_x").equal(at::ones({1, 1, C})));
+    for (const char* n : {"time_maa_r", "time_maa_k", "time_maa_v", "time_maa_w", "time_maa_g"})
+      EXPECT_TRUE(s.p(a + n).equal(at::zeros({1, 1, C}))) << n;
+    EXPECT_TRUE(s.p(a + "time_maa_w1").equal(at::zeros({C, 5 * 8})));
+    EXPECT_TRUE(s.p(a + "time_decay_w1").equal(at::zeros({C, 16})));
+    EXPECT_TRUE(s.p(a + "gate.weight").equal(at::zeros({C, C})));
+    for (const char* n : {"time_maa_w2", "time_decay_w2"}) {
+      const at::Tensor w = s.p(a + n);
+      EXPECT_LE(w.abs().max().item<double>(), 0.01) << n;
+      EXPECT_GT(w.std().item<double>(), 0.004) << n;  // U(−0.01, 0.01) has std 0.0058
+    }
+    EXPECT_EQ(s.p(a + "time_maa_w2").sizes(), (std::vector<int64_t>{5, 8, C}));
+    EXPECT_EQ(s.p(a + "time_decay_w2").sizes(), (std::vector<int64_t>{16, C}));
+    const at::Tensor decay = s.p(a + "time_decay").reshape({C});
+    for (int64_t n : {0, 1, 17, 40, 63}) {
+      const double expect =
+          -6.0 + 5.0 * std::pow(static_cast<double>(n) / (C - 1), 0.7 + 1.3 * static_cast<double>(l) / (L - 1));
+      EXPECT_NEAR(decay[n].item<double>(), expect, 1e-5) << "layer " << l << " channel " << n;
+    }
+  }
+  // The seed fixes the random draws.
+  const Net again = make_student(teacher, 8, 16, 3), other = make_student(teacher, 8, 16, 4);
+  const std::string w2 = "model.layers.1.self_attn.time_maa_w2";
+  EXPECT_TRUE(again.p(w2).equal(s.p(w2)));
+  EXPECT_FALSE(other.p(w2).equal(s.p(w2)));
+}
+
+TEST(ConvertStage0, SavedStudentRunsInTheEngineWithTheSameLogits) {
+  Net s = make_student(load_net(test::data_path("models/llama_tiny")), 8, 16, 1);
+  // Move every parameter off its initial value so that every term of the time mix matters.
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(9);
+  for (auto& [name, t] : s.params) t.add_(at::empty(t.sizes()).uniform_(-0.05, 0.05, gen));
+  const std::string dir = test::temp_dir();
+  save_net(s, dir, DType::F32);
+  // config.json carries every key of the golden QRWKV6 config.
+  const json got = load_json_file(dir + "/config.json");
+  const json want = load_json_file(test::data_path("models/qrwkv6_tiny/config.json"));
+  for (const auto& [key, value] : want.items()) EXPECT_TRUE(got.contains(key)) << key;
+  EXPECT_EQ(got["model_type"], "rwkv6qwen2");
+  EXPECT_EQ(got["attention_bias"], false);  // LLaMA has no q/k/v biases
+  EXPECT_LE(engine_agreement(dir, 50), 1e-4);
+}
+
+TEST(ConvertLoss, KlEqualsTheHandComputedValue) {
+  // Two positions, vocabulary 3. Position 0: teacher logits (0, ln 2, ln 3) → p = (1/6, 2/6, 3/6),
+  // student logits 0 → q = 1/3 each: KL = Σ p ln(p/q) = (1/6) ln(1/2) + (1/3) ln 1 + (1/2) ln(3/2).
+  // Position 1: identical distributions, KL 0. The loss is the mean over positions.
+  const at::Tensor t = at::tensor({0.0, std::log(2.0), std::log(3.0), 1.0, 2.0, 3.0}).reshape({1, 2, 3});
+  const at::Tensor s = at::tensor({0.0, 0.0, 0.0, 5.0, 6.0, 7.0}).reshape({1, 2, 3});
+  const double kl0 = std::log(0.5) / 6.0 + 0.5 * std::log(1.5);
+  EXPECT_NEAR(kl_loss(t, s).item<double>(), kl0 / 2.0, 1e-12);
+  EXPECT_NEAR(kl_loss(t, t).item<double>(), 0.0, 1e-12);
+  // Cross-entropy of the next token, likewise by hand: position 0 predicts token 2.
+  const at::Tensor tokens = at::tensor({int64_t{1}, int64_t{2}}).reshape({1, 2});
+  EXPECT_NEAR(next_token_loss(t, tokens).item<double>(), -std::log(0.5), 1e-12);
+}
+
+TEST(ConvertCli, PretrainLossDecreasesAndTheModelRuns) {
+  const std::string out = test::temp_dir() + "/lm";
+  const auto r = test::run_cli({"pretrain", "--tokenizer", test::data_path("tiny_chat"), "--data", kText,
+                                "-o", out, "--hidden", "32", "--layers", "1", "--heads", "2", "--kv-heads",
+                                "1", "--intermediate", "64", "--seq-len", "32", "--batch", "4",
+                                "--tokens", "6400", "--lr", "3e-3", "--quiet", "-t", "1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto log = read_log(out + "/train_log.jsonl");
+  const auto losses = step_losses(log, 0);
+  ASSERT_EQ(losses.size(), 50u);
+  EXPECT_NEAR(losses[0], std::log(1000.0), 0.3);  // uniform guesses at the start
+  EXPECT_LT(mean(losses, 40, 50), losses[0] - 0.8);
+  EXPECT_LT(heldout_ppl(log, 0), 1000.0);
+  EXPECT_FALSE(fs::exists(out + "/checkpoint.safetensors"));
+  EXPECT_TRUE(fs::exists(out + "/tokenizer.json"));
+  EXPECT_EQ(load_json_file(out + "/config.json")["model_type"], "qwen2");
+  EXPECT_LE(engine_agreement(out, 40), 1e-4);
+}
+
+TEST(ConvertCli, Stage1AlignmentLossDecreases) {
+  const std::string out = test::temp_dir() + "/student";
+  const auto r = test::run_cli({"convert", "-m", teacher_dir("qwen2_tiny"), "--data", kText, "-o", out,
+                                "--stages", "1", "--stage1-tokens", "2560", "--stage1-lr", "3e-3", "--seq-len", "32", "--batch",
+                                "4", "--lora-tokenshift", "8", "--lora-decay", "16", "--quiet", "-t", "1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto log = read_log(out + "/train_log.jsonl");
+  const auto losses = step_losses(log, 1);
+  ASSERT_EQ(losses.size(), 20u);
+  EXPECT_LT(mean(losses, 15, 20), 0.8 * losses[0]);
+  // Each step logs the loss of every layer; the step's loss is their mean.
+  for (const json& j : log) {
+    if (!j.is_object() || !j.contains("loss")) continue;
+    const auto layers = j["layer_loss"].get<std::vector<double>>();
+    ASSERT_EQ(layers.size(), 3u);
+    EXPECT_NEAR(mean(layers, 0, 3), j["loss"].get<double>(), 1e-6);
+  }
+  EXPECT_EQ(load_json_file(out + "/config.json")["model_type"], "rwkv6qwen2");
+}
+
+TEST(ConvertCli, TinyConversionBeatsItsStage0Student) {
+  // A teacher that has learnt something, then its conversion.
+  const std::string teacher = test::temp_dir() + "/teacher";
+  auto r = test::run_cli({"pretrain", "--tokenizer", test::data_path("tiny_chat"), "--data", kText, "-o",
+                          teacher, "--hidden", "64", "--layers", "2", "--heads", "4", "--kv-heads", "2",
+                          "--intermediate", "128", "--seq-len", "64", "--batch", "8", "--tokens", "80000",
+                          "--lr", "3e-3", "--quiet", "-t", "1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string out = test::temp_dir() + "/student";
+  r = test::run_cli({"convert", "-m", teacher, "--data", kText, "-o", out, "--stage1-tokens", "20000",
+                     "--stage2-tokens", "40000", "--stage2-lr", "1e-3", "--seq-len", "64", "--batch", "8",
+                     "--lora-tokenshift", "16", "--lora-decay", "16", "--dtype", "bf16", "-t", "1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto log = read_log(out + "/train_log.jsonl");
+  const double teacher_ppl = heldout_ppl(log, -1), ppl0 = heldout_ppl(log, 0), ppl1 = heldout_ppl(log, 1),
+               ppl2 = heldout_ppl(log, 2);
+  std::printf("held-out perplexity: teacher %.2f, stage 0 %.2f, stage 1 %.2f, stage 2 %.2f\n", teacher_ppl, ppl0,
+              ppl1, ppl2);
+  // The tiny teacher leans on its MLPs more than on attention, so its stage-0 student is already
+  // close; both stages must still bring the student measurably nearer to the teacher.
+  EXPECT_LT(ppl1, ppl0);
+  EXPECT_LT(ppl2, 0.99 * ppl0);
+  const double kl0 = heldout_kl(log, 0), kl2 = heldout_kl(log, 2);
+  EXPECT_LT(kl2, 0.5 * kl0);
+  EXPECT_NE(r.out.find("stage 2:"), std::string::npos) << r.out;
+  // The progress output names the stage, the step, the throughput and the time left.
+  EXPECT_NE(r.err.find("[stage 1] step 1/"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("tok/s  ETA "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("[stage 2] held-out: loss"), std::string::npos) << r.err;
+  // The output is a bf16 QRWKV6 checkpoint with the teacher's tokenizer, and the engine runs it
+  // as libtorch does.
+  EXPECT_EQ(load_json_file(out + "/config.json")["torch_dtype"], "bfloat16");
+  EXPECT_TRUE(fs::exists(out + "/tokenizer_config.json"));
+  EXPECT_LE(engine_agreement(out, 40), 1e-4);
+  const auto gen = test::run_cli({"generate-ids", "-m", out, "--tokens", "1 2 3", "-n", "4"});
+  EXPECT_EQ(gen.exit_code, 0) << gen.err;
+}
+
+TEST(ConvertCli, FrozenMlpAndEmbeddingsStayTheTeachers) {
+  const std::string teacher = teacher_dir("qwen2_tiny");
+  const std::string out = test::temp_dir() + "/student";
+  const auto r = test::run_cli({"convert", "-m", teacher, "--data", kText, "-o", out, "--stages", "2",
+                                "--stage2-tokens", "640", "--stage2-lr", "1e-3", "--seq-len", "32", "--batch",
+                                "4", "--lora-tokenshift", "8", "--lora-decay", "8", "--freeze-mlp-emb",
+                                "--quiet", "-t", "1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const Net t = load_net(teacher), s = load_net(out);
+  EXPECT_TRUE(s.p("model.embed_tokens.weight").equal(t.p("model.embed_tokens.weight")));
+  EXPECT_TRUE(s.p("lm_head.weight").equal(t.p("model.embed_tokens.weight")));
+  for (const char* n : {"mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"})
+    EXPECT_TRUE(s.p(std::string("model.layers.1.") + n).equal(t.p(std::string("model.layers.1.") + n))) << n;
+  // The time mix and the norms did train.
+  EXPECT_GT(s.p("model.layers.1.self_attn.gate.weight").abs().max().item<double>(), 0.0);
+  EXPECT_FALSE(s.p("model.layers.1.self_attn.k_proj.weight").equal(t.p("model.layers.1.self_attn.k_proj.weight")));
+  EXPECT_FALSE(s.p("model.norm.weight").equal(t.p("model.norm.weight")));
+}
+
+TEST(ConvertCli, ResumeAfterAKillGivesTheUninterruptedResult) {
+  const std::string teacher = teacher_dir("qwen2_tiny");
+  auto args = [&](const std::string& out) {
+    return std::vector<std::string>{"convert", "-m", teacher, "--data", kText, "-o", out,
+                                    "--stage1-tokens", "1536", "--stage2-tokens", "2560", "--stage2-lr",
+                                    "1e-3", "--seq-len", "32", "--batch", "4", "--lora-tokenshift", "8",
+                                    "--lora-decay", "8", "--checkpoint-every", "2", "--quiet", "-t", "1"};
+  };
+  const std::string whole = test::temp_dir() + "/whole";
+  auto r = test::run_cli(args(whole));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+
+  // The same run, killed once it is in the middle of stage 2, then resumed.
+  const std::string cut = test::temp_dir() + "/cut";
+  {
+    test::Process p(args(cut));
+    bool reached = false;
+    for (int i = 0; i < 6000 && !reached; ++i) {
+      for (const json& j : read_log(cut + "/train_log.jsonl"))
+        if (j.is_object() && j.value("stage", 0) == 2 && j.value("step", 0) >= 5) reached = true;
+      if (!reached) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ASSERT_TRUE(reached);
+    p.signal(SIGKILL);
+    EXPECT_EQ(p.finish().exit_code, 128 + SIGKILL);
+  }
+  ASSERT_TRUE(fs::exists(cut + "/checkpoint.safetensors"));
+  ASSERT_FALSE(fs::exists(cut + "/model.safetensors"));
+  const std::string other = test::temp_dir();
+  fs::copy_file(cut + "/checkpoint.safetensors", other + "/checkpoint.safetensors");
+  std::vector<std::string> again = args(cut);
+  again.push_back("--resume");
+  r = test::run_cli(again);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(read_text_file(cut + "/model.safetensors"), read_text_file(whole + "/model.safetensors"));
+  // The log shows the resume, and no step of stage 2 is missing.
+  const auto log = read_log(cut + "/train_log.jsonl");
+  bool resumed = false;
+  for (const json& j : log) resumed |= j.is_object() && j.value("event", "") == "resume";
+  EXPECT_TRUE(resumed);
+  EXPECT_GE(step_losses(log, 2).size(), 20u);
+
+  // Resuming with other options is refused rather than silently mixing two runs.
+  std::vector<std::string> changed = args(other);
+  changed.insert(changed.end(), {"--resume", "--seed", "5"});
+  r = test::run_cli(changed);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("other options"), std::string::npos) << r.err;
+}
+
+TEST(ConvertCli, BadInputIsReported) {
+  const std::string out = test::temp_dir() + "/x";
+  auto r = test::run_cli({"convert", "-m", test::temp_dir() + "/missing", "--data", kText, "-o", out});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("missing"), std::string::npos) << r.err;
+  r = test::run_cli({"convert", "-m", teacher_dir("qwen2_tiny"), "--data", kText, "-o", out, "--device", "tpu"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("unknown device"), std::string::npos) << r.err;
+  r = test::run_cli({"pretrain", "--tokenizer", test::data_path("tiny_chat"), "--data", kText, "-o", out,
+                     "--batch", "0"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("usage"), std::string::npos) << r.err;
+  r = test::run_cli({"convert", "-m", test::data_path("models/qrwkv6_tiny"), "--data", kText, "-o", out});
+  EXPECT_EQ(r.exit_code, 1);
+  const std::string teacher = teacher_dir("qwen2_tiny");
+  r = test::run_cli({"convert", "-m", teacher, "--data", kText, "-o", teacher});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("overwrite"), std::string::npos) << r.err;
+}
