@@ -1,10 +1,14 @@
 // Fuzzes the server's request-body parsers: any bytes give a parsed request or an ApiError with
 // a 4xx status and an error body that serializes; nothing else may escape, and what parses
-// respects the limits it was given.
+// respects the limits it was given. The same bytes also go through the parsers of model output
+// (tool calls, whole and streamed in pieces) and the JSON prefix validator of response_format,
+// whose "complete" must agree with the JSON parser.
 #include <cstdint>
 #include <string_view>
 
 #include "server/api.h"
+#include "server/json_prefix.h"
+#include "server/tool_calls.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace qrwkv::server;
@@ -51,6 +55,38 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (id < 0 || id >= limits.vocab_size) __builtin_trap();
   } catch (const ApiError& e) {
     check_error(e);
+  }
+  // Model output: tool calls have a name and object arguments, and the streamed form finds
+  // the same calls as the whole reply.
+  const std::string text(body);
+  std::string finish = "stop";
+  const ojson message = chat_message(text, true, finish);
+  size_t whole_calls = 0;
+  if (message.contains("tool_calls")) {
+    for (const auto& c : message["tool_calls"]) {
+      if (c["function"]["name"].get<std::string>().empty()) __builtin_trap();
+      if (!ojson::parse(c["function"]["arguments"].get<std::string>()).is_object())
+        __builtin_trap();
+    }
+    whole_calls = message["tool_calls"].size();
+    if (finish != "tool_calls") __builtin_trap();
+  }
+  ToolCallStream stream;
+  size_t streamed_calls = 0;
+  const size_t piece = 1 + (size % 7);
+  for (size_t i = 0; i <= text.size(); i += piece) {
+    auto deltas =
+        i < text.size() ? stream.push(std::string_view(text).substr(i, piece)) : stream.flush();
+    for (const auto& d : deltas) streamed_calls += d.contains("tool_calls");
+  }
+  if (streamed_calls != whole_calls) __builtin_trap();
+  (void)parse_tool_calls(text);
+  // The validator's "complete" means the JSON parser accepts the document.
+  for (auto top : {JsonPrefixValidator::TopLevel::Object, JsonPrefixValidator::TopLevel::Array,
+                   JsonPrefixValidator::TopLevel::ObjectOrArray}) {
+    JsonPrefixValidator v(top);
+    if (v.push(body) && v.complete() && ojson::parse(body, nullptr, false).is_discarded())
+      __builtin_trap();
   }
   return 0;
 }

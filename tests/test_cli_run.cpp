@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <csignal>
 #include <filesystem>
 #include <thread>
@@ -115,9 +116,14 @@ TEST(CliRun, ChatFormattingAndErrors) {
                     "-s", "1", "-v"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.err, HasSubstr("end-of-generation ids: 1 997 999"));
+  // Without -m the model comes from $QRWKV_MODEL (else the built-in demo model); one that does
+  // not exist is a usage error that names it.
+  ::setenv("QRWKV_MODEL", "/nonexistent/qrwkv-model", 1);
   r = run_cli({"run", "-p", "Hi"});
+  ::unsetenv("QRWKV_MODEL");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.err, HasSubstr("no model given: pass a model directory with -m DIR"));
+  EXPECT_THAT(r.err, HasSubstr("the default model /nonexistent/qrwkv-model does not exist"));
   r = run_cli({"run", "-m", chat_model()});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.err, HasSubstr("give exactly one of -p and -f"));

@@ -184,5 +184,24 @@ TEST(FormatCli, DtypeFlagConvertsAndBadNamesPrintUsage) {
   EXPECT_LT(j["kl_mean"].get<double>(), 1e-3);
 }
 
+// --base-model compares two checkpoints, as between a teacher and its converted student: a
+// model against itself gives exactly zero, against its bf16 copy a small positive KL.
+TEST(FormatCli, KlAgainstAnotherModel) {
+  const std::string f32 = test::data_path("models/qwen2_tiny");
+  const std::string bf16 = test::data_path("models/qwen2_tiny_bf16");
+  const auto same = test::run_cli({"kl", "-m", f32, "--base-model", f32, "-n", "64", "-o", "json"});
+  ASSERT_EQ(same.exit_code, 0) << same.err;
+  EXPECT_EQ(json::parse(same.out)["kl_mean"].get<double>(), 0.0);
+  const auto other =
+      test::run_cli({"kl", "-m", bf16, "--base-model", f32, "-n", "64", "-o", "json"});
+  ASSERT_EQ(other.exit_code, 0) << other.err;
+  const auto j = json::parse(other.out);
+  EXPECT_GT(j["kl_mean"].get<double>(), 0.0);
+  EXPECT_LT(j["kl_mean"].get<double>(), 1e-2);
+  EXPECT_NE(j["base"].get<std::string>().find("qwen2_tiny"), std::string::npos) << other.out;
+  const auto neither = test::run_cli({"kl", "-m", f32, "-n", "8"});
+  EXPECT_EQ(neither.exit_code, 2);
+}
+
 }  // namespace
 }  // namespace qrwkv

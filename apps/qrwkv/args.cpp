@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <filesystem>
 #include <limits>
 #include <sstream>
 
@@ -155,6 +156,25 @@ WeightFormat weight_format(const Args& a) {
   } catch (const Error& e) {
     throw UsageError(e.what());
   }
+}
+
+std::string model_dir(const Args& a) {
+  if (a.has("--model")) return a.get("--model");
+  std::string dir;
+  const char* env = std::getenv("QRWKV_MODEL");
+  if (env != nullptr && *env != '\0') {
+    dir = env;
+  } else {
+#ifdef QRWKV_DEFAULT_MODEL
+    dir = QRWKV_DEFAULT_MODEL;
+#endif
+  }
+  if (dir.empty() || !std::filesystem::exists(std::filesystem::path(dir) / "config.json"))
+    throw UsageError(
+        "no model given: pass a model directory with -m DIR (a Hugging Face layout directory "
+        "with config.json, safetensors weights and tokenizer.json)" +
+        (dir.empty() ? std::string() : "; the default model " + dir + " does not exist"));
+  return dir;
 }
 
 }  // namespace qrwkv::app

@@ -60,6 +60,11 @@ Flag dtype_flag();
 // The --dtype value (WeightFormat::Stored when absent); UsageError for an unknown name.
 WeightFormat weight_format(const Args& a);
 
+// The model directory of a command: -m/--model when given, else $QRWKV_MODEL, else the demo
+// model that ships in the source tree (models/qrwkv6-demo), so that `qrwkv run -p ...` works
+// out of the box. UsageError when none of them names an existing model directory.
+std::string model_dir(const Args& a);
+
 // Parses a list of token ids separated by spaces and/or commas ("1 2, 3").
 std::vector<int32_t> parse_token_list(const std::string& text);
 

@@ -288,7 +288,7 @@ int run_bench(int argc, char** argv) {
       }
     }
   }
-  Model m = Model::load(a.require("--model"), weight_format(a), threads);
+  Model m = Model::load(model_dir(a), weight_format(a), threads);
   m.exec = a.has("--reference") ? Exec::make_reference() : Exec::make_fast(threads);
   ThreadPool bw_pool(threads);
   const double bandwidth = measure_bandwidth(bw_pool);

@@ -35,9 +35,14 @@ std::vector<double> log_softmax(const float* z, int64_t V) {
 }
 
 int run_kl(int argc, char** argv) {
-  Args a("kl", "-m DIR --dtype TYPE [--base-dtype TYPE] [-f TEXT | -n N] [-c CTX]",
+  Args a("kl",
+         "-m DIR (--dtype TYPE | --base-model DIR) [--base-dtype TYPE] [-f TEXT | -n N] [-c CTX]",
          {{{"-m", "--model"}, "DIR", "model directory"},
           dtype_flag(),
+          {{"--base-model"},
+           "DIR",
+           "reference model with the same vocabulary, e.g. the teacher of a converted model "
+           "(default: the model itself, in --base-dtype)"},
           {{"--base-dtype"}, "TYPE", "format of the reference model (default: as stored)"},
           {{"-f", "--file"}, "FILE", "text to evaluate (tokenized with the model's tokenizer)"},
           {{"-n", "--n-tokens"}, "N", "without -f: N pseudo-random token ids (default 512)"},
@@ -46,8 +51,10 @@ int run_kl(int argc, char** argv) {
           {{"-t", "--threads"}, "N", "threads (default: physical cores)"},
           {{"-o", "--output"}, "md|json", "output format (default md)"}});
   a.parse(argc, argv);
-  const std::string dir = a.require("--model");
-  if (!a.has("--dtype")) throw UsageError("kl needs --dtype: the format to compare");
+  const std::string dir = model_dir(a);
+  const std::string base_dir = a.get("--base-model", dir);
+  if (!a.has("--dtype") && !a.has("--base-model"))
+    throw UsageError("kl needs --dtype (the format to compare) or --base-model");
   const WeightFormat fq = weight_format(a);
   WeightFormat fp = WeightFormat::Stored;
   try {
@@ -62,11 +69,14 @@ int run_kl(int argc, char** argv) {
   const std::string fmt = a.get("--output", "md");
   if (fmt != "md" && fmt != "json") throw UsageError("-o must be md or json");
 
-  Model base = Model::load(dir, fp, threads);
+  Model base = Model::load(base_dir, fp, threads);
   Model quant = Model::load(dir, fq, threads);
   base.exec = Exec::make_fast(threads);
   quant.exec = base.exec;
   const int64_t V = base.config.vocab_size;
+  if (quant.config.vocab_size != V)
+    fail(dir, "its vocabulary has " + std::to_string(quant.config.vocab_size) +
+                  " entries but the base model " + base_dir + " has " + std::to_string(V));
 
   std::vector<int32_t> tokens;
   const bool from_text = a.has("--file");
@@ -118,12 +128,14 @@ int run_kl(int argc, char** argv) {
   const double kl_mean = kl_sum / static_cast<double>(positions);
   const double top1 = 100.0 * static_cast<double>(agree) / static_cast<double>(positions);
   const std::string name = std::filesystem::path(dir).filename().string();
-  const std::string base_name =
-      fp == WeightFormat::Stored ? base.storage_dtype() : weight_format_name(fp);
+  const std::string quant_name =
+      fq == WeightFormat::Stored ? quant.storage_dtype() : weight_format_name(fq);
+  std::string base_name = fp == WeightFormat::Stored ? base.storage_dtype() : weight_format_name(fp);
+  if (base_dir != dir) base_name = std::filesystem::path(base_dir).filename().string() + " " + base_name;
   if (fmt == "json") {
     nlohmann::ordered_json j = {{"model", name},
                                 {"base", base_name},
-                                {"dtype", weight_format_name(fq)},
+                                {"dtype", quant_name},
                                 {"base_bytes_per_token", base.weights.bytes_per_token()},
                                 {"bytes_per_token", quant.weights.bytes_per_token()},
                                 {"positions", positions},
@@ -142,7 +154,7 @@ int run_kl(int argc, char** argv) {
     std::printf("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |%s\n",
                 from_text ? " ---: | ---: |" : "");
     std::printf("| %s | %s | %s | %.2f | %lld | %.3g | %.3g | %.2f %% |", name.c_str(),
-                base_name.c_str(), weight_format_name(fq),
+                base_name.c_str(), quant_name.c_str(),
                 static_cast<double>(quant.weights.bytes_per_token()) / 1e6,
                 static_cast<long long>(positions), kl_mean, kl_max, top1);
     if (from_text)

@@ -30,7 +30,7 @@ int run_info(int argc, char** argv) {
       "info", "-m DIR",
       {{{"-m", "--model"}, "DIR", "model directory (config.json + safetensors)"}, dtype_flag()});
   args.parse(argc, argv);
-  const Model m = Model::load(args.require("--model"), weight_format(args));
+  const Model m = Model::load(model_dir(args), weight_format(args));
   const Config& c = m.config;
   std::printf("model:            %s\n", m.dir.c_str());
   std::printf("architecture:     %s\n", arch_name(c.arch));
@@ -64,7 +64,7 @@ int run_info(int argc, char** argv) {
 }
 
 Model load_with_state(const Args& args, State& state) {
-  Model m = Model::load(args.require("--model"), weight_format(args),
+  Model m = Model::load(model_dir(args), weight_format(args),
                         static_cast<int>(std::max<int64_t>(0, args.get_int("--threads", 0))));
   const int64_t threads = args.get_int("--threads", 0);
   if (threads < 0) throw UsageError("-t must be positive");

@@ -36,7 +36,7 @@ void install_sigint_handler() {
 }
 
 std::vector<Flag> model_flags() {
-  return {{{"-m", "--model"}, "DIR", "model directory (weights, config, tokenizer)"},
+  return {{{"-m", "--model"}, "DIR", "model directory (weights, config, tokenizer); default $QRWKV_MODEL, else the built-in demo model"},
           dtype_flag(),
           {{"-t", "--threads"}, "N", "threads (default: one per physical core)"},
           {{"-v", "--verbose"}, "", "log details (model, stop ids, timings)"}};
@@ -105,11 +105,7 @@ struct Loaded {
 };
 
 Loaded load_all(const Args& a) {
-  if (!a.has("--model"))
-    throw UsageError(
-        "no model given: pass a model directory with -m DIR (a Hugging Face layout directory "
-        "with config.json, safetensors weights and tokenizer.json)");
-  const std::string dir = a.get("--model");
+  const std::string dir = model_dir(a);
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t threads = a.get_int("--threads", 0);
   if (threads < 0) throw UsageError("-t must be positive");
@@ -141,7 +137,7 @@ Loaded load_all(const Args& a) {
 }
 
 ChatTemplate load_template(const Args& a) {
-  ChatTemplate t = ChatTemplate::load(a.get("--model"));
+  ChatTemplate t = ChatTemplate::load(model_dir(a));
   if (a.has("--chat-template-file")) {
     const std::string f = a.get("--chat-template-file");
     t.set_template(read_text_file(f), f);

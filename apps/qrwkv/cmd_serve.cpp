@@ -27,6 +27,10 @@ int run_serve(int argc, char** argv) {
               "max_tokens of a request that gives none; -1 = until a stop (default 2048)"},
              {{"--state-cache-mb"}, "MB",
               "memory for cached prompt/reply states; 0 = no cache (default 1024)"},
+             {{"--state-dir"}, "DIR",
+              "keep cached states on disk too: evicted ones and all at exit, reused after a "
+              "restart"},
+             {{"--state-dir-mb"}, "MB", "disk space for --state-dir (default 10240)"},
              {{"--max-body-mb"}, "MB", "largest request body accepted (default 16)"},
              {{"--max-queue"}, "N", "requests allowed to wait for a slot (default 256)"},
              {{"--prefill-chunk"}, "N",
@@ -38,8 +42,7 @@ int run_serve(int argc, char** argv) {
          });
   a.parse(argc, argv);
   server::ServerOptions o;
-  if (!a.has("--model")) throw UsageError("no model given: pass a model directory with -m DIR");
-  o.model_dir = a.get("--model");
+  o.model_dir = model_dir(a);
   o.host = a.get("--host", o.host);
   const int64_t port = a.get_int("--port", o.port);
   if (port < 0 || port > 65535) throw UsageError("--port must be between 0 and 65535");
@@ -56,6 +59,10 @@ int run_serve(int argc, char** argv) {
   const int64_t cache_mb = a.get_int("--state-cache-mb", 1024);
   if (cache_mb < 0) throw UsageError("--state-cache-mb must not be negative");
   o.cache_bytes = static_cast<size_t>(cache_mb) << 20;
+  o.state_dir = a.get("--state-dir");
+  const int64_t dir_mb = a.get_int("--state-dir-mb", 10240);
+  if (dir_mb < 1) throw UsageError("--state-dir-mb must be at least 1");
+  o.state_dir_bytes = static_cast<size_t>(dir_mb) << 20;
   const int64_t body_mb = a.get_int("--max-body-mb", 16);
   if (body_mb < 1) throw UsageError("--max-body-mb must be at least 1");
   o.max_body_bytes = static_cast<size_t>(body_mb) << 20;

@@ -23,10 +23,10 @@ int run_template(int argc, char** argv) {
                 {{"--template"}, "FILE", "use this Jinja chat template instead of the model's"},
             });
   args.parse(argc, argv);
-  const std::string model_dir = args.require("--model");
+  const std::string dir = model_dir(args);
   const std::string request_path = args.require("--request");
 
-  qrwkv::ChatTemplate chat = qrwkv::ChatTemplate::load(model_dir);
+  qrwkv::ChatTemplate chat = qrwkv::ChatTemplate::load(dir);
   if (args.has("--template")) {
     const std::string path = args.get("--template");
     chat.set_template(qrwkv::read_text_file(path), path);

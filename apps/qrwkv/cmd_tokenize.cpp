@@ -9,6 +9,7 @@
 #include "apps/qrwkv/command.h"
 #include "io/error.h"
 #include "io/json.h"
+#include "io/mapped_file.h"
 #include "text/tokenizer.h"
 
 namespace qrwkv::app {
@@ -27,9 +28,11 @@ std::string ids_json(const std::vector<int32_t>& ids) {
 
 int run_tokenize(int argc, char** argv) {
   Args args(
-      "tokenize", "-m DIR (--text TEXT | --jsonl FILE) [--no-special]",
+      "tokenize", "-m DIR (--text TEXT | -f FILE | --jsonl FILE) [--count] [--no-special]",
       {{{"-m", "--model"}, "DIR", "model or tokenizer directory holding tokenizer.json"},
        {{"--text"}, "TEXT", "text to encode; prints its ids as one JSON array, e.g. [9707,1879]"},
+       {{"-f", "--file"}, "FILE", "encode the whole file as one text, like --text"},
+       {{"--count"}, "", "print the number of ids instead of the ids"},
        {{"--jsonl"},
         "FILE",
         "JSON lines with a \"text\" field ('-' for stdin); prints one JSON array of ids per "
@@ -39,16 +42,28 @@ int run_tokenize(int argc, char** argv) {
         "encode special-token text such as <|im_start|> as plain text (for untrusted "
         "input); by default it becomes the special token"}});
   args.parse(argc, argv);
-  const std::string dir = args.require("--model");
+  const std::string dir = model_dir(args);
   const bool has_text = args.has("--text");
+  const bool has_file = args.has("--file");
   const bool has_jsonl = args.has("--jsonl");
-  if (has_text == has_jsonl) throw UsageError("give exactly one of --text and --jsonl");
+  if (int{has_text} + int{has_file} + int{has_jsonl} != 1)
+    throw UsageError("give exactly one of --text, -f and --jsonl");
   EncodeOptions options;
   options.parse_special = !args.has("--no-special");
+  const bool count = args.has("--count");
+  // Prints one encoded text: its ids, or with --count only how many there are (the size of a
+  // corpus in tokens, without megabytes of output).
+  auto print = [&](const std::vector<int32_t>& ids) {
+    if (count)
+      std::cout << ids.size() << "\n";
+    else
+      std::cout << ids_json(ids) << "\n";
+  };
 
   const Tokenizer tokenizer = Tokenizer::from_dir(dir);
-  if (has_text) {
-    std::cout << ids_json(tokenizer.encode(args.get("--text"), options)) << "\n";
+  if (has_text || has_file) {
+    const std::string text = has_text ? args.get("--text") : read_text_file(args.get("--file"));
+    print(tokenizer.encode(text, options));
     return 0;
   }
   const std::string path = args.get("--jsonl");
@@ -60,7 +75,6 @@ int run_tokenize(int argc, char** argv) {
     in = &file;
   }
   std::string line;
-  std::string out;
   size_t line_no = 0;
   while (std::getline(*in, line)) {
     ++line_no;
@@ -70,9 +84,7 @@ int run_tokenize(int argc, char** argv) {
     const json j = parse_json(line, where);
     if (!j.is_object() || !j.contains("text") || !j["text"].is_string())
       fail(where, "expected an object with a string \"text\" field");
-    out = ids_json(tokenizer.encode(j["text"].get_ref<const std::string&>(), options));
-    out += '\n';
-    std::cout << out;
+    print(tokenizer.encode(j["text"].get_ref<const std::string&>(), options));
   }
   if (in->bad()) fail(path, "read error");
   std::cout.flush();
@@ -88,7 +100,7 @@ int run_detokenize(int argc, char** argv) {
               "newline added (bytes that are not valid UTF-8 become U+FFFD)"},
              {{"--skip-special"}, "", "leave special tokens out of the text"}});
   args.parse(argc, argv);
-  const std::string dir = args.require("--model");
+  const std::string dir = model_dir(args);
   const std::vector<int32_t> ids = parse_token_list(args.require("--ids"));
   const Tokenizer tokenizer = Tokenizer::from_dir(dir);
   const std::string text = tokenizer.decode(ids, args.has("--skip-special"));

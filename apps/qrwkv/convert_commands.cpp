@@ -1,13 +1,23 @@
 // `qrwkv pretrain` and `qrwkv convert`: the training commands, compiled into qrwkv only when it
 // is built with the conversion component (CMake option QRWKV_CONVERT, which needs libtorch).
-// The work is done by src/convert; this file only reads flags.
+// The work is done by src/convert; this file reads flags and, for --nproc, starts the processes
+// of a data-parallel run and watches them.
+#include <arpa/inet.h>
 #include <dlfcn.h>
+#include <netinet/in.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "apps/qrwkv/args.h"
@@ -20,40 +30,59 @@ namespace {
 
 using convert::StageOptions;
 
-// libtorch does its matrix products through the system BLAS. OpenBLAS 0.3.21 (Debian 12) does
-// not recognise newer CPUs such as Zen 5 and falls back to its generic SSE3 ("Prescott") kernels,
-// three times slower than its AVX-512 ones on the same machine. It picks its kernels when it is
-// loaded, before main(), so the only cure is to run the process again with OPENBLAS_CORETYPE
-// naming kernels that the CPU supports. A value set by the user is left alone.
-void use_fast_blas_kernels(int argc, char** argv) {
-  if (std::getenv("OPENBLAS_CORETYPE") != nullptr) return;
+// libtorch does its matrix products through the system BLAS and its threading through OpenMP,
+// and both read their settings from the environment when they are loaded, before main(). Two
+// settings matter, so the process runs itself again with them when they are missing (a value
+// set by the user is left alone):
+// - OpenBLAS 0.3.21 (Debian 12) does not recognise newer CPUs such as Zen 5 and falls back to
+//   its generic SSE3 ("Prescott") kernels, three times slower than its AVX-512 ones on the same
+//   machine; OPENBLAS_CORETYPE names kernels that the CPU supports.
+// - OpenMP's worker threads spin while they wait for work. When other processes compete for
+//   the cores, the spinning threads take the time the working ones need: a pretraining run on
+//   two busy cores went from 376 to 2000 tokens/s with OMP_WAIT_POLICY=passive, which lets
+//   waiting threads sleep.
+void configure_math_libraries(int argc, char** argv) {
+  bool again = false;
+  if (std::getenv("OMP_WAIT_POLICY") == nullptr) {
+    ::setenv("OMP_WAIT_POLICY", "passive", 1);
+    again = true;
+  }
   using CoreName = char* (*)();
   auto corename = reinterpret_cast<CoreName>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
-  if (corename == nullptr || std::strcmp(corename(), "Prescott") != 0) return;
-  const char* core = nullptr;
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
-    core = "SkylakeX";
-  else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-    core = "Haswell";
-  if (core == nullptr) return;
-  ::setenv("OPENBLAS_CORETYPE", core, 1);
+  if (std::getenv("OPENBLAS_CORETYPE") == nullptr && corename != nullptr &&
+      std::strcmp(corename(), "Prescott") == 0) {
+    const char* core = nullptr;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+      core = "SkylakeX";
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+      core = "Haswell";
+    if (core != nullptr) {
+      ::setenv("OPENBLAS_CORETYPE", core, 1);
+      again = true;
+    }
+  }
+  if (!again) return;
   std::vector<char*> args;
   char self[] = "qrwkv";
   args.push_back(self);
   for (int i = 0; i < argc; ++i) args.push_back(argv[i]);
   args.push_back(nullptr);
   ::execv("/proc/self/exe", args.data());
-  // When the process cannot be replaced, it goes on with the slower kernels.
+  // When the process cannot be replaced, it goes on with the slower settings.
 }
 
 // Flags shared by both commands: data, run control, output.
 std::vector<Flag> common_flags() {
   return {
-      {{"--data"}, "FILE", "training text: .txt (documents separated by blank lines) or .jsonl "
-                           "(a \"text\" field per line); repeatable"},
-      {{"-o", "--out"}, "DIR", "output model directory (also holds train_log.jsonl and, while "
-                               "running, checkpoint.safetensors)"},
+      {{"--data"},
+       "FILE",
+       "training text: .txt (documents separated by blank lines) or .jsonl "
+       "(a \"text\" field per line); repeatable"},
+      {{"-o", "--out"},
+       "DIR",
+       "output model directory (also holds train_log.jsonl and, while "
+       "running, checkpoint.safetensors)"},
       {{"--seq-len"}, "N", "tokens per training sequence (default 512)"},
       {{"--batch"}, "N", "sequences per step (default 8)"},
       {{"--heldout"}, "N", "held-out sequences for evaluation (default 5%, at least 1)"},
@@ -62,12 +91,174 @@ std::vector<Flag> common_flags() {
       {{"--weight-decay"}, "X", "AdamW weight decay (default 0)"},
       {{"--device"}, "NAME", "cpu or cuda (default cpu)"},
       {{"--dtype"}, "TYPE", "f32, bf16 or f16 for the saved weights"},
-      {{"-t", "--threads"}, "N", "CPU threads (default: all cores)"},
-      {{"--checkpoint-every"}, "N", "write a checkpoint every N steps (always at the end of a stage)"},
+      {{"-t", "--threads"},
+       "N",
+       "CPU threads per process (default: the cores divided by the processes)"},
+      {{"--checkpoint-every"},
+       "N",
+       "write a checkpoint every N steps (always at the end of a stage)"},
       {{"--resume"}, "", "continue from OUT/checkpoint.safetensors when present"},
       {{"--log"}, "FILE", "JSONL log of every step (default OUT/train_log.jsonl)"},
       {{"--quiet"}, "", "no progress output on stderr"},
+      {{"--nproc"},
+       "N",
+       "data parallel: start N processes on this machine, each taking batch/N "
+       "sequences of every step"},
+      {{"--world-size"},
+       "N",
+       "data parallel, one process of N started by hand (with --rank, "
+       "--master-addr, --master-port)"},
+      {{"--rank"}, "R", "this process's rank, 0..N-1; rank 0 writes the output (default 0)"},
+      {{"--master-addr"}, "HOST", "where rank 0 listens (default 127.0.0.1)"},
+      {{"--master-port"}, "PORT", "rank 0's port (default 29500)"},
   };
+}
+
+// Each process takes an equal share of every batch, so that the steps are those of one process
+// with the whole batch.
+void check_batch_split(int64_t batch, int64_t processes, const char* flag) {
+  if (batch % processes != 0)
+    throw Error("--batch: " + std::to_string(batch) + " is not a multiple of the " +
+                std::to_string(processes) + " processes (" + flag +
+                "); each process takes an equal share of every batch");
+}
+
+// The launcher of --nproc: starts the ranks, forwards signals to them, and stops them all when
+// one fails. The children are this program again with --world-size, --rank and the rendezvous
+// address in place of --nproc.
+std::vector<pid_t> g_children;
+volatile std::sig_atomic_t g_signal = 0;
+
+void signal_children(int sig) {
+  for (pid_t pid : g_children)
+    if (pid > 0) ::kill(pid, sig);
+}
+
+void forward_signal(int sig) {
+  g_signal = sig;
+  signal_children(sig);
+}
+
+// A TCP port that is free now on the loopback interface. Another program could take it before
+// rank 0 binds it; the run then fails at once with a clear error and can simply be started again.
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) throw Error(std::string("--nproc: cannot open a socket: ") + std::strerror(errno));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof addr;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    ::close(fd);
+    throw Error(std::string("--nproc: cannot find a free port: ") + std::strerror(errno));
+  }
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+std::string describe_status(int status) {
+  if (WIFEXITED(status)) return "exit status " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status))
+    return std::string("killed by signal ") + std::to_string(WTERMSIG(status)) + " (" +
+           strsignal(WTERMSIG(status)) + ")";
+  return "status " + std::to_string(status);
+}
+
+int launch(int argc, char** argv, int64_t nproc) {
+  std::vector<std::string> base = {"qrwkv-train", argv[0]};
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--nproc") {
+      ++i;
+      continue;
+    }
+    if (a.rfind("--nproc=", 0) == 0) continue;
+    base.push_back(a);
+  }
+  const int port = free_port();
+  struct sigaction sa {};
+  sa.sa_handler = forward_signal;
+  sigemptyset(&sa.sa_mask);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) ::sigaction(sig, &sa, nullptr);
+  // The children are started with these signals blocked, so that none arrives between fork()
+  // and the list of children knowing the new process.
+  sigset_t block, old;
+  sigemptyset(&block);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) sigaddset(&block, sig);
+  g_children.assign(static_cast<size_t>(nproc), -1);
+  int result = 0;
+  auto stop_deadline = std::chrono::steady_clock::time_point::max();
+  for (int64_t r = 0; r < nproc; ++r) {
+    std::vector<std::string> a = base;
+    a.insert(a.end(), {"--world-size", std::to_string(nproc), "--rank", std::to_string(r),
+                       "--master-addr", "127.0.0.1", "--master-port", std::to_string(port)});
+    std::vector<char*> cargs;
+    for (std::string& s : a) cargs.push_back(s.data());
+    cargs.push_back(nullptr);
+    ::sigprocmask(SIG_BLOCK, &block, &old);
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      // A rank must not outlive its launcher, whatever ends the launcher.
+      ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+      for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) ::signal(sig, SIG_DFL);
+      ::sigprocmask(SIG_SETMASK, &old, nullptr);
+      ::execv("/proc/self/exe", cargs.data());
+      // Only async-signal-safe calls between fork() and exec: the launcher may have threads.
+      const char msg[] = "error: --nproc: cannot run this program again for a rank\n";
+      [[maybe_unused]] const ssize_t n = ::write(2, msg, sizeof msg - 1);
+      ::_exit(127);
+    }
+    if (pid > 0) g_children[static_cast<size_t>(r)] = pid;
+    ::sigprocmask(SIG_SETMASK, &old, nullptr);
+    if (pid < 0) {
+      std::fprintf(stderr, "error: --nproc: cannot start rank %lld: %s\n",
+                   static_cast<long long>(r), std::strerror(errno));
+      signal_children(SIGTERM);
+      result = 1;
+      stop_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+      break;
+    }
+  }
+
+  // Waits for every rank. The first failure is reported and the others are stopped: the ranks
+  // wait for each other at every step, so the rest could not finish anyway.
+  size_t running = 0;
+  for (pid_t pid : g_children) running += pid > 0;
+  bool killed = false;
+  while (running > 0) {
+    int status = 0;
+    const pid_t pid = ::waitpid(
+        -1, &status, stop_deadline == std::chrono::steady_clock::time_point::max() ? 0 : WNOHANG);
+    if (pid < 0 && errno == EINTR) continue;
+    if (pid < 0) break;
+    if (pid == 0) {
+      // Ranks asked to stop get a few seconds to do so, then are killed.
+      if (!killed && std::chrono::steady_clock::now() > stop_deadline) {
+        signal_children(SIGKILL);
+        killed = true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      continue;
+    }
+    size_t rank = 0;
+    while (rank < g_children.size() && g_children[rank] != pid) ++rank;
+    if (rank == g_children.size()) continue;
+    g_children[rank] = -1;
+    --running;
+    const bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    if (!ok && stop_deadline == std::chrono::steady_clock::time_point::max()) {
+      if (result == 0) result = g_signal != 0 ? 128 + g_signal : 1;
+      if (g_signal == 0)
+        std::fprintf(stderr,
+                     "error: --nproc: rank %zu of %lld failed (%s); stopping the other ranks\n",
+                     rank, static_cast<long long>(nproc), describe_status(status).c_str());
+      signal_children(SIGTERM);
+      stop_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    }
+  }
+  return result;
 }
 
 void read_common(const Args& args, convert::RunOptions& run, convert::DataOptions& data) {
@@ -90,6 +281,27 @@ void read_common(const Args& args, convert::RunOptions& run, convert::DataOption
   run.resume = args.has("--resume");
   run.log_path = args.get("--log");
   run.progress = !args.has("--quiet");
+  if (args.has("--nproc") && (args.has("--world-size") || args.has("--rank")))
+    throw UsageError("--nproc starts the processes itself; it takes no --world-size or --rank");
+  const int64_t world = args.get_int("--world-size", 1), rank = args.get_int("--rank", 0),
+                port = args.get_int("--master-port", 29500);
+  if (world < 1 || world > 4096) throw UsageError("--world-size must be between 1 and 4096");
+  if (rank < 0 || rank >= world) throw UsageError("--rank must be between 0 and --world-size − 1");
+  if (port < 1 || port > 65535) throw UsageError("--master-port must be between 1 and 65535");
+  run.world_size = static_cast<int>(world);
+  run.rank = static_cast<int>(rank);
+  run.master_addr = args.get("--master-addr", "127.0.0.1");
+  run.master_port = static_cast<int>(port);
+  check_batch_split(data.batch, world, "--world-size");
+}
+
+// --nproc N: the number of local processes to start, or 0 when this process does the work.
+int64_t launcher_processes(const Args& args, const convert::DataOptions& data) {
+  if (!args.has("--nproc")) return 0;
+  const int64_t n = args.get_int("--nproc", 1);
+  if (n < 1 || n > 1024) throw UsageError("--nproc must be between 1 and 1024");
+  check_batch_split(data.batch, n, "--nproc");
+  return n > 1 ? n : 0;
 }
 
 // Per-stage flags spelled PREFIXtokens, PREFIXlr, ...: "--stage1-tokens" for a stage of
@@ -147,10 +359,10 @@ int run_pretrain(int argc, char** argv) {
   flags.push_back({{"--tie"}, "", "tie the output head to the embedding"});
   Args args("pretrain",
             "--tokenizer DIR --data FILE -o DIR [--tokens N] [--seq-len N] [--batch N] [--lr X] "
-            "[shape flags] [--resume]",
+            "[shape flags] [--nproc N] [--resume]",
             flags);
   args.parse(argc, argv);
-  use_fast_blas_kernels(argc, argv);
+  configure_math_libraries(argc, argv);
   convert::PretrainOptions o;
   read_common(args, o.run, o.data);
   o.tokenizer_dir = args.require("--tokenizer");
@@ -161,42 +373,56 @@ int run_pretrain(int argc, char** argv) {
   o.num_kv_heads = args.get_int("--kv-heads", o.num_kv_heads);
   o.intermediate_size = args.get_int("--intermediate", o.intermediate_size);
   o.tie_word_embeddings = args.has("--tie");
-  print_reports(convert::run_pretrain(o), "pretrain");
+  if (const int64_t n = launcher_processes(args, o.data)) return launch(argc, argv, n);
+  const auto reports = convert::run_pretrain(o);
+  if (o.run.rank == 0) print_reports(reports, "pretrain");
   return 0;
 }
 
 int run_convert(int argc, char** argv) {
   std::vector<Flag> flags = common_flags();
   flags.push_back({{"-m", "--teacher"}, "DIR", "teacher model directory (qwen2 or llama, with tokenizer.json)"});
-  flags.push_back({{"--stages"}, "LIST", "training stages after the weight transfer (default 1,2)"});
+  flags.push_back(
+      {{"--stages"}, "LIST", "training stages after the weight transfer: 1, 2, 3 (default 1,2)"});
   add_stage_flags(flags, "--stage1-", "stage 1 (attention alignment)", convert::default_stage1());
   add_stage_flags(flags, "--stage2-", "stage 2 (distillation)", convert::default_stage2());
+  add_stage_flags(flags, "--stage3-", "stage 3 (long-context distillation)",
+                  convert::default_stage3());
+  flags.push_back(
+      {{"--stage3-seq-len"}, "N", "stage 3: tokens per sequence (default 4x --seq-len)"});
   flags.push_back({{"--freeze-mlp-emb"}, "", "stage 2 leaves MLPs, embeddings and lm_head frozen"});
   flags.push_back({{"--lora-tokenshift"}, "N", "token-shift LoRA rank (default 32, 64 from hidden 4096)"});
   flags.push_back({{"--lora-decay"}, "N", "decay LoRA rank (default 64, 128 from hidden 4096)"});
-  Args args("convert",
-            "-m TEACHER --data FILE -o DIR [--stages 1,2] [--stage1-tokens N] [--stage2-tokens N] "
-            "[--seq-len N] [--batch N] [--resume]",
-            flags);
+  Args args(
+      "convert",
+      "-m TEACHER --data FILE -o DIR [--stages 1,2,3] [--stage1-tokens N] [--stage2-tokens N] "
+      "[--seq-len N] [--batch N] [--nproc N] [--resume]",
+      flags);
   args.parse(argc, argv);
-  use_fast_blas_kernels(argc, argv);
+  configure_math_libraries(argc, argv);
   convert::ConvertOptions o;
   read_common(args, o.run, o.data);
   o.teacher_dir = args.require("--teacher");
   if (args.has("--stages")) {
     o.stages.clear();
     for (int32_t s : parse_token_list(args.get("--stages"))) {
-      if (s != 1 && s != 2) throw UsageError("--stages takes 1 and/or 2");
+      if (s < 1 || s > 3) throw UsageError("--stages takes 1, 2 and/or 3");
       o.stages.push_back(s);
     }
   }
   o.stage1 = read_stage(args, "--stage1-", convert::default_stage1());
   o.stage2 = read_stage(args, "--stage2-", convert::default_stage2());
+  o.stage3 = read_stage(args, "--stage3-", convert::default_stage3());
+  o.stage3_seq_len = args.get_int("--stage3-seq-len", 0);
+  if (o.stage3_seq_len != 0 && o.stage3_seq_len < 2)
+    throw UsageError("--stage3-seq-len must be at least 2");
   o.freeze_mlp_embeddings = args.has("--freeze-mlp-emb");
   o.lora_tokenshift = args.get_int("--lora-tokenshift", 0);
   o.lora_decay = args.get_int("--lora-decay", 0);
   if (o.lora_tokenshift < 0 || o.lora_decay < 0) throw UsageError("LoRA ranks must be positive");
-  print_reports(convert::run_convert(o), "stage");
+  if (const int64_t n = launcher_processes(args, o.data)) return launch(argc, argv, n);
+  const auto reports = convert::run_convert(o);
+  if (o.run.rank == 0) print_reports(reports, "stage");
   return 0;
 }
 

@@ -2,59 +2,16 @@
 
 #include <algorithm>
 #include <random>
-#include <sstream>
 
 #include "io/error.h"
-#include "io/json.h"
-#include "io/mapped_file.h"
+#include "text/bpe_trainer.h"
 #include "text/tokenizer.h"
 
 namespace qrwkv::convert {
 
-namespace {
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-bool blank(const std::string& line) {
-  return std::all_of(line.begin(), line.end(), [](char c) { return c == ' ' || c == '\t' || c == '\r'; });
-}
-
-}  // namespace
-
 std::vector<std::string> read_documents(const std::string& path) {
-  const std::string text = read_text_file(path);
-  std::vector<std::string> docs;
-  std::istringstream in(text);
-  std::string line;
-  if (ends_with(path, ".jsonl")) {
-    int64_t n = 0;
-    while (std::getline(in, line)) {
-      ++n;
-      if (blank(line)) continue;
-      const std::string where = path + ":" + std::to_string(n);
-      const json j = parse_json(line, where);
-      auto it = j.is_object() ? j.find("text") : j.end();
-      if (!j.is_object() || it == j.end() || !it->is_string())
-        fail(where, "a .jsonl line must be an object with a string field \"text\"");
-      if (!it->get<std::string>().empty()) docs.push_back(it->get<std::string>());
-    }
-  } else {
-    // Lines belong to the current document until a blank line ends it; the line breaks inside
-    // a document are kept, as they are part of the text the model should learn.
-    std::string doc;
-    while (std::getline(in, line)) {
-      if (blank(line)) {
-        if (!doc.empty()) docs.push_back(std::move(doc));
-        doc.clear();
-        continue;
-      }
-      if (!doc.empty()) doc += '\n';
-      doc += line;
-    }
-    if (!doc.empty()) docs.push_back(std::move(doc));
-  }
+  // The tokenizer trainer reads training text the same way, so the reader lives beside it.
+  std::vector<std::string> docs = read_training_documents(path);
   if (docs.empty()) fail(path, "no documents in the training text");
   return docs;
 }

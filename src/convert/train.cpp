@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "convert/data.h"
+#include "convert/dist.h"
 #include "convert/nets.h"
 #include "io/error.h"
 #include "io/json.h"
@@ -41,17 +42,20 @@ StageOptions stage_defaults(int64_t tokens, double lr, double lr_final) {
 // The token budgets and learning rates of the published recipe (docs §7).
 StageOptions default_stage1() { return stage_defaults(100'000'000, 1e-3, 1e-5); }
 StageOptions default_stage2() { return stage_defaults(250'000'000, 1e-5, 1e-5); }
+StageOptions default_stage3() { return stage_defaults(100'000'000, 1e-5, 1e-5); }
 StageOptions default_pretrain() { return stage_defaults(10'000'000, 1e-3, 1e-4); }
 
 namespace {
 
 constexpr double kBeta1 = 0.9, kBeta2 = 0.95, kAdamEps = 1e-8;
 
-at::Device parse_device(const std::string& name) {
+// The device of one rank: ranks on one machine share its GPUs round-robin.
+at::Device parse_device(const std::string& name, int rank) {
   if (name == "cpu") return at::kCPU;
   if (name == "cuda") {
     if (!at::hasCUDA()) fail("--device cuda", "this libtorch has no CUDA support or no GPU is visible");
-    return at::Device(at::kCUDA);
+    const int gpus = at::detail::getCUDAHooks().getNumGPUs();
+    return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(gpus > 0 ? rank % gpus : 0));
   }
   fail("--device", "unknown device '" + name + "' (cpu or cuda)");
 }
@@ -116,39 +120,72 @@ class Run {
     if (ro.out_dir.empty()) fail("-o", "an output directory is required");
     if (dopt.files.empty()) fail("--data", "at least one training text file is required");
     if (dopt.batch < 1) fail("--batch", "must be at least 1");
-    device_ = parse_device(ro.device);
-    at::set_num_threads(ro.threads > 0 ? ro.threads
-                                       : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+    if (ro.world_size < 1) fail("--world-size", "must be at least 1");
+    if (dopt.batch % ro.world_size != 0)
+      fail("--batch", std::to_string(dopt.batch) + " is not a multiple of the " +
+                          std::to_string(ro.world_size) +
+                          " processes; each takes an equal share of every batch");
+    device_ = parse_device(ro.device, ro.rank);
+    // The ranks on one machine share its cores; by default each takes its part of them.
+    const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    at::set_num_threads(ro.threads > 0 ? ro.threads : std::max(1, cores / ro.world_size));
+    comm_ = std::make_unique<Comm>(
+        DistOptions{ro.world_size, ro.rank, ro.master_addr, ro.master_port}, device_);
+    root_ = comm_->is_root();
+    progress_ = ro.progress && root_;
     fs::create_directories(ro.out_dir);
     checkpoint_path_ = (fs::path(ro.out_dir) / "checkpoint.safetensors").string();
     const std::string log_path = ro.log_path.empty() ? (fs::path(ro.out_dir) / "train_log.jsonl").string() : ro.log_path;
     // A resumed run appends to the log of the run it continues; a kill may have cut that log's
     // last line short, so the new records start on a line of their own.
-    bool cut_line = false;
-    if (ro.resume && fs::exists(log_path) && fs::file_size(log_path) > 0) {
-      std::ifstream old(log_path, std::ios::binary);
-      old.seekg(-1, std::ios::end);
-      cut_line = old.get() != '\n';
+    // Only rank 0 writes the log.
+    if (root_) {
+      bool cut_line = false;
+      if (ro.resume && fs::exists(log_path) && fs::file_size(log_path) > 0) {
+        std::ifstream old(log_path, std::ios::binary);
+        old.seekg(-1, std::ios::end);
+        cut_line = old.get() != '\n';
+      }
+      log_.open(log_path, ro.resume ? std::ios::app : std::ios::trunc);
+      if (!log_) fail(log_path, "cannot open the log for writing");
+      if (cut_line) log_ << '\n';
     }
-    log_.open(log_path, ro.resume ? std::ios::app : std::ios::trunc);
-    if (!log_) fail(log_path, "cannot open the log for writing");
-    if (cut_line) log_ << '\n';
     tty_ = isatty(2) != 0;
 
+    tokenizer_dir_ = tokenizer_dir;
     const Tokenizer tok = Tokenizer::from_dir(tokenizer_dir);
-    std::vector<std::string> docs;
     for (const std::string& f : dopt.files) {
       std::vector<std::string> d = read_documents(f);
-      docs.insert(docs.end(), std::make_move_iterator(d.begin()), std::make_move_iterator(d.end()));
+      docs_.insert(docs_.end(), std::make_move_iterator(d.begin()),
+                   std::make_move_iterator(d.end()));
     }
     separator_ = document_separator(tok);
     vocab_size_ = tok.vocab_size();
     eos_ = tok.eos_id().value_or(separator_);
-    data_ = pack_documents(docs, tok, separator_, dopt.seq_len, dopt.heldout);
+    data_ = pack_documents(docs_, tok, separator_, dopt.seq_len, dopt.heldout);
+    log_data();
+  }
+
+  // Packs the text again into sequences of `seq_len` (stage 3's longer context). The held-out
+  // part covers the same tail of the text: --heldout N sequences of the first length become
+  // ceil(N · seq_len / new length) of the new one.
+  void use_seq_len(int64_t seq_len) {
+    if (seq_len == data_.seq_len) return;
+    const int64_t heldout =
+        dopt_.heldout < 0
+            ? -1
+            : std::max<int64_t>(1, (dopt_.heldout * dopt_.seq_len + seq_len - 1) / seq_len);
+    data_ =
+        pack_documents(docs_, Tokenizer::from_dir(tokenizer_dir_), separator_, seq_len, heldout);
+    order_.reset();
+    log_data();
+  }
+
+  void log_data() {
     log({{"event", "data"}, {"documents", data_.n_documents}, {"tokens", data_.n_tokens},
          {"train_sequences", data_.n_train()}, {"heldout_sequences", data_.n_heldout()},
          {"seq_len", data_.seq_len}});
-    if (ro.progress)
+    if (progress_)
       std::fprintf(stderr, "data: %lld documents, %lld tokens, %lld training + %lld held-out sequences of %lld\n",
                    static_cast<long long>(data_.n_documents), static_cast<long long>(data_.n_tokens),
                    static_cast<long long>(data_.n_train()), static_cast<long long>(data_.n_heldout()),
@@ -156,11 +193,13 @@ class Run {
   }
 
   at::Device device() const { return device_; }
+  bool root() const { return root_; }
   int32_t vocab_size() const { return vocab_size_; }
   int32_t eos() const { return eos_; }
   const PackedData& data() const { return data_; }
 
   void log(const json& j) {
+    if (!root_) return;
     log_ << j.dump() << '\n';
     log_.flush();
   }
@@ -196,8 +235,20 @@ class Run {
     Params params, adam_m, adam_v;
   };
 
-  // Reads OUT/checkpoint.safetensors when resuming and it exists.
+  // Reads OUT/checkpoint.safetensors when resuming and it exists. Every rank reads it (the
+  // output directory must be one that all of them see) and they check that they agree.
   std::optional<Resume> load_checkpoint() {
+    std::optional<Resume> r = read_checkpoint();
+    const std::vector<double> here = {r ? 1.0 : 0.0, r ? static_cast<double>(r->stage) : -1.0,
+                                      r ? static_cast<double>(r->step) : -1.0};
+    if (comm_->min(here) != comm_->max(here))
+      fail(checkpoint_path_,
+           "the processes do not see the same checkpoint; the output directory must be "
+           "shared by all of them");
+    return r;
+  }
+
+  std::optional<Resume> read_checkpoint() {
     if (!ro_.resume || !fs::exists(checkpoint_path_)) return std::nullopt;
     SafetensorsFile f(checkpoint_path_);
     const auto& meta = f.header().metadata;
@@ -222,7 +273,7 @@ class Run {
       (kind == "param" ? r.params : kind == "adam_m" ? r.adam_m : r.adam_v)[pname] = x;
     }
     log({{"event", "resume"}, {"stage", r.stage}, {"step", r.step}});
-    if (ro_.progress)
+    if (progress_)
       std::fprintf(stderr, "resuming stage %d at step %lld from %s\n", r.stage,
                    static_cast<long long>(r.step), checkpoint_path_.c_str());
     return r;
@@ -232,6 +283,7 @@ class Run {
   // the run stands (stage, step; the data position is step · batch of that stage's order, and
   // no random numbers are drawn after initialisation, so nothing else is needed to continue).
   void save_checkpoint(int stage, int64_t step, const Net& net, const Params& m, const Params& v) {
+    if (!root_) return;
     std::vector<at::Tensor> keep;
     std::vector<TensorToWrite> out;
     auto add = [&](const std::string& prefix, const Params& ps) {
@@ -252,6 +304,7 @@ class Run {
   }
 
   void remove_checkpoint() {
+    if (!root_) return;
     std::error_code ec;
     fs::remove(checkpoint_path_, ec);
   }
@@ -265,6 +318,8 @@ class Run {
                                         const std::function<at::Tensor(const at::Tensor&, json&)>& loss_fn,
                                         int64_t start_step, Params m, Params v, int64_t* steps_out) {
     const int64_t B = dopt_.batch, S = data_.seq_len, per_step = B * S;
+    // This rank's share of every global batch: sequences [rank · local, (rank + 1) · local).
+    const int64_t local = B / comm_->world_size(), offset = comm_->rank() * local;
     const int64_t steps = (so.tokens + per_step - 1) / per_step;
     const int64_t warmup = so.warmup >= 0 ? so.warmup : std::min<int64_t>(100, steps / 20);
     *steps_out = steps;
@@ -281,16 +336,17 @@ class Run {
     std::vector<double> recent;
     double tok_s = 0;
     for (int64_t step = start_step; step < steps; ++step) {
-      const at::Tensor tokens = train_batch(stage, step * B, B);
+      const at::Tensor tokens = train_batch(stage, step * B + offset, local);
       for (const std::string& name : trainable) net.params.at(name).mutable_grad().reset();
       json extra = json::object();
       at::Tensor loss = loss_fn(tokens, extra);
       loss.backward();
-      const double loss_v = loss.item<double>();
+      double loss_v = loss.item<double>();
+      at::NoGradGuard no_grad;
+      if (comm_->distributed()) average_over_ranks(net, trainable, loss_v, extra);
       if (!std::isfinite(loss_v))
         fail(label, "the loss is not finite at step " + std::to_string(step) + " (lower --lr?)");
 
-      at::NoGradGuard no_grad;
       double sq = 0;
       for (const std::string& name : trainable) {
         const at::Tensor& g = net.params.at(name).grad();
@@ -325,7 +381,7 @@ class Run {
                      {"elapsed_s", elapsed}};
       record.update(extra);
       log(record);
-      if (ro_.progress && (tty_ || now - last_print > std::chrono::seconds(10) || step + 1 == steps)) {
+      if (progress_ && (tty_ || now - last_print > std::chrono::seconds(10) || step + 1 == steps)) {
         std::fprintf(stderr, "%s[%s] step %lld/%lld  tokens %s  loss %.4f  %s tok/s  ETA %s%s",
                      tty_ ? "\r" : "", label, static_cast<long long>(step + 1), static_cast<long long>(steps),
                      human_count(static_cast<double>((step + 1) * per_step)).c_str(), loss_v,
@@ -336,16 +392,67 @@ class Run {
       if (ro_.checkpoint_every > 0 && (step + 1) % ro_.checkpoint_every == 0 && step + 1 < steps)
         save_checkpoint(stage, step + 1, net, m, v);
     }
-    if (ro_.progress && tty_ && steps > start_step) std::fprintf(stderr, "\n");
+    if (progress_ && tty_ && steps > start_step) std::fprintf(stderr, "\n");
     for (auto& [name, p] : net.params) {
       p.mutable_grad().reset();
       p.requires_grad_(false);
     }
+    check_same_weights(net, label);
     // The stage is complete: a run killed after this point resumes at the next stage.
     save_checkpoint(stage, steps, net, {}, {});
     double mean = 0;
     for (double x : recent) mean += x;
     return {recent.empty() ? 0.0 : mean / static_cast<double>(recent.size()), tok_s};
+  }
+
+  // Makes every rank's gradients, loss and logged per-step numbers those of the whole batch.
+  // Every loss is a mean over this rank's equal share of sequences of one length, so the mean
+  // over the whole batch is the mean of the ranks' losses, and its gradient the mean of theirs.
+  // Ranks run the same graph, so the same gradients are defined everywhere.
+  void average_over_ranks(Net& net, const std::vector<std::string>& trainable, double& loss,
+                          json& extra) {
+    const double n = static_cast<double>(comm_->world_size());
+    std::vector<at::Tensor> grads;
+    for (const std::string& name : trainable) {
+      const at::Tensor& g = net.params.at(name).grad();
+      if (g.defined()) grads.push_back(g);
+    }
+    comm_->all_reduce_sum(grads);
+    for (at::Tensor& g : grads) g.div_(n);
+    // The loss and the numeric fields of the log record (stage 1's per-layer losses) in one call.
+    std::vector<double> numbers = {loss};
+    for (auto& [key, value] : extra.items()) {
+      if (value.is_number()) numbers.push_back(value.get<double>());
+      if (value.is_array())
+        for (const json& x : value)
+          if (x.is_number()) numbers.push_back(x.get<double>());
+    }
+    numbers = comm_->sum(numbers);
+    size_t i = 0;
+    loss = numbers[i++] / n;
+    for (auto& [key, value] : extra.items()) {
+      if (value.is_number()) value = numbers[i++] / n;
+      if (value.is_array())
+        for (json& x : value)
+          if (x.is_number()) x = numbers[i++] / n;
+    }
+  }
+
+  // The ranks apply the same update to the same weights, so their weights stay identical, bit
+  // for bit (Gloo's all-reduce hands every rank the same sums). A cheap fingerprint checks it
+  // at the end of each stage, so that a divergence is reported rather than silently averaged.
+  void check_same_weights(const Net& net, const char* label) {
+    if (!comm_->distributed()) return;
+    at::NoGradGuard no_grad;
+    std::vector<double> print;
+    for (const auto& [name, p] : net.params) {
+      const at::Tensor d = p.to(at::kDouble);
+      print.push_back(d.sum().item<double>());
+      print.push_back(d.abs().sum().item<double>());
+    }
+    if (comm_->min(print) != comm_->max(print))
+      fail(label,
+           "the processes' weights differ after the stage; the data-parallel update is broken");
   }
 
   // Held-out next-token loss of `net` and, with a teacher, KL(teacher ‖ net).
@@ -354,15 +461,23 @@ class Run {
     StageReport r;
     r.stage = stage;
     double ce = 0, kl = 0;
-    int64_t n = 0;
-    for (int64_t first = 0; first < data_.n_heldout(); first += dopt_.batch) {
-      const int64_t b = std::min(dopt_.batch, data_.n_heldout() - first);
+    // The ranks split the held-out sequences into consecutive blocks, each in batches of its
+    // share of --batch, and add up their sums.
+    const int64_t ranks = comm_->world_size(), total = data_.n_heldout();
+    const int64_t begin = total * comm_->rank() / ranks, end = total * (comm_->rank() + 1) / ranks;
+    const int64_t chunk = std::max<int64_t>(1, dopt_.batch / ranks);
+    for (int64_t first = begin; first < end; first += chunk) {
+      const int64_t b = std::min(chunk, end - first);
       const at::Tensor tokens = heldout_batch(first, b);
       const at::Tensor logits = forward(net, tokens);
       ce += next_token_loss(logits, tokens).item<double>() * static_cast<double>(b);
-      if (teacher != nullptr) kl += kl_loss(forward(*teacher, tokens), logits).item<double>() * static_cast<double>(b);
-      n += b;
+      if (teacher != nullptr)
+        kl += kl_loss(forward(*teacher, tokens), logits).item<double>() * static_cast<double>(b);
     }
+    const std::vector<double> sums = comm_->sum({ce, kl});
+    ce = sums[0];
+    kl = sums[1];
+    const int64_t n = total;
     r.heldout_loss = ce / static_cast<double>(n);
     r.heldout_ppl = std::exp(r.heldout_loss);
     if (teacher != nullptr) r.heldout_kl = kl / static_cast<double>(n);
@@ -370,7 +485,7 @@ class Run {
               {"heldout_ppl", r.heldout_ppl}, {"heldout_sequences", n}};
     if (teacher != nullptr) j["heldout_kl"] = r.heldout_kl;
     log(j);
-    if (ro_.progress) {
+    if (progress_) {
       std::fprintf(stderr, "[%s] held-out: loss %.4f  perplexity %.3f", label, r.heldout_loss, r.heldout_ppl);
       if (teacher != nullptr) std::fprintf(stderr, "  KL(teacher||student) %.4f", r.heldout_kl);
       std::fprintf(stderr, "\n");
@@ -383,6 +498,10 @@ class Run {
   DataOptions dopt_;
   json fingerprint_;
   at::Device device_ = at::kCPU;
+  std::unique_ptr<Comm> comm_;
+  bool root_ = true, progress_ = true;
+  std::vector<std::string> docs_;
+  std::string tokenizer_dir_;
   std::string checkpoint_path_;
   std::ofstream log_;
   bool tty_ = false;
@@ -451,6 +570,7 @@ std::vector<StageReport> run_pretrain(const PretrainOptions& o) {
     m = std::move(resume->adam_m);
     v = std::move(resume->adam_v);
   }
+  run.check_same_weights(net, "pretrain");
   std::vector<std::string> all;
   for (const auto& [name, t] : net.params) all.push_back(name);
   StageReport r;
@@ -463,8 +583,10 @@ std::vector<StageReport> run_pretrain(const PretrainOptions& o) {
   r.steps = steps;
   r.train_loss = loss;
   r.tokens_per_s = tok_s;
-  save_net(net, o.run.out_dir, parse_dtype(o.run.dtype, DType::F32));
-  copy_tokenizer_files(o.tokenizer_dir, o.run.out_dir);
+  if (run.root()) {
+    save_net(net, o.run.out_dir, parse_dtype(o.run.dtype, DType::F32));
+    copy_tokenizer_files(o.tokenizer_dir, o.run.out_dir);
+  }
   run.remove_checkpoint();
   return {r};
 }
@@ -474,14 +596,23 @@ std::vector<StageReport> run_convert(const ConvertOptions& options) {
   std::sort(o.stages.begin(), o.stages.end());
   o.stages.erase(std::unique(o.stages.begin(), o.stages.end()), o.stages.end());
   for (int s : o.stages)
-    if (s != 1 && s != 2) fail("--stages", "stages are 1 (alignment) and 2 (distillation)");
+    if (s < 1 || s > 3)
+      fail("--stages", "stages are 1 (alignment), 2 (distillation) and 3 (long context)");
+  const bool stage3 = std::count(o.stages.begin(), o.stages.end(), 3) > 0;
   if (std::count(o.stages.begin(), o.stages.end(), 1)) check_stage(o.stage1, "stage 1");
   if (std::count(o.stages.begin(), o.stages.end(), 2)) check_stage(o.stage2, "stage 2");
+  if (stage3) check_stage(o.stage3, "stage 3");
+  const int64_t seq_len3 = o.stage3_seq_len > 0 ? o.stage3_seq_len : 4 * o.data.seq_len;
+  if (seq_len3 < 2) fail("--stage3-seq-len", "must be at least 2");
   if (fs::exists(o.run.out_dir) && fs::exists(o.teacher_dir) && fs::equivalent(o.run.out_dir, o.teacher_dir))
     fail(o.run.out_dir, "the output directory is the teacher's; the student would overwrite it");
   json fp = {{"command", "convert"}, {"teacher", o.teacher_dir}, {"data", data_json(o.data)},
              {"stages", o.stages}, {"stage1", stage_json(o.stage1)}, {"stage2", stage_json(o.stage2)},
              {"freeze", o.freeze_mlp_embeddings}, {"lora", {o.lora_tokenshift, o.lora_decay}}};
+  if (stage3) {
+    fp["stage3"] = stage_json(o.stage3);
+    fp["stage3_seq_len"] = seq_len3;
+  }
   Run run(o.run, o.data, o.teacher_dir, fp);
   Net teacher = load_net(o.teacher_dir, run.device());
   if (teacher.config.arch == Arch::QRWKV6) fail(o.teacher_dir, "the teacher must be a Qwen2 or LLaMA transformer");
@@ -499,6 +630,7 @@ std::vector<StageReport> run_convert(const ConvertOptions& options) {
   std::optional<Run::Resume> resume = run.load_checkpoint();
   if (!resume) reports.push_back(run.evaluate(0, "stage 0", student, &teacher));
   else student.params = std::move(resume->params);
+  run.check_same_weights(student, "stage 0");
 
   for (int stage : o.stages) {
     if (resume && stage < resume->stage) continue;
@@ -511,7 +643,7 @@ std::vector<StageReport> run_convert(const ConvertOptions& options) {
     }
     std::pair<double, double> result;
     int64_t steps = 0;
-    const char* label = stage == 1 ? "stage 1" : "stage 2";
+    const char* label = stage == 1 ? "stage 1" : stage == 2 ? "stage 2" : "stage 3";
     if (stage == 1) {
       // Every layer learns from the teacher's own inputs and outputs, so the layers are
       // independent problems; one teacher pass feeds all of them at once, which costs the same
@@ -531,6 +663,9 @@ std::vector<StageReport> run_convert(const ConvertOptions& options) {
           },
           start, m, v, &steps);
     } else {
+      // Stage 3 is stage 2 again on longer sequences, which extends the context the student
+      // has learnt to use (the recipe's optional last stage).
+      if (stage == 3) run.use_seq_len(seq_len3);
       std::vector<std::string> trainable;
       for (const auto& [name, t] : student.params) {
         const bool frozen_kind = name.find(".mlp.") != std::string::npos ||
@@ -538,7 +673,7 @@ std::vector<StageReport> run_convert(const ConvertOptions& options) {
         if (!(o.freeze_mlp_embeddings && frozen_kind)) trainable.push_back(name);
       }
       result = run.train_stage(
-          2, label, o.stage2, student, trainable,
+          stage, label, stage == 3 ? o.stage3 : o.stage2, student, trainable,
           [&](const at::Tensor& tokens, json&) {
             at::Tensor t_logits;
             {
@@ -555,8 +690,10 @@ std::vector<StageReport> run_convert(const ConvertOptions& options) {
     r.tokens_per_s = result.second;
     reports.push_back(r);
   }
-  save_net(student, o.run.out_dir, parse_dtype(o.run.dtype, teacher.source_dtype));
-  copy_tokenizer_files(o.teacher_dir, o.run.out_dir);
+  if (run.root()) {
+    save_net(student, o.run.out_dir, parse_dtype(o.run.dtype, teacher.source_dtype));
+    copy_tokenizer_files(o.teacher_dir, o.run.out_dir);
+  }
   run.remove_checkpoint();
   return reports;
 }

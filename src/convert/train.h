@@ -39,6 +39,12 @@ struct RunOptions {
   int64_t checkpoint_every = 0;  // steps; 0: only at the end of each stage
   bool resume = false;           // continue from OUT/checkpoint.safetensors when present
   bool progress = true;          // the live progress line on stderr
+  // Data parallelism over processes (dist.h): each of `world_size` ranks takes batch / world_size
+  // sequences of every step; rank 0 writes the log, checkpoints and the output.
+  int world_size = 1;
+  int rank = 0;
+  std::string master_addr = "127.0.0.1";
+  int master_port = 29500;
 };
 
 struct PretrainOptions {
@@ -58,9 +64,11 @@ struct ConvertOptions {
   RunOptions run;
   DataOptions data;
   std::string teacher_dir;
-  std::vector<int> stages = {1, 2};  // stage 0 (weight transfer) always runs
+  std::vector<int> stages = {1, 2};  // stage 0 (weight transfer) always runs; 3 is optional
   StageOptions stage1;               // attention-output alignment
   StageOptions stage2;               // logit distillation
+  StageOptions stage3;         // long-context distillation (optional, stage 2 at a longer length)
+  int64_t stage3_seq_len = 0;  // 0: four times the data's seq_len
   bool freeze_mlp_embeddings = false;  // stage 2 trains only the time mix and norms
   int64_t lora_tokenshift = 0;         // 0: the historical default for the hidden size
   int64_t lora_decay = 0;
@@ -80,6 +88,7 @@ struct StageReport {
 // The paper's defaults (docs §7), scaled by nothing: the command line overrides them.
 StageOptions default_stage1();
 StageOptions default_stage2();
+StageOptions default_stage3();
 StageOptions default_pretrain();
 
 std::vector<StageReport> run_pretrain(const PretrainOptions& o);

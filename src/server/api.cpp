@@ -149,10 +149,34 @@ GenParams parse_gen(const ojson& body, const RequestLimits& limits) {
     const ojson* t = field(*rf, "type");
     if (t == nullptr || !t->is_string())
       bad_request("response_format", "'response_format.type' must be a string", "invalid_type");
-    if (t->get<std::string>() != "text")
-      bad_request("response_format",
-                  "response_format type '" + t->get<std::string>() + "' is not supported",
-                  "unsupported_parameter");
+    const std::string type = t->get<std::string>();
+    if (type == "json_object") {
+      g.json = JsonPrefixValidator::TopLevel::Object;
+    } else if (type == "json_schema") {
+      // Only the top-level type of the schema is enforced; the output is always syntactically
+      // valid JSON.
+      const ojson* js = field(*rf, "json_schema");
+      if (js != nullptr && !js->is_object())
+        wrong_type("response_format.json_schema", *js, "an object");
+      const ojson* schema = js != nullptr ? field(*js, "schema") : nullptr;
+      if (schema != nullptr && !schema->is_object() && !schema->is_boolean())
+        wrong_type("response_format.json_schema.schema", *schema, "an object");
+      const ojson* st = schema != nullptr && schema->is_object() ? field(*schema, "type") : nullptr;
+      if (st == nullptr) {
+        g.json = JsonPrefixValidator::TopLevel::ObjectOrArray;
+      } else if (st->is_string() && st->get<std::string>() == "object") {
+        g.json = JsonPrefixValidator::TopLevel::Object;
+      } else if (st->is_string() && st->get<std::string>() == "array") {
+        g.json = JsonPrefixValidator::TopLevel::Array;
+      } else {
+        bad_request("response_format",
+                    "the schema's top-level type must be \"object\" or \"array\"",
+                    "unsupported_parameter");
+      }
+    } else if (type != "text") {
+      bad_request("response_format", "unknown response_format type '" + type +
+                                         "' (expected text, json_object or json_schema)");
+    }
   }
   return g;
 }
@@ -169,6 +193,46 @@ std::string content_text(const ojson& content, const std::string& param) {
     if (text == nullptr || !text->is_string())
       bad_request(param, "a text content part needs a string 'text'", "invalid_type");
     out += text->get<std::string>();
+  }
+  return out;
+}
+
+// An assistant message's tool_calls as chat templates expect them. OpenAI clients send each
+// call's arguments as a JSON string, while the templates of Hugging Face models iterate over
+// or serialize them as a mapping (Qwen2.5 writes `arguments | tojson`); like vLLM and
+// llama.cpp, arguments that parse as a JSON object are passed as that object.
+ojson normalize_tool_calls(const ojson& calls, const std::string& param) {
+  if (!calls.is_array()) wrong_type(param, calls, "an array");
+  ojson out = ojson::array();
+  for (size_t i = 0; i < calls.size(); ++i) {
+    const std::string p = param + "[" + std::to_string(i) + "]";
+    const ojson& c = calls[i];
+    if (!c.is_object()) wrong_type(p, c, "an object");
+    const ojson* fn = field(c, "function");
+    if (fn == nullptr || !fn->is_object())
+      bad_request(p + ".function", "each tool call needs a 'function' object", "invalid_type");
+    const ojson* name = field(*fn, "name");
+    if (name == nullptr || !name->is_string())
+      bad_request(p + ".function.name", "each tool call needs a string function name",
+                  "invalid_type");
+    ojson copy = c;
+    if (const ojson* args = field(*fn, "arguments")) {
+      if (args->is_string()) {
+        const std::string& text = args->get_ref<const std::string&>();
+        bool too_deep = false;
+        ojson parsed = ojson::parse(
+            text.begin(), text.end(),
+            [&](int depth, ojson::parse_event_t, ojson&) {
+              if (depth > kMaxDepth) too_deep = true;
+              return !too_deep;
+            },
+            false);
+        if (!too_deep && parsed.is_object()) copy["function"]["arguments"] = std::move(parsed);
+      } else if (!args->is_object()) {
+        wrong_type(p + ".function.arguments", *args, "a string or an object");
+      }
+    }
+    out.push_back(std::move(copy));
   }
   return out;
 }
@@ -203,6 +267,13 @@ ojson parse_messages(const ojson& body) {
       bad_request(param + ".content", "'content' is required for role '" + r + "'",
                   "missing_required_parameter");
     }
+    if (const ojson* calls = field(m, "tool_calls")) {
+      if (r != "assistant")
+        bad_request(param + ".tool_calls", "only assistant messages carry tool_calls");
+      copy["tool_calls"] = normalize_tool_calls(*calls, param + ".tool_calls");
+    }
+    if (const ojson* id = field(m, "tool_call_id"); id != nullptr && !id->is_string())
+      wrong_type(param + ".tool_call_id", *id, "a string");
     out.push_back(std::move(copy));
   }
   return out;
@@ -276,6 +347,10 @@ ChatRequest parse_chat_request(std::string_view body, const RequestLimits& limit
   r.template_input["messages"] = parse_messages(j);
   r.template_input["add_generation_prompt"] = true;
   r.gen = parse_gen(j, limits);
+  const ojson* tools = field(j, "tools");
+  const ojson* choice = field(j, "tool_choice");
+  r.tools = tools != nullptr && !tools->empty() &&
+            !(choice != nullptr && choice->is_string() && choice->get<std::string>() == "none");
   return r;
 }
 

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -13,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/sampler.h"
+#include "server/json_prefix.h"
 
 namespace qrwkv::server {
 
@@ -57,6 +59,9 @@ struct GenParams {
   std::vector<std::string> stop;
   SamplerParams sampling;
   bool has_seed = false;  // false: the server draws a random seed
+  // response_format json_object / json_schema: the reply is constrained to a JSON document
+  // whose top level is this.
+  std::optional<JsonPrefixValidator::TopLevel> json;
 };
 
 struct ChatRequest {
@@ -65,6 +70,9 @@ struct ChatRequest {
   // chat_template_kwargs merged in, and add_generation_prompt = true.
   ojson template_input;
   GenParams gen;
+  // The request offers tools (and tool_choice is not "none"): tool calls in the reply are
+  // parsed into message.tool_calls.
+  bool tools = false;
 };
 
 struct CompletionRequest {

@@ -1,10 +1,18 @@
 #include "server/http_server.h"
 
+#include <dirent.h>
 #include <httplib.h>
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <random>
 #include <set>
 #include <sstream>
@@ -15,6 +23,7 @@
 #include "runtime/generator.h"
 #include "server/api.h"
 #include "server/scheduler.h"
+#include "server/tool_calls.h"
 #include "text/chat_template.h"
 #include "text/tokenizer.h"
 
@@ -46,6 +55,94 @@ void send_json(httplib::Response& res, int status, const ojson& body) {
 void send_error(httplib::Response& res, const ApiError& e) { send_json(res, e.status, error_body(e)); }
 
 std::string sse(const ojson& j) { return "data: " + dump(j) + "\n\n"; }
+
+// The socket of the connection a request arrived on. This cpp-httplib version does not give it
+// to handlers, so it is found among the process's descriptors by its two endpoints (one scan
+// per generation request). -1 when it cannot be found.
+int connection_socket(const httplib::Request& req) {
+  if (req.remote_port <= 0 || req.local_port <= 0) return -1;
+  DIR* d = ::opendir("/proc/self/fd");
+  if (d == nullptr) return -1;
+  int found = -1;
+  while (dirent* e = ::readdir(d)) {
+    char* end = nullptr;
+    const long fd = std::strtol(e->d_name, &end, 10);
+    if (end == e->d_name || *end != '\0' || fd == ::dirfd(d)) continue;
+    struct stat st {};
+    if (::fstat(static_cast<int>(fd), &st) != 0 || !S_ISSOCK(st.st_mode)) continue;
+    sockaddr_storage peer{}, local{};
+    socklen_t peer_len = sizeof peer, local_len = sizeof local;
+    if (::getpeername(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0 ||
+        ::getsockname(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&local), &local_len) != 0)
+      continue;
+    char host[NI_MAXHOST], port[NI_MAXSERV], lport[NI_MAXSERV];
+    if (::getnameinfo(reinterpret_cast<sockaddr*>(&peer), peer_len, host, sizeof host, port,
+                      sizeof port, NI_NUMERICHOST | NI_NUMERICSERV) != 0 ||
+        ::getnameinfo(reinterpret_cast<sockaddr*>(&local), local_len, nullptr, 0, lport,
+                      sizeof lport, NI_NUMERICSERV) != 0)
+      continue;
+    if (req.remote_addr == host && std::atoi(port) == req.remote_port &&
+        std::atoi(lport) == req.local_port) {
+      found = static_cast<int>(fd);
+      break;
+    }
+  }
+  ::closedir(d);
+  return found;
+}
+
+// Whether the client closed (or reset) the connection: the socket reads as end of stream or
+// fails. Bytes of a next pipelined request stay in the socket (peeked, not read).
+bool peer_closed(int fd) {
+  pollfd p{fd, POLLIN, 0};
+  if (::poll(&p, 1, 0) <= 0) return false;
+  if ((p.revents & (POLLERR | POLLHUP | POLLNVAL)) != 0) return true;
+  if ((p.revents & POLLIN) == 0) return false;
+  char c;
+  const ssize_t n = ::recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+// Identifies the model for the disk tier of the state cache: a state file is only used by the
+// same shapes and the same weights. The weights are sampled (their sizes and first and last
+// megabyte), which tells apart any two checkpoints met in practice without reading them all.
+uint64_t model_key(const std::string& dir, const Config& c) {
+  uint64_t h = model_fingerprint(c);
+  auto mix = [&h](const void* data, size_t n) {
+    const auto* p = static_cast<const unsigned char*>(data);
+    for (size_t i = 0; i < n; ++i) {
+      h ^= p[i];
+      h *= 1099511628211ull;
+    }
+  };
+  std::vector<std::filesystem::path> files;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    const std::string ext = e.path().extension().string();
+    if (name == "config.json" || ext == ".safetensors" || ext == ".bin" || ext == ".gguf")
+      files.push_back(e.path());
+  }
+  std::sort(files.begin(), files.end());
+  constexpr size_t kSample = size_t{1} << 20;
+  std::vector<char> buf(kSample);
+  for (const auto& f : files) {
+    const std::string name = f.filename().string();
+    mix(name.data(), name.size());
+    const uint64_t size = std::filesystem::file_size(f, ec);
+    mix(&size, sizeof size);
+    std::ifstream in(f, std::ios::binary);
+    in.read(buf.data(), static_cast<std::streamsize>(std::min<uint64_t>(size, kSample)));
+    mix(buf.data(), static_cast<size_t>(in.gcount()));
+    if (size > kSample) {
+      in.clear();
+      in.seekg(static_cast<std::streamoff>(size - kSample));
+      in.read(buf.data(), static_cast<std::streamsize>(kSample));
+      mix(buf.data(), static_cast<size_t>(in.gcount()));
+    }
+  }
+  return h;
+}
 
 // The model's loaded parts; they exist once loading is over and stay until the server ends.
 struct Loaded {
@@ -139,6 +236,7 @@ struct HttpServer::Impl {
     job->stop = g.stop;
     job->max_tokens = g.max_tokens;
     job->ignore_eos = g.ignore_eos;
+    job->json = g.json;
     return job;
   }
 
@@ -150,12 +248,17 @@ struct HttpServer::Impl {
   }
 
   // Waits for the whole output of a job; the texts and finish reasons per choice.
-  static void collect(Job& job, std::vector<std::string>& text, std::vector<std::string>& finish) {
+  // A client that hangs up meanwhile cancels the job, which frees its slots at the next step
+  // (the connection is checked between waits).
+  static void collect(const httplib::Request& req, Job& job, std::vector<std::string>& text,
+                      std::vector<std::string>& finish) {
     text.assign(static_cast<size_t>(job.n), "");
     finish.assign(static_cast<size_t>(job.n), "");
+    const int fd = connection_socket(req);
     std::vector<Event> ev;
     for (;;) {
-      const bool over = job.wait(ev, std::chrono::milliseconds(500));
+      const bool over = job.wait(ev, std::chrono::milliseconds(100));
+      if (!over && !job.cancelled() && fd >= 0 && peer_closed(fd)) job.cancel();
       for (auto& e : ev) {
         text[static_cast<size_t>(e.index)] += e.text;
         if (!e.finish_reason.empty()) finish[static_cast<size_t>(e.index)] = e.finish_reason;
@@ -169,16 +272,20 @@ struct HttpServer::Impl {
   // Streams a job as Server-Sent Events. `chat` selects chat.completion.chunk objects, otherwise
   // text_completion ones. A client that goes away makes a write fail; the job is then cancelled
   // and its slots are free at the next step.
-  void stream(httplib::Response& res, std::shared_ptr<Job> job, bool chat, bool include_usage) {
+  // With `tools`, tool calls in the text are sent as delta.tool_calls (ToolCallStream).
+  void stream(httplib::Response& res, std::shared_ptr<Job> job, bool chat, bool include_usage,
+              bool tools = false) {
     struct StreamState {
       std::shared_ptr<Job> job;
       std::string id;
       int64_t created;
       bool started = false;
       bool finished = false;
+      std::vector<ToolCallStream> tool_calls;  // per choice, with tools
     };
     auto st = std::make_shared<StreamState>();
     st->job = std::move(job);
+    if (tools) st->tool_calls.resize(static_cast<size_t>(st->job->n));
     st->id = random_id(chat ? "chatcmpl-" : "cmpl-");
     st->created = unix_time();
     const std::string model = model_id;
@@ -227,6 +334,23 @@ struct HttpServer::Impl {
           std::vector<Event> ev;
           const bool over = j.wait(ev, std::chrono::milliseconds(200));
           for (const Event& e : ev) {
+            if (!st->tool_calls.empty()) {
+              ToolCallStream& tc = st->tool_calls[static_cast<size_t>(e.index)];
+              std::vector<ojson> deltas = tc.push(e.text);
+              std::string finish = e.finish_reason;
+              if (!finish.empty()) {
+                for (ojson& d : tc.flush()) deltas.push_back(std::move(d));
+                if (finish == "stop" && tc.saw_calls()) finish = "tool_calls";
+              }
+              for (ojson& d : deltas) {
+                ojson c = choice(e.index, nullptr, "", false);
+                c["delta"] = std::move(d);
+                out += chunk(ojson::array({std::move(c)}));
+              }
+              if (!finish.empty())
+                out += chunk(ojson::array({choice(e.index, nullptr, finish, false)}));
+              continue;
+            }
             if (!e.text.empty())
               out += chunk(ojson::array({choice(e.index, &e.text, "", false)}));
             if (!e.finish_reason.empty())
@@ -262,15 +386,17 @@ struct HttpServer::Impl {
     check_model(r.model);
     std::shared_ptr<Job> job = make_job(encode(render(r.template_input)), r.gen);
     scheduler->submit(job);
-    if (r.gen.stream) return stream(res, job, true, r.gen.include_usage);
+    if (r.gen.stream) return stream(res, job, true, r.gen.include_usage, r.tools);
     std::vector<std::string> text, finish;
-    collect(*job, text, finish);
+    collect(req, *job, text, finish);
     ojson choices = ojson::array();
-    for (int i = 0; i < job->n; ++i)
+    for (size_t i = 0; i < static_cast<size_t>(job->n); ++i) {
+      ojson message = chat_message(text[i], r.tools, finish[i]);
       choices.push_back({{"index", i},
-                         {"message", {{"role", "assistant"}, {"content", text[i]}}},
+                         {"message", std::move(message)},
                          {"logprobs", nullptr},
                          {"finish_reason", finish[i]}});
+    }
     send_json(res, 200,
               {{"id", random_id("chatcmpl-")},
                {"object", "chat.completion"},
@@ -288,7 +414,7 @@ struct HttpServer::Impl {
     scheduler->submit(job);
     if (r.gen.stream) return stream(res, job, false, r.gen.include_usage);
     std::vector<std::string> text, finish;
-    collect(*job, text, finish);
+    collect(req, *job, text, finish);
     ojson choices = ojson::array();
     for (int i = 0; i < job->n; ++i)
       choices.push_back({{"text", text[i]},
@@ -350,6 +476,10 @@ struct HttpServer::Impl {
            static_cast<double>(s.cache_entries));
     metric("qrwkv_state_cache_bytes", "gauge", "Bytes held by cached states.",
            static_cast<double>(s.cache_bytes));
+    metric("qrwkv_state_dir_entries", "gauge", "Cached states on disk (--state-dir).",
+           static_cast<double>(s.disk_entries));
+    metric("qrwkv_state_dir_bytes", "gauge", "Bytes of cached states on disk (--state-dir).",
+           static_cast<double>(s.disk_bytes));
     metric("qrwkv_state_cache_hits_total", "counter",
            "Requests that started from a cached state.", static_cast<double>(s.cache_hits));
     metric("qrwkv_state_cache_misses_total", "counter",
@@ -510,6 +640,11 @@ struct HttpServer::Impl {
     so.cache_bytes = opt.cache_bytes;
     so.max_queue = opt.max_queue;
     so.prefill_chunk = opt.prefill_chunk;
+    if (!opt.state_dir.empty()) {
+      so.disk.dir = opt.state_dir;
+      so.disk.budget_bytes = opt.state_dir_bytes;
+      so.disk.model_key = model_key(opt.model_dir, loaded->model.config);
+    }
     scheduler = std::make_unique<Scheduler>(loaded->model, loaded->tokenizer, std::move(eos), so);
     std::fprintf(stderr, "model %s loaded in %.2f s (%s); %d slots\n", model_id.c_str(),
                  std::chrono::duration<double>(Clock::now() - t0).count(),

@@ -28,6 +28,8 @@ struct ServerOptions {
   int http_threads = 0;  // 0: enough for every slot plus waiting and idle connections
   std::string api_key;   // empty: no authentication
   size_t cache_bytes = size_t{1024} << 20;
+  std::string state_dir;  // empty: cached states are not kept on disk
+  size_t state_dir_bytes = size_t{10} << 30;
   size_t max_body_bytes = size_t{16} << 20;
   size_t max_queue = 256;
   int64_t default_max_tokens = 2048;

@@ -1,6 +1,8 @@
 #include "server/scheduler.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <limits>
 
 #include "io/error.h"
 #include "runtime/stop.h"
@@ -71,6 +73,8 @@ struct Scheduler::Choice {
   StopStrings stops;
   std::vector<float> logits;     // after the last token in `state`
   std::vector<int32_t> generated;
+  // response_format: the reply so far, as a JSON prefix.
+  std::optional<JsonPrefixValidator> json;
   size_t fed = 0;                // generated tokens fed into `state`
   bool pending = false;          // generated.back() is to be fed at the next step
   bool done = false;
@@ -95,7 +99,7 @@ Scheduler::Scheduler(const Model& model, const Tokenizer& tokenizer, std::set<in
       tokenizer_(&tokenizer),
       eos_ids_(std::move(eos_ids)),
       options_(options),
-      cache_(model.config, options.cache_bytes) {
+      cache_(model.config, options.cache_bytes, options.disk) {
   options_.n_parallel = std::max(1, options_.n_parallel);
   options_.prefill_chunk = std::max<int64_t>(1, options_.prefill_chunk);
   thread_ = std::thread([this] { loop(); });
@@ -162,12 +166,20 @@ void Scheduler::loop() {
       stats_.active_sequences = slots_used_;
       stats_.cache_entries = static_cast<int64_t>(cache_.entries());
       stats_.cache_bytes = static_cast<int64_t>(cache_.bytes());
+      stats_.disk_entries = static_cast<int64_t>(cache_.disk_entries());
+      stats_.disk_bytes = static_cast<int64_t>(cache_.disk_bytes());
     }
     // A queue that cannot be admitted yet (no free slot) waits for the next step, which the
     // active sequences guarantee; an idle scheduler sleeps in the wait above.
   }
   for (auto& a : active_) a->job->fail("the server is stopping");
   active_.clear();
+  // What the memory tier holds goes to the disk tier, for the next start.
+  try {
+    cache_.persist();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "state-dir: cannot save the cached states: %s\n", e.what());
+  }
 }
 
 // Takes jobs from the head of the queue while their choices fit in the free slots (mu_ held).
@@ -318,6 +330,7 @@ void Scheduler::fork_choices(Active& a) {
     // The last choice takes the prompt's state itself instead of a copy.
     c->state = i + 1 == job.n ? std::move(a.state) : a.state;
     c->logits = i + 1 == job.n ? std::move(a.logits) : a.logits;
+    if (job.json) c->json.emplace(*job.json);
     for (int32_t t : job.prompt) c->sampler.accept(t);
     a.choices.push_back(std::move(c));
   }
@@ -331,8 +344,8 @@ void Scheduler::sample(Active& a, Choice& c) {
     finish_choice(a, c, "length");
     return;
   }
-  const int32_t next = c.sampler.sample(c.logits);
-  if (!job.ignore_eos && eos_ids_.count(next) != 0) {
+  const int32_t next = c.json ? sample_json(c) : c.sampler.sample(c.logits);
+  if (next < 0 || (!job.ignore_eos && eos_ids_.count(next) != 0)) {
     finish_choice(a, c, "stop");
     return;
   }
@@ -342,7 +355,7 @@ void Scheduler::sample(Active& a, Choice& c) {
   // A model's vocabulary is often padded beyond the tokenizer's; such an id has no text.
   std::string text = tokenizer_->is_known(next) ? c.stops.push(c.decoder.push(next)) : "";
   if (!text.empty()) a.job->push({c.index, std::move(text), ""});
-  if (c.stops.stopped()) {
+  if (c.stops.stopped() || (c.json && c.json->complete())) {
     finish_choice(a, c, "stop");
     return;
   }
@@ -351,6 +364,62 @@ void Scheduler::sample(Active& a, Choice& c) {
     return;
   }
   c.pending = true;
+}
+
+// Constrained sampling for response_format: a drawn token whose bytes would make the reply
+// an impossible JSON prefix is masked out and the draw repeated. Rejections are rare with a
+// model that follows the instruction, so a few redraws come first; after them every token of
+// the vocabulary is checked once and the invalid ones masked together. Special tokens
+// and end-of-generation tokens (which need not be special) never pass: the reply ends when the
+// document is complete.
+// Returns -1 when no token can continue the document.
+int32_t Scheduler::sample_json(Choice& c) {
+  const int64_t V =
+      std::min<int64_t>(static_cast<int64_t>(c.logits.size()), tokenizer_->vocab_size());
+  auto valid = [&](int32_t id) {
+    if (id < 0 || id >= V || !tokenizer_->is_known(id) || tokenizer_->is_special(id) ||
+        eos_ids_.count(id) != 0)
+      return false;
+    const std::string& bytes = tokenizer_->token_bytes(id);
+    if (bytes.empty()) return false;
+    JsonPrefixValidator v = *c.json;
+    return v.push(bytes);
+  };
+  constexpr float kMasked = -std::numeric_limits<float>::infinity();
+  std::vector<float> logits = c.logits;
+  // Ids beyond the tokenizer's vocabulary have no text.
+  for (size_t i = static_cast<size_t>(V); i < logits.size(); ++i) logits[i] = kMasked;
+  int32_t next = -1;
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    next = c.sampler.sample(logits);
+    if (valid(next)) break;
+    if (next >= 0 && static_cast<size_t>(next) < logits.size())
+      logits[static_cast<size_t>(next)] = kMasked;
+    next = -1;
+  }
+  if (next < 0) {
+    bool any = false;
+    for (int32_t id = 0; id < V; ++id) {
+      if (logits[static_cast<size_t>(id)] == kMasked) continue;
+      if (valid(id))
+        any = true;
+      else
+        logits[static_cast<size_t>(id)] = kMasked;
+    }
+    if (!any) return -1;
+    next = c.sampler.sample(logits);
+    // Rounding in the draw can land on a masked candidate when few tokens are left; the most
+    // likely valid token is then taken.
+    if (!valid(next)) {
+      next = -1;
+      for (int32_t id = 0; id < V; ++id)
+        if (logits[static_cast<size_t>(id)] != kMasked &&
+            (next < 0 || logits[static_cast<size_t>(id)] > logits[static_cast<size_t>(next)]))
+          next = id;
+    }
+  }
+  c.json->push(tokenizer_->token_bytes(next));
+  return next;
 }
 
 void Scheduler::finish_choice(Active& a, Choice& c, const std::string& reason) {

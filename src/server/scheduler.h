@@ -31,6 +31,7 @@
 
 #include "model/model.h"
 #include "runtime/sampler.h"
+#include "server/json_prefix.h"
 #include "server/state_cache.h"
 #include "text/tokenizer.h"
 
@@ -60,6 +61,9 @@ class Job {
   std::vector<std::string> stop;
   int64_t max_tokens = -1;  // -1: until a stop
   bool ignore_eos = false;
+  // Constrains every choice to a JSON document with this top level (response_format); the
+  // choice ends when the document is complete.
+  std::optional<JsonPrefixValidator::TopLevel> json;
 
   // Waits up to `timeout` for output and moves what arrived into `out`. Returns true once the
   // job is over (finished, failed or cancelled) and everything has been taken.
@@ -92,6 +96,7 @@ struct SchedulerOptions {
   size_t cache_bytes = 1024u << 20;  // state cache budget; 0 disables the cache
   size_t max_queue = 256;      // jobs waiting beyond this are refused (503)
   int64_t prefill_chunk = 256;  // prompt tokens evaluated per step, all sequences together
+  DiskTierOptions disk;  // the state cache's disk tier (--state-dir)
 };
 
 // Counters for /metrics; read under the scheduler's stats lock.
@@ -112,6 +117,8 @@ struct SchedulerStats {
   int64_t last_batch_size = 0;
   int64_t cache_entries = 0;
   int64_t cache_bytes = 0;
+  int64_t disk_entries = 0;
+  int64_t disk_bytes = 0;
 };
 
 class Scheduler {
@@ -139,6 +146,7 @@ class Scheduler {
   void step();
   void fork_choices(Active& a);
   void sample(Active& a, Choice& c);
+  int32_t sample_json(Choice& c);
   void finish_choice(Active& a, Choice& c, const std::string& reason);
   void retire_finished();
 

@@ -18,6 +18,7 @@
 #include "io/mapped_file.h"
 #include "model/model.h"
 #include "tests/cli.h"
+#include "tests/convert/convert_util.h"
 
 namespace fs = std::filesystem;
 using namespace qrwkv;
@@ -65,24 +66,8 @@ double engine_agreement(const std::string& dir, int64_t T) {
   return max_relative_error(m, tokens, forward(net, tokens));
 }
 
-// A teacher directory: a golden transformer with the 1000-id test tokenizer beside it.
-std::string teacher_dir(const std::string& model) {
-  const std::string dir = test::temp_dir();
-  for (const char* f : {"config.json", "model.safetensors"})
-    fs::copy_file(test::data_path("models/" + model + "/" + f), fs::path(dir) / f);
-  for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
-    fs::copy_file(test::data_path(std::string("tiny_chat/") + f), fs::path(dir) / f);
-  return dir;
-}
-
-std::vector<json> read_log(const std::string& path) {
-  std::vector<json> out;
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line))
-    if (!line.empty()) out.push_back(json::parse(line, nullptr, /*allow_exceptions=*/false));
-  return out;
-}
+using test::read_log;
+using test::teacher_dir;
 
 std::vector<double> step_losses(const std::vector<json>& log, int stage) {
   std::vector<double> out;

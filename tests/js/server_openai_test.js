@@ -1,6 +1,6 @@
 // Drives `qrwkv serve` with the official OpenAI client (the `openai` npm package): plain and
-// streamed chat and text completions, several choices, stop strings, and the error classes
-// the client raises. Usage: node server_openai_test.js BASE_URL API_KEY
+// streamed chat and text completions, several choices, stop strings, JSON output, a tool
+// conversation, and the error classes the client raises. Usage: node server_openai_test.js BASE_URL API_KEY
 // Prints one line per check and "all passed" at the end; exits 1 on the first failure.
 'use strict';
 const assert = require('node:assert/strict');
@@ -110,6 +110,30 @@ async function main() {
     for (let i = 0; i < 6; ++i) alone.push((await streamChat(params(i))).texts[0]);
     const together = await Promise.all([0, 1, 2, 3, 4, 5].map((i) => streamChat(params(i))));
     for (let i = 0; i < 6; ++i) assert.equal(together[i].texts[0], alone[i]);
+  });
+  await check('response_format json_object gives JSON', async () => {
+    let whole = 0;
+    for (let seed = 1; seed <= 4; ++seed) {
+      const r = await client.chat.completions.create({ model, messages, max_tokens: 300, seed, temperature: 1.0,
+                                                       response_format: { type: 'json_object' } });
+      if (r.choices[0].finish_reason === 'stop') {
+        assert.equal(typeof JSON.parse(r.choices[0].message.content), 'object');
+        ++whole;
+      }
+    }
+    assert.ok(whole > 0);
+    await assert.rejects(client.chat.completions.create({ model, messages, response_format: { type: 'xml' } }),
+                         (e) => e instanceof OpenAI.BadRequestError);
+  });
+  await check('a tool conversation is accepted', async () => {
+    const tools = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object',
+      properties: { city: { type: 'string' } } } } }];
+    const r = await client.chat.completions.create({ model, max_tokens: 8, seed: 1, tools, messages: [
+      { role: 'user', content: 'Weather in Paris?' },
+      { role: 'assistant', content: null, tool_calls: [{ id: 'call_1', type: 'function',
+        function: { name: 'get_weather', arguments: '{"city":"Paris"}' } }] },
+      { role: 'tool', tool_call_id: 'call_1', content: 'sunny' }] });
+    assert.equal(r.choices[0].message.role, 'assistant');
   });
   console.log('all passed');
 }

@@ -100,7 +100,10 @@ TEST(ServerApi, RefusesMalformedRequestsWithTheRightCode) {
   EXPECT_EQ(chat_error("{" + m + R"(,"logit_bias":{"abc":1}})"), E(400, "invalid_value"));
   EXPECT_EQ(chat_error("{" + m + R"(,"logit_bias":{"1000":1}})"), E(400, "invalid_value"));
   EXPECT_EQ(chat_error("{" + m + R"(,"logprobs":true})"), E(400, "unsupported_parameter"));
-  EXPECT_EQ(chat_error("{" + m + R"(,"response_format":{"type":"json_schema"}})"),
+  EXPECT_EQ(chat_error("{" + m + R"(,"response_format":{"type":"yaml"}})"),
+            E(400, "invalid_value"));
+  EXPECT_EQ(chat_error("{" + m +
+                       R"(,"response_format":{"type":"json_schema","json_schema":{"schema":{"type":"string"}}}})"),
             E(400, "unsupported_parameter"));
   EXPECT_EQ(chat_error("{" + m + R"(,"tools":{}})"), E(400, "invalid_type"));
   EXPECT_EQ(chat_error("{" + m + R"(,"top_p":0})"), E(400, "invalid_value"));

@@ -1,6 +1,7 @@
 // `qrwkv tokenize` / `qrwkv detokenize` as a user runs them.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <string>
 
@@ -49,6 +50,23 @@ TEST(TokenizerCli, TokenizeJsonlPrintsOneArrayPerLine) {
   EXPECT_EQ(s.out, "[9707,1879]\n");
 }
 
+TEST(TokenizerCli, TokenizeFileAndCount) {
+  const std::string file = temp_dir() + "/in.txt";
+  std::ofstream(file) << "Hello world";
+  const CliResult r = run_cli({"tokenize", "-m", qwen_dir(), "-f", file});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "[9707,1879]\n");
+  const CliResult c = run_cli({"tokenize", "-m", qwen_dir(), "-f", file, "--count"});
+  EXPECT_EQ(c.out, "2\n");
+  const CliResult t = run_cli({"tokenize", "-m", qwen_dir(), "--text", "line1\nline2", "--count"});
+  EXPECT_EQ(t.out, "5\n");
+  const CliResult both = run_cli({"tokenize", "-m", qwen_dir(), "-f", file, "--text", "x"});
+  EXPECT_EQ(both.exit_code, 2);
+  const CliResult missing = run_cli({"tokenize", "-m", qwen_dir(), "-f", file + ".none"});
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_NE(missing.err.find(file + ".none"), std::string::npos) << missing.err;
+}
+
 TEST(TokenizerCli, BadJsonlLinesAreNamed) {
   const std::string dir = temp_dir();
   const std::string file = dir + "/bad.jsonl";
@@ -87,7 +105,10 @@ TEST(TokenizerCli, BadFlagsPrintUsage) {
   const CliResult both = run_cli({"tokenize", "-m", qwen_dir()});
   EXPECT_EQ(both.exit_code, 2);
   EXPECT_NE(both.err.find("--text"), std::string::npos) << both.err;
+  // Without -m the default model is used; when it does not exist, that is a usage error.
+  ::setenv("QRWKV_MODEL", "/nonexistent/qrwkv-model", 1);
   const CliResult no_model = run_cli({"detokenize", "--ids", "1"});
+  ::unsetenv("QRWKV_MODEL");
   EXPECT_EQ(no_model.exit_code, 2);
   EXPECT_NE(no_model.err.find("usage: qrwkv detokenize"), std::string::npos) << no_model.err;
   const CliResult help = run_cli({"detokenize", "--help"});

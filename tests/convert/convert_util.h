@@ -1,0 +1,35 @@
+// Helpers shared by the conversion tests.
+#pragma once
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "io/json.h"
+#include "tests/cli.h"
+
+namespace qrwkv::test {
+
+// A teacher directory: a golden transformer with the 1000-id test tokenizer beside it.
+inline std::string teacher_dir(const std::string& model = "qwen2_tiny") {
+  namespace fs = std::filesystem;
+  const std::string dir = temp_dir();
+  for (const char* f : {"config.json", "model.safetensors"})
+    fs::copy_file(data_path("models/" + model + "/" + f), fs::path(dir) / f);
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
+    fs::copy_file(data_path(std::string("tiny_chat/") + f), fs::path(dir) / f);
+  return dir;
+}
+
+// The records of a train_log.jsonl; a line that does not parse becomes a discarded value.
+inline std::vector<json> read_log(const std::string& path) {
+  std::vector<json> out;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line))
+    if (!line.empty()) out.push_back(json::parse(line, nullptr, /*allow_exceptions=*/false));
+  return out;
+}
+
+}  // namespace qrwkv::test
