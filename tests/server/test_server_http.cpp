@@ -353,5 +353,46 @@ TEST(ServerHttp, OfficialOpenAiClient) {
   EXPECT_EQ(s.stop(), 0) << s.log();
 }
 
+// The load measurement of bench/server_load.js, bounded for the test suite: 16 streaming clients
+// against 8 slots for a few seconds, after a one-client baseline. The script exits non-zero on
+// any error, malformed stream or seeded probe whose bytes differ from its output alone.
+TEST(ServerHttp, SixteenStreamingClientsAreErrorFreeAndDeterministic) {
+  if (std::system("node --version >/dev/null 2>&1") != 0) GTEST_SKIP() << "node missing";
+  ServerProcess s({"--api-key", kKey, "-np", "8"});
+  const std::string out = test::temp_dir() + "/load.out";
+  const std::string cmd = "node '" + test::data_path("../../bench/server_load.js") +
+                          "' load http://127.0.0.1:" + std::to_string(s.port()) +
+                          " --clients 16 --seconds 6 --max-tokens 16 --key " + kKey + " >'" + out +
+                          "' 2>&1";
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << test::read_file(out);
+  EXPECT_THAT(test::read_file(out), HasSubstr("determinism mismatches 0"));
+  EXPECT_EQ(s.stop(), 0) << s.log();
+}
+
+// curl, the other client every user has: a stream ends with [DONE], and a missing key is a 401
+// with an OpenAI error object.
+TEST(ServerHttp, Curl) {
+  if (std::system("curl --version >/dev/null 2>&1") != 0) GTEST_SKIP() << "curl missing";
+  ServerProcess s({"--api-key", kKey});
+  const std::string url = "http://127.0.0.1:" + std::to_string(s.port()) + "/v1/chat/completions";
+  const std::string dir = test::temp_dir();
+  const std::string body =
+      R"({"messages":[{"role":"user","content":"Hi"}],"max_tokens":8,"seed":3,"stream":true})";
+  std::string cmd = "curl -sN -H 'Authorization: Bearer " + std::string(kKey) +
+                    "' -H 'Content-Type: application/json' -d '" + body + "' " + url + " >'" +
+                    dir + "/stream.out'";
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  const std::string stream = test::read_file(dir + "/stream.out");
+  EXPECT_THAT(stream, HasSubstr("\"role\":\"assistant\""));
+  EXPECT_EQ(stream.substr(stream.size() - 14), "data: [DONE]\n\n") << stream;
+  cmd = "curl -s -o '" + dir + "/denied.out' -w '%{http_code}' -H 'Content-Type: application/json' -d '" +
+        body + "' " + url + " >'" + dir + "/status.out'";
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  EXPECT_EQ(test::read_file(dir + "/status.out"), "401");
+  const json err = json::parse(test::read_file(dir + "/denied.out"));
+  EXPECT_TRUE(err["error"]["message"].is_string()) << err.dump();
+  EXPECT_EQ(s.stop(), 0) << s.log();
+}
+
 }  // namespace
 }  // namespace qrwkv
