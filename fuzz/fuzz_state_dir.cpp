@@ -9,21 +9,9 @@
 #include <fstream>
 #include <string>
 
+#include "io/bytes.h"
 #include "model/state.h"
 #include "server/state_cache.h"
-
-namespace {
-
-uint64_t fnv1a(const std::string& s) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  return h;
-}
-
-}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   namespace fs = std::filesystem;
@@ -45,7 +33,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string bytes(reinterpret_cast<const char*>(data), size);
   std::ofstream(dir + "/a.qrwkvstate", std::ios::binary) << bytes;
   std::string summed = bytes;
-  const uint64_t h = fnv1a(bytes);
+  const uint64_t h = qrwkv::fnv1a(bytes.data(), bytes.size());
   summed.append(reinterpret_cast<const char*>(&h), sizeof h);
   std::ofstream(dir + "/b.qrwkvstate", std::ios::binary) << summed;
 

@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "io/bytes.h"
 #include "io/error.h"
 #include "io/mapped_file.h"
 
@@ -11,22 +12,6 @@ namespace {
 
 constexpr char kMagic[8] = {'Q', 'R', 'W', 'K', 'V', 'S', 'T', 'A'};
 constexpr uint32_t kVersion = 1;
-
-uint64_t fnv1a(const void* data, size_t n, uint64_t h = 1469598103934665603ull) {
-  const auto* p = static_cast<const uint8_t*>(data);
-  for (size_t i = 0; i < n; ++i) {
-    h ^= p[i];
-    h *= 1099511628211ull;
-  }
-  return h;
-}
-
-template <typename T>
-void put(std::string& out, T v) {
-  char b[sizeof(T)];
-  std::memcpy(b, &v, sizeof(T));  // the formats are little-endian, like every supported host
-  out.append(b, sizeof(T));
-}
 
 class Reader {
  public:
@@ -128,20 +113,20 @@ void check_state_matches(const State& s, const Config& c, const std::string& whe
 
 std::string serialize_state(const State& s) {
   std::string out(kMagic, sizeof kMagic);
-  put<uint32_t>(out, kVersion);
-  put<uint32_t>(out, static_cast<uint32_t>(s.arch));
-  put<uint64_t>(out, s.fingerprint);
-  put<uint64_t>(out, static_cast<uint64_t>(s.n_tokens));
-  put<uint32_t>(out, static_cast<uint32_t>(s.layers.size()));
-  put<uint32_t>(out, static_cast<uint32_t>(s.shape_desc.size()));
+  put_le<uint32_t>(out, kVersion);
+  put_le<uint32_t>(out, static_cast<uint32_t>(s.arch));
+  put_le<uint64_t>(out, s.fingerprint);
+  put_le<uint64_t>(out, static_cast<uint64_t>(s.n_tokens));
+  put_le<uint32_t>(out, static_cast<uint32_t>(s.layers.size()));
+  put_le<uint32_t>(out, static_cast<uint32_t>(s.shape_desc.size()));
   out += s.shape_desc;
   for (const auto& l : s.layers) {
-    for (const auto* v : {&l.x_prev, &l.wkv, &l.k_cache, &l.v_cache}) put<uint64_t>(out, v->size());
+    for (const auto* v : {&l.x_prev, &l.wkv, &l.k_cache, &l.v_cache}) put_le<uint64_t>(out, v->size());
     for (const auto* v : {&l.x_prev, &l.wkv, &l.k_cache, &l.v_cache})
       if (!v->empty())
         out.append(reinterpret_cast<const char*>(v->data()), v->size() * sizeof(float));
   }
-  put<uint64_t>(out, fnv1a(out.data(), out.size()));
+  put_le<uint64_t>(out, fnv1a(out.data(), out.size()));
   return out;
 }
 

@@ -14,6 +14,7 @@
 #include <thread>
 #include <utility>
 
+#include "io/bytes.h"
 #include "io/error.h"
 #include "io/mapped_file.h"
 #include "runtime/chat.h"
@@ -32,27 +33,6 @@ constexpr char kMagic[8] = {'Q', 'R', 'W', 'K', 'V', 'P', 'F', 'X'};
 constexpr uint32_t kVersion = 1;
 constexpr size_t kHeaderBytes = 8 + 4 + 8 + 8 + 8;
 constexpr const char* kExtension = ".qrwkvstate";
-
-uint64_t fnv1a(const void* data, size_t n, uint64_t h = 1469598103934665603ull) {
-  const auto* p = static_cast<const unsigned char*>(data);
-  for (size_t i = 0; i < n; ++i) {
-    h ^= p[i];
-    h *= 1099511628211ull;
-  }
-  return h;
-}
-
-template <class T>
-void put(std::string& out, T v) {
-  out.append(reinterpret_cast<const char*>(&v), sizeof v);
-}
-
-template <class T>
-T get(const char* p) {
-  T v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
 
 size_t common_prefix(std::span<const int32_t> a, std::span<const int32_t> b) {
   size_t n = 0;
@@ -89,15 +69,15 @@ void log_line(const std::string& s) { std::fprintf(stderr, "state-dir: %s\n", s.
 std::string encode_file(uint64_t model_key, const std::vector<int32_t>& tokens,
                         const std::vector<float>& logits, const State& state) {
   std::string out(kMagic, sizeof kMagic);
-  put<uint32_t>(out, kVersion);
-  put<uint64_t>(out, model_key);
-  put<uint64_t>(out, tokens.size());
-  put<uint64_t>(out, logits.size());
+  put_le<uint32_t>(out, kVersion);
+  put_le<uint64_t>(out, model_key);
+  put_le<uint64_t>(out, tokens.size());
+  put_le<uint64_t>(out, logits.size());
   out.append(reinterpret_cast<const char*>(tokens.data()), tokens.size() * sizeof(int32_t));
   if (!logits.empty())
     out.append(reinterpret_cast<const char*>(logits.data()), logits.size() * sizeof(float));
   out += serialize_state(state);
-  put<uint64_t>(out, fnv1a(out.data(), out.size()));
+  put_le<uint64_t>(out, fnv1a(out.data(), out.size()));
   return out;
 }
 
@@ -385,11 +365,11 @@ std::optional<StateCache::Entry> StateCache::load_from_disk(const DiskEntry& d) 
     if (bytes.size() < kHeaderBytes + 8 || std::memcmp(bytes.data(), kMagic, 8) != 0)
       fail(path, "not a state-dir file");
     const size_t end = bytes.size() - 8;
-    if (get<uint64_t>(bytes.data() + end) != fnv1a(bytes.data(), end))
+    if (get_le<uint64_t>(bytes.data() + end) != fnv1a(bytes.data(), end))
       fail(path, "checksum mismatch (damaged file)");
-    const uint64_t n_tokens = get<uint64_t>(bytes.data() + 20);
-    const uint64_t n_logits = get<uint64_t>(bytes.data() + 28);
-    if (get<uint64_t>(bytes.data() + 12) != disk_opt_.model_key || n_tokens != d.tokens.size() ||
+    const uint64_t n_tokens = get_le<uint64_t>(bytes.data() + 20);
+    const uint64_t n_logits = get_le<uint64_t>(bytes.data() + 28);
+    if (get_le<uint64_t>(bytes.data() + 12) != disk_opt_.model_key || n_tokens != d.tokens.size() ||
         n_logits > (end - kHeaderBytes) / sizeof(float) ||
         n_tokens * sizeof(int32_t) > end - kHeaderBytes - n_logits * sizeof(float))
       fail(path, "the file changed since it was indexed");
@@ -448,16 +428,16 @@ void StateCache::index_dir() {
     std::ifstream f(p, std::ios::binary);
     char head[kHeaderBytes];
     if (!f.read(head, sizeof head) || std::memcmp(head, kMagic, 8) != 0 ||
-        get<uint32_t>(head + 8) != kVersion) {
+        get_le<uint32_t>(head + 8) != kVersion) {
       log_line("skipping " + p.string() + ": not a state file of this version");
       continue;
     }
-    if (get<uint64_t>(head + 12) != disk_opt_.model_key) {
+    if (get_le<uint64_t>(head + 12) != disk_opt_.model_key) {
       ++other_model;
       continue;
     }
-    const uint64_t n_tokens = get<uint64_t>(head + 20);
-    const uint64_t n_logits = get<uint64_t>(head + 28);
+    const uint64_t n_tokens = get_le<uint64_t>(head + 20);
+    const uint64_t n_logits = get_le<uint64_t>(head + 28);
     if (size < kHeaderBytes + 8 || n_tokens == 0 ||
         n_tokens > (size - kHeaderBytes - 8) / sizeof(int32_t) ||
         n_logits > (size - kHeaderBytes - 8 - n_tokens * sizeof(int32_t)) / sizeof(float)) {
