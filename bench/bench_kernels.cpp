@@ -1,4 +1,4 @@
-// Micro-benchmarks of the optimized kernels on the shapes of a Qwen2.5-0.5B-sized layer:
+// Micro-benchmarks of the CPU backend's kernels on the shapes of a Qwen2.5-0.5B-sized layer:
 // decode (T = 1, bound by reading the weights) and prefill blocks (bound by FMA throughput).
 // Counters: bytes of weights read per second (decode) and FLOP/s.
 #include <benchmark/benchmark.h>
@@ -7,9 +7,9 @@
 #include <random>
 #include <vector>
 
-#include "ops/fast.h"
+#include "backend/cpu/cpu_backend.h"
+#include "backend/wkv.h"
 #include "ops/quant.h"
-#include "ops/wkv.h"
 
 namespace {
 
@@ -32,26 +32,26 @@ struct Weights {
 // Args: T, out, in, instruction-set level, dtype (0 BF16, 1 Q8_0, 2 Q4_0).
 void BM_Linear(benchmark::State& state) {
   const int64_t T = state.range(0), out = state.range(1), in = state.range(2);
-  const auto isa = static_cast<fast::Isa>(state.range(3));
+  const auto isa = static_cast<cpu::Isa>(state.range(3));
   const DType dt = state.range(4) == 0   ? DType::BF16
                    : state.range(4) == 1 ? DType::Q8_0
                                          : DType::Q4_0;
-  if (isa > fast::max_isa()) {
+  if (isa > cpu::max_isa()) {
     state.SkipWithError("instruction set not supported here");
     return;
   }
-  static ThreadPool pool(physical_cores());
+  CpuBackend be(CpuOptions{physical_cores(), isa});
   Weights w(out, in, dt);
   std::vector<float> x(static_cast<size_t>(T * in), 0.5f), y(static_cast<size_t>(T * out));
   for (auto _ : state) {
-    fast::linear(pool, x.data(), T, w.t, nullptr, y.data(), isa);
+    be.linear(x.data(), T, w.t, Tensor{}, y.data());
     benchmark::DoNotOptimize(y.data());
   }
   state.counters["FLOP/s"] =
       benchmark::Counter(2.0 * T * out * in, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["weight_B/s"] = benchmark::Counter(static_cast<double>(tensor_bytes(w.t)),
                                                     benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(std::string(fast::isa_name(isa)) + " " + dtype_name(dt));
+  state.SetLabel(std::string(cpu::isa_name(isa)) + " " + dtype_name(dt));
 }
 
 void LinearArgs(benchmark::internal::Benchmark* b) {
@@ -67,17 +67,18 @@ BENCHMARK(BM_Linear)->Apply(LinearArgs)->UseRealTime();
 void BM_Wkv(benchmark::State& state) {
   const int64_t T = state.range(0), N = 64;
   const int64_t form = state.range(1);
-  std::vector<float> q(T * N, 0.01f), k(T * N, 0.02f), v(T * N, 0.3f), lw(T * N, -0.1f), o(T * N);
-  std::vector<float> S(N * N, 0.0f), w(T * N, 0.905f);
+  std::vector<float> r(T * N, 0.08f), k(T * N, 0.2f), v(T * N, 0.3f), o(T * N);
+  std::vector<float> lw(T * N, -0.1f), w(T * N, 0.905f), omw(T * N, 0.095f), S(N * N, 0.0f);
+  const cpu::Kernels& kernels = cpu::kernels_for(cpu::default_isa());
   for (auto _ : state) {
-    WkvHead h{q.data(), N,        k.data(), N,        v.data(), N, lw.data(),
-              N,        o.data(), N,        S.data(), N,        T, form == 2 ? w.data() : nullptr};
+    const WkvHead h{r.data(), N, k.data(), N, v.data(), N, w.data(), omw.data(), lw.data(),
+                    N,        o.data(), N, S.data(), N, T, 0.125f};
     if (form == 0)
       wkv_recurrent(h);
     else if (form == 1)
       wkv_chunked(h);
     else
-      wkv_recurrent_fused(h);
+      kernels.wkv_head(h);
     benchmark::DoNotOptimize(o.data());
   }
   state.SetItemsProcessed(state.iterations() * T);

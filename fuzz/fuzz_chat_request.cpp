@@ -7,7 +7,7 @@
 #include <string_view>
 
 #include "server/api.h"
-#include "server/json_prefix.h"
+#include "runtime/json_prefix.h"
 #include "server/tool_calls.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

@@ -6,7 +6,7 @@
 #include "io/error.h"
 #include "io/json.h"
 #include "model/config.h"
-#include "model/transformer.h"
+#include "model/rope.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {

@@ -12,6 +12,8 @@
 #include <stdexcept>
 #include <thread>
 
+#include "backend/cpu/cpu_backend.h"
+
 namespace qrwkv::test {
 
 namespace {
@@ -146,6 +148,12 @@ std::string temp_dir() {
   if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
   dirs.dirs.push_back(tmpl);
   return tmpl;
+}
+
+LoadOptions float32_load(int threads) {
+  LoadOptions o;
+  o.backend = std::make_shared<CpuBackend>(CpuOptions{threads, cpu::float32_isa()});
+  return o;
 }
 
 }  // namespace qrwkv::test

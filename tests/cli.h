@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "model/model.h"
+
 namespace qrwkv::test {
 
 struct CliResult {
@@ -44,5 +46,10 @@ std::string data_path(const std::string& relative);
 
 // A fresh empty directory under the system temp dir, removed at process exit.
 std::string temp_dir();
+
+// Loads on a CPU backend at the best level that computes in float32 (cpu::float32_isa()), for
+// tests of model logic whose tolerances are below what bf16 activations would round away (on a
+// CPU whose default level is AVX512BF16); that level has its own tests.
+LoadOptions float32_load(int threads = 0);
 
 }  // namespace qrwkv::test

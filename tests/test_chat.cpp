@@ -8,6 +8,7 @@
 #include "io/mapped_file.h"
 #include "runtime/chat.h"
 #include "runtime/generator.h"
+#include "runtime/loader.h"
 #include "tests/cli.h"
 
 namespace qrwkv {

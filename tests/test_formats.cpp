@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "io/safetensors.h"
+#include "backend/cpu/cpu_backend.h"
 #include "model/model.h"
 #include "tests/cli.h"
 
@@ -32,23 +33,26 @@ double max_rel(const std::vector<float>& a, const std::vector<float>& b) {
 
 struct FormatCase {
   WeightFormat format;
-  fast::Isa isa;
+  cpu::Isa isa;
 };
 
 std::string case_name(const ::testing::TestParamInfo<FormatCase>& p) {
-  return std::string(weight_format_name(p.param.format)) + "_" + fast::isa_name(p.param.isa);
+  return std::string(weight_format_name(p.param.format)) + "_" + cpu::isa_name(p.param.isa);
 }
 
 class FormatsBase : public ::testing::TestWithParam<FormatCase> {
  protected:
   void SetUp() override {
-    if (GetParam().isa > fast::max_isa()) GTEST_SKIP() << "level not supported here";
+    if (GetParam().isa > cpu::max_isa()) GTEST_SKIP() << "level not supported here";
   }
-  Model load(const std::string& name, int threads = 2) {
-    Model m = Model::load(test::data_path("models/" + name), GetParam().format, threads);
-    m.exec = Exec::make_fast(threads);
-    m.exec.isa = GetParam().isa;
-    return m;
+  // The model in this case's format on a CPU backend at this case's level, or (reference) on
+  // the reference backend.
+  Model load(const std::string& name, int threads = 2, bool reference = false) {
+    LoadOptions o;
+    o.format = GetParam().format;
+    o.backend = reference ? make_reference_backend()
+                          : std::make_shared<CpuBackend>(CpuOptions{threads, GetParam().isa});
+    return Model::load(test::data_path("models/" + name), o);
   }
   void prefill_equals_token_by_token() {
     // One thread: 512 single-token steps are mostly synchronization on a busy machine.
@@ -64,7 +68,7 @@ class FormatsBase : public ::testing::TestWithParam<FormatCase> {
   }
   // The bf16 dot-product level rounds activations to bfloat16, so two evaluations of the same
   // function may round a few activations differently; the float32 levels agree to rounding.
-  double tolerance() const { return GetParam().isa == fast::Isa::AVX512BF16 ? 2e-3 : 1e-5; }
+  double tolerance() const { return GetParam().isa == cpu::Isa::AVX512BF16 ? 2e-3 : 1e-5; }
 };
 
 // Float32 levels: the fast kernels compute the reference function on the converted weights.
@@ -77,8 +81,7 @@ class FormatsBf16Dot : public FormatsBase {};
 TEST_P(Formats, FastPathMatchesReferenceOnConvertedWeights) {
   for (const char* name : {"qrwkv6_tiny", "qwen2_tiny"}) {
     Model fast_m = load(name);
-    Model ref_m = load(name);
-    ref_m.exec = Exec::make_reference();
+    Model ref_m = load(name, 1, true);
     const auto ids = golden_long_ids(40);
     State a = fast_m.new_state(), b = ref_m.new_state();
     const auto lf = forward(fast_m, a, ids, true);
@@ -92,24 +95,24 @@ TEST_P(Formats, PrefillEqualsTokenByToken) { prefill_equals_token_by_token(); }
 TEST_P(FormatsBf16Dot, PrefillEqualsTokenByToken) { prefill_equals_token_by_token(); }
 
 INSTANTIATE_TEST_SUITE_P(AllFormats, Formats,
-                         ::testing::Values(FormatCase{WeightFormat::BF16, fast::Isa::AVX512},
-                                           FormatCase{WeightFormat::F16, fast::Isa::AVX512},
-                                           FormatCase{WeightFormat::Q8_0, fast::Isa::AVX512},
-                                           FormatCase{WeightFormat::Q4_0, fast::Isa::AVX512},
-                                           FormatCase{WeightFormat::Q4_0_PURE, fast::Isa::AVX512},
-                                           FormatCase{WeightFormat::Q8_0, fast::Isa::AVX2},
-                                           FormatCase{WeightFormat::Q4_0, fast::Isa::Portable}),
+                         ::testing::Values(FormatCase{WeightFormat::BF16, cpu::Isa::AVX512},
+                                           FormatCase{WeightFormat::F16, cpu::Isa::AVX512},
+                                           FormatCase{WeightFormat::Q8_0, cpu::Isa::AVX512},
+                                           FormatCase{WeightFormat::Q4_0, cpu::Isa::AVX512},
+                                           FormatCase{WeightFormat::Q4_0_PURE, cpu::Isa::AVX512},
+                                           FormatCase{WeightFormat::Q8_0, cpu::Isa::AVX2},
+                                           FormatCase{WeightFormat::Q4_0, cpu::Isa::Portable}),
                          case_name);
 INSTANTIATE_TEST_SUITE_P(AllFormats, FormatsBf16Dot,
-                         ::testing::Values(FormatCase{WeightFormat::BF16, fast::Isa::AVX512BF16},
-                                           FormatCase{WeightFormat::Q8_0, fast::Isa::AVX512BF16},
-                                           FormatCase{WeightFormat::Q4_0, fast::Isa::AVX512BF16}),
+                         ::testing::Values(FormatCase{WeightFormat::BF16, cpu::Isa::AVX512BF16},
+                                           FormatCase{WeightFormat::Q8_0, cpu::Isa::AVX512BF16},
+                                           FormatCase{WeightFormat::Q4_0, cpu::Isa::AVX512BF16}),
                          case_name);
 
 // Mean KL(P_stored ‖ P_format) of the next-token distributions over a golden sequence.
 double mean_kl(const std::string& name, WeightFormat f) {
   const Model base = Model::load(test::data_path("models/" + name));
-  const Model q = Model::load(test::data_path("models/" + name), f);
+  const Model q = Model::load(test::data_path("models/" + name), {f});
   const auto ids = golden_long_ids(256);
   State a = base.new_state(), b = q.new_state();
   const auto lp = forward(base, a, ids, true), lq = forward(q, b, ids, true);
@@ -148,8 +151,8 @@ TEST(FormatQuality, FourBitTimeMixIsWhatHurtsQrwkv6) {
 // down_proj of the test model (rows of 176) stays in float32.
 TEST(FormatQuality, ConvertedSizesFollowTheFormat) {
   const Model f32 = Model::load(test::data_path("models/qrwkv6_tiny"));
-  const Model q8 = Model::load(test::data_path("models/qrwkv6_tiny"), WeightFormat::Q8_0);
-  const Model q4 = Model::load(test::data_path("models/qrwkv6_tiny"), WeightFormat::Q4_0_PURE);
+  const Model q8 = Model::load(test::data_path("models/qrwkv6_tiny"), {WeightFormat::Q8_0});
+  const Model q4 = Model::load(test::data_path("models/qrwkv6_tiny"), {WeightFormat::Q4_0_PURE});
   int64_t f32_bytes = 0, q8_bytes = 0, q4_bytes = 0, kept = 0;
   for (const Tensor* t : f32.weights.projections()) {
     f32_bytes += t->numel() * 4;

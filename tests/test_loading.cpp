@@ -12,7 +12,7 @@
 #include "io/mapped_file.h"
 #include "io/safetensors.h"
 #include "model/model.h"
-#include "model/transformer.h"
+#include "model/rope.h"
 #include "ops/tensor.h"
 #include "tests/cli.h"
 #include "tests/model_util.h"
@@ -214,8 +214,8 @@ TEST(Config, QrwkvLeftoversAndDefaults) {
 
 TEST(Weights, LoraRanksFromShapesOrConfig) {
   const Model m = Model::load(test::data_path("models/qrwkv6_tiny"));
-  EXPECT_EQ(m.weights.lora_rank_tokenshift, 32);
-  EXPECT_EQ(m.weights.lora_rank_decay, 64);
+  EXPECT_EQ(m.config.lora_rank_tokenshift, 32);
+  EXPECT_EQ(m.config.lora_rank_decay, 64);
   const std::string ok = altered_model(
       "qrwkv6_tiny",
       [](json& j) {
@@ -223,7 +223,7 @@ TEST(Weights, LoraRanksFromShapesOrConfig) {
         j["lora_rank_decay"] = 64;
       },
       nullptr);
-  EXPECT_EQ(Model::load(ok).weights.lora_rank_decay, 64);
+  EXPECT_EQ(Model::load(ok).config.lora_rank_decay, 64);
   const std::string bad = altered_model(
       "qrwkv6_tiny", [](json& j) { j["lora_rank_decay"] = 16; }, nullptr);
   expect_error(

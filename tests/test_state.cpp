@@ -36,7 +36,8 @@ double max_abs_diff(const std::vector<float>& a, const float* b, size_t n) {
 class StateTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    model_ = std::make_unique<Model>(Model::load(test::data_path("models/" + GetParam())));
+    model_ = std::make_unique<Model>(
+        Model::load(test::data_path("models/" + GetParam()), test::float32_load()));
   }
   std::unique_ptr<Model> model_;
 };

@@ -158,6 +158,16 @@ WeightFormat weight_format(const Args& a) {
   }
 }
 
+LoadOptions load_options(const Args& a) {
+  LoadOptions o;
+  o.format = weight_format(a);
+  const int64_t threads = a.get_int("--threads", 0);
+  if (threads < 0) throw UsageError("-t must be positive");
+  o.threads = static_cast<int>(threads);
+  if (a.has("--reference")) o.backend = make_reference_backend();
+  return o;
+}
+
 std::string model_dir(const Args& a) {
   if (a.has("--model")) return a.get("--model");
   std::string dir;

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "io/error.h"
-#include "model/weights.h"
+#include "model/model.h"
 
 namespace qrwkv::app {
 
@@ -59,6 +59,10 @@ class Args {
 Flag dtype_flag();
 // The --dtype value (WeightFormat::Stored when absent); UsageError for an unknown name.
 WeightFormat weight_format(const Args& a);
+
+// How a command loads its model: --dtype, -t/--threads (0: one per physical core) and, where the
+// command has it, --reference (the float32 reference backend). UsageError for bad values.
+LoadOptions load_options(const Args& a);
 
 // The model directory of a command: -m/--model when given, else $QRWKV_MODEL, else the demo
 // model that ships in the source tree (models/qrwkv6-demo), so that `qrwkv run -p ...` works

@@ -17,6 +17,7 @@
 #include "io/json.h"
 #include "io/mapped_file.h"
 #include "io/safetensors.h"
+#include "backend/cpu/cpu_backend.h"
 #include "model/model.h"
 
 namespace qrwkv::app {
@@ -237,14 +238,14 @@ double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// Memory read bandwidth with the pool's threads: summing a 512 MiB buffer, best of 3.
-double measure_bandwidth(ThreadPool& pool) {
+// Memory read bandwidth with the backend's threads: summing a 512 MiB buffer, best of 3.
+double measure_bandwidth(CpuBackend& cpu) {
   const size_t n = size_t{512} << 20 >> 2;
   std::vector<float> buf(n, 1.0f);
   double best = 0;
   for (int rep = 0; rep < 3; ++rep) {
     const double t0 = now();
-    const double total = fast::sum(pool, buf.data(), static_cast<int64_t>(n));
+    const double total = cpu.sum(buf.data(), static_cast<int64_t>(n));
     const double dt = now() - t0;
     if (total != static_cast<double>(n)) throw Error("bandwidth probe summed wrongly");
     best = std::max(best, static_cast<double>(n * 4) / dt / 1e9);
@@ -288,19 +289,17 @@ int run_bench(int argc, char** argv) {
       }
     }
   }
-  Model m = Model::load(model_dir(a), weight_format(a), threads);
-  m.exec = a.has("--reference") ? Exec::make_reference() : Exec::make_fast(threads);
-  ThreadPool bw_pool(threads);
-  const double bandwidth = measure_bandwidth(bw_pool);
+  LoadOptions lo = load_options(a);
+  auto cpu_be = std::make_shared<CpuBackend>(CpuOptions{threads, std::nullopt});
+  if (!lo.backend) lo.backend = cpu_be;
+  const Model m = Model::load(model_dir(a), lo);
+  const double bandwidth = measure_bandwidth(*cpu_be);
 
   // Bytes of weights read per generated token, as held in memory (the embedding contributes
   // one row), and the multiply-adds of the matrices per token.
   const int64_t weight_bytes = m.weights.bytes_per_token();
-  int64_t macs = 0;
-  for (const Tensor* t : m.weights.projections()) macs += t->numel();
-  for (const auto& l : m.weights.layers)
-    for (const Tensor* t : {&l.time_maa_w1, &l.time_maa_w2, &l.time_decay_w1, &l.time_decay_w2})
-      if (!t->empty()) macs += t->numel();
+  const int64_t macs = m.weights.macs_per_token();
+  std::vector<float> logits(static_cast<size_t>(m.config.vocab_size));
 
   std::vector<int32_t> tokens(static_cast<size_t>(std::max<int64_t>({n_prompt, 1})));
   uint32_t x = 12345;
@@ -345,8 +344,11 @@ int run_bench(int argc, char** argv) {
         State s = base;
         int32_t tok = next_token();
         const double t0 = now();
+        // The decode step as the generation loop runs it: one token in, logits into a buffer
+        // kept across steps.
+        SequenceInput in{&s, std::span<const int32_t>(&tok, 1), logits.data(), false};
         for (int64_t i = 0; i < n_gen; ++i) {
-          forward(m, s, std::span<const int32_t>(&tok, 1), false);
+          forward_batch(m, std::span<SequenceInput>(&in, 1));
           tok = next_token();
         }
         tps.push_back(static_cast<double>(n_gen) / (now() - t0));
@@ -361,7 +363,8 @@ int run_bench(int argc, char** argv) {
   const std::string model_name = std::filesystem::path(m.dir).filename().string();
   const double size_gib = static_cast<double>(weight_bytes) / (1 << 30);
   const double rss_gib = static_cast<double>(peak_rss_bytes()) / (1 << 30);
-  const std::string kernels = a.has("--reference") ? "reference" : fast::isa_name(m.exec.isa);
+  const std::string kernels =
+      a.has("--reference") ? "reference" : cpu::isa_name(cpu_be->level());
   if (fmt == "json") {
     nlohmann::ordered_json j = {{"model", model_name},
                                 {"arch", arch_name(m.config.arch)},

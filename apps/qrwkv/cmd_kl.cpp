@@ -69,10 +69,13 @@ int run_kl(int argc, char** argv) {
   const std::string fmt = a.get("--output", "md");
   if (fmt != "md" && fmt != "json") throw UsageError("-o must be md or json");
 
-  Model base = Model::load(base_dir, fp, threads);
-  Model quant = Model::load(dir, fq, threads);
-  base.exec = Exec::make_fast(threads);
-  quant.exec = base.exec;
+  // Both models on one backend: its threads serve either.
+  LoadOptions lo;
+  lo.backend = make_cpu_backend(threads);
+  lo.format = fp;
+  Model base = Model::load(base_dir, lo);
+  lo.format = fq;
+  Model quant = Model::load(dir, lo);
   const int64_t V = base.config.vocab_size;
   if (quant.config.vocab_size != V)
     fail(dir, "its vocabulary has " + std::to_string(quant.config.vocab_size) +

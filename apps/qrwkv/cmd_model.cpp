@@ -30,7 +30,7 @@ int run_info(int argc, char** argv) {
       "info", "-m DIR",
       {{{"-m", "--model"}, "DIR", "model directory (config.json + safetensors)"}, dtype_flag()});
   args.parse(argc, argv);
-  const Model m = Model::load(model_dir(args), weight_format(args));
+  const Model m = Model::load(model_dir(args), load_options(args));
   const Config& c = m.config;
   std::printf("model:            %s\n", m.dir.c_str());
   std::printf("architecture:     %s\n", arch_name(c.arch));
@@ -44,10 +44,10 @@ int run_info(int argc, char** argv) {
   std::printf("mlp width:        %lld\n", static_cast<long long>(c.intermediate_size));
   std::printf("vocabulary:       %lld\n", static_cast<long long>(c.vocab_size));
   std::printf("tied embeddings:  %s\n", c.tie_word_embeddings ? "yes" : "no");
-  if (c.arch == Arch::QRWKV6) {
+  if (m.arch().recurrent()) {
     std::printf("lora ranks:       token shift %lld, decay %lld\n",
-                static_cast<long long>(m.weights.lora_rank_tokenshift),
-                static_cast<long long>(m.weights.lora_rank_decay));
+                static_cast<long long>(c.lora_rank_tokenshift),
+                static_cast<long long>(c.lora_rank_decay));
     const size_t sb = m.state_bytes();
     std::printf("state per seq:    %zu bytes (%s), fixed, independent of context length\n", sb,
                 human_bytes(static_cast<double>(sb)).c_str());
@@ -64,12 +64,7 @@ int run_info(int argc, char** argv) {
 }
 
 Model load_with_state(const Args& args, State& state) {
-  Model m = Model::load(model_dir(args), weight_format(args),
-                        static_cast<int>(std::max<int64_t>(0, args.get_int("--threads", 0))));
-  const int64_t threads = args.get_int("--threads", 0);
-  if (threads < 0) throw UsageError("-t must be positive");
-  m.exec =
-      args.has("--reference") ? Exec::make_reference() : Exec::make_fast(static_cast<int>(threads));
+  Model m = Model::load(model_dir(args), load_options(args));
   if (args.has("--state-in")) {
     const std::string path = args.get("--state-in");
     state = load_state(path);

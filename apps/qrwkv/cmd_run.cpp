@@ -15,6 +15,7 @@
 #include "io/mapped_file.h"
 #include "runtime/chat.h"
 #include "runtime/generator.h"
+#include "runtime/loader.h"
 #include "text/chat_template.h"
 #include "text/tokenizer.h"
 
@@ -98,51 +99,33 @@ SamplerParams sampler_params(const Args& a) {
   return p;
 }
 
-struct Loaded {
-  Model model;
-  Tokenizer tokenizer;
-  std::set<int32_t> eos;
-};
-
-Loaded load_all(const Args& a) {
+// The model, tokenizer and (for `chat_template`) chat template, with a progress line while a
+// large checkpoint is read in.
+LoadedModel load_all(const Args& a, bool chat_template) {
   const std::string dir = model_dir(a);
-  const auto t0 = std::chrono::steady_clock::now();
-  const int64_t threads = a.get_int("--threads", 0);
-  if (threads < 0) throw UsageError("-t must be positive");
-  Model m = Model::load(dir, weight_format(a), static_cast<int>(threads));
-  m.exec = Exec::make_fast(static_cast<int>(threads));
-  // Large checkpoints are read in once with a progress line, instead of stalling the first
-  // tokens on page faults.
-  if (m.store.file_bytes() > (size_t{256} << 20)) {
-    const bool show = ::isatty(2) != 0 || a.has("--verbose");
-    m.store.prefetch([&](double f) {
-      if (show) std::fprintf(stderr, "\rloading %s: %3.0f%%", dir.c_str(), 100 * f);
-    });
-    if (show) std::fprintf(stderr, "\n");
-  }
-  Tokenizer tok = Tokenizer::from_dir(dir);
-  if (tok.vocab_size() > m.config.vocab_size)
-    throw Error(dir + ": the tokenizer has " + std::to_string(tok.vocab_size()) +
-                " ids but the model only " + std::to_string(m.config.vocab_size));
-  std::set<int32_t> eos = end_of_generation_ids(dir, m.config, tok);
+  LoadModelOptions o;
+  o.model = load_options(a);
+  o.chat_template = chat_template;
+  o.chat_template_file = a.get("--chat-template-file");
+  const bool show = ::isatty(2) != 0 || a.has("--verbose");
+  bool shown = false;
+  o.progress = [&](double f) {
+    if (!show) return;
+    std::fprintf(stderr, "\rloading %s: %3.0f%%", dir.c_str(), 100 * f);
+    shown = true;
+  };
+  LoadedModel L = load_model(dir, o);
+  if (shown) std::fprintf(stderr, "\n");
   if (a.has("--verbose")) {
     std::fprintf(stderr,
-                 "loaded %s (%s, %lld parameters) in %.2f s; end-of-generation ids:", dir.c_str(),
-                 arch_name(m.config.arch), static_cast<long long>(m.n_params()),
-                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-    for (int32_t id : eos) std::fprintf(stderr, " %d", id);
+                 "loaded %s (%s, %lld parameters, %s) in %.2f s; end-of-generation ids:",
+                 dir.c_str(), arch_name(L.model.config.arch),
+                 static_cast<long long>(L.model.n_params()), L.model.backend().name().c_str(),
+                 L.seconds);
+    for (int32_t id : L.eos_ids) std::fprintf(stderr, " %d", id);
     std::fprintf(stderr, "\n");
   }
-  return {std::move(m), std::move(tok), std::move(eos)};
-}
-
-ChatTemplate load_template(const Args& a) {
-  ChatTemplate t = ChatTemplate::load(model_dir(a));
-  if (a.has("--chat-template-file")) {
-    const std::string f = a.get("--chat-template-file");
-    t.set_template(read_text_file(f), f);
-  }
-  return t;
+  return L;
 }
 
 GenerateOptions generate_options(const Args& a, const std::set<int32_t>& eos) {
@@ -189,8 +172,8 @@ int run_run(int argc, char** argv) {
   const int64_t n_completions = a.get_int("--n-completions", 1);
   if (n_completions < 1) throw UsageError("--n-completions must be at least 1");
   const SamplerParams sp = sampler_params(a);
-  Loaded L = load_all(a);
-  const GenerateOptions opt = generate_options(a, L.eos);
+  LoadedModel L = load_all(a, a.has("--chat"));
+  const GenerateOptions opt = generate_options(a, L.eos_ids);
 
   State state = L.model.new_state();
   if (a.has("--state-in")) {
@@ -199,7 +182,7 @@ int run_run(int argc, char** argv) {
   }
   std::vector<int32_t> ids;
   if (a.has("--chat")) {
-    ChatTemplate t = load_template(a);
+    const ChatTemplate& t = *L.chat_template;
     nlohmann::ordered_json req = {{"messages", nlohmann::ordered_json::array()},
                                   {"add_generation_prompt", true}};
     if (a.has("--system-prompt"))
@@ -253,10 +236,10 @@ int run_chat(int argc, char** argv) {
   Args a("chat", "-m DIR [options]   (then type; /save F, /load F, /reset, /exit)", flags);
   a.parse(argc, argv);
   const SamplerParams sp = sampler_params(a);
-  Loaded L = load_all(a);
-  GenerateOptions opt = generate_options(a, L.eos);
+  LoadedModel L = load_all(a, true);
+  GenerateOptions opt = generate_options(a, L.eos_ids);
   if (!a.has("--n-predict")) opt.n_predict = -1;  // a chat reply ends at the end-of-turn token
-  const ChatTemplate tmpl = load_template(a);
+  const ChatTemplate& tmpl = *L.chat_template;
   nlohmann::ordered_json extra = nlohmann::ordered_json::object();
   if (a.has("--enable-thinking")) {
     const std::string v = a.get("--enable-thinking");

@@ -22,6 +22,7 @@ int run_serve(int argc, char** argv) {
              {{"--port"}, "N", "port to listen on; 0 = any free port (default 8080)"},
              {{"-np", "--parallel"}, "N", "sequences generated together at most (default 4)"},
              {{"--api-key"}, "KEY", "require 'Authorization: Bearer KEY' on every request"},
+             dtype_flag(),
              {{"-t", "--threads"}, "N", "threads (default: one per physical core)"},
              {{"-n", "--n-predict"}, "N",
               "max_tokens of a request that gives none; -1 = until a stop (default 2048)"},
@@ -54,6 +55,7 @@ int run_serve(int argc, char** argv) {
   const int64_t threads = a.get_int("--threads", 0);
   if (threads < 0) throw UsageError("-t must be positive");
   o.threads = static_cast<int>(threads);
+  o.format = weight_format(a);
   o.default_max_tokens = a.get_int("--n-predict", o.default_max_tokens);
   if (o.default_max_tokens < -1) throw UsageError("-n must be -1 or more");
   const int64_t cache_mb = a.get_int("--state-cache-mb", 1024);

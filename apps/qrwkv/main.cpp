@@ -1,7 +1,5 @@
 // qrwkv: one binary, many subcommands (see command.h). Errors from outside input are reported
 // as one line on stderr with a non-zero exit status; usage errors print the usage (exit 2).
-#include <malloc.h>
-
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -38,12 +36,6 @@ void print_overview(std::FILE* out) {
 
 int main(int argc, char** argv) {
   using namespace qrwkv::app;
-  // A forward pass allocates activation buffers of up to tens of MB per call (logits alone are
-  // V floats per token). With glibc's defaults each of them becomes a fresh mmap and every page
-  // is faulted in and zeroed again on every decode step; keeping them on the heap, and not
-  // returning freed heap to the system, lets steps reuse the same pages.
-  mallopt(M_MMAP_THRESHOLD, 1 << 30);
-  mallopt(M_TRIM_THRESHOLD, 1 << 30);
   if (argc < 2) {
     print_overview(stderr);
     return 2;

@@ -11,7 +11,7 @@
 
 #include "io/error.h"
 #include "io/mapped_file.h"
-#include "model/transformer.h"
+#include "model/rope.h"
 #include "model/weights.h"
 #include "ops/tensor.h"
 
@@ -57,9 +57,9 @@ Net load_net(const std::string& dir, at::Device device) {
   net.config = load_config((fs::path(dir) / "config.json").string());
   const WeightStore store = WeightStore::open(dir);
   // bind_weights checks every name and shape the architecture needs.
-  const ModelWeights mw = bind_weights(net.config, store);
-  net.lora_tokenshift = mw.lora_rank_tokenshift;
-  net.lora_decay = mw.lora_rank_decay;
+  bind_weights(net.config, store);
+  net.lora_tokenshift = net.config.lora_rank_tokenshift;
+  net.lora_decay = net.config.lora_rank_decay;
   net.source_dtype = store.get_any_shape("model.embed_tokens.weight").dtype;
   for (const std::string& name : store.names()) {
     const Tensor t = store.get_any_shape(name);

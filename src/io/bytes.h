@@ -1,11 +1,17 @@
-// Little helpers of the project's own binary formats (state files, the server's state-cache
-// files): a checksum and fixed-size little-endian values appended to or read from a byte string.
+// The byte-level helpers of the project's own binary formats (state files, session files, the
+// server's state-cache files): a checksum, little-endian values and arrays appended to a byte
+// string, and a bounds-checked reader for them.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <utility>
 #include <string>
+#include <string_view>
+#include <vector>
+
+#include "io/error.h"
 
 namespace qrwkv {
 
@@ -29,6 +35,12 @@ void put_le(std::string& out, T v) {
   out.append(b, sizeof(T));
 }
 
+// Appends the bytes of n trivially copyable values.
+template <typename T>
+void put_array(std::string& out, const T* v, size_t n) {
+  if (n > 0) out.append(reinterpret_cast<const char*>(v), n * sizeof(T));
+}
+
 // Reads a value written by put_le() at p (unaligned).
 template <typename T>
 T get_le(const char* p) {
@@ -36,5 +48,49 @@ T get_le(const char* p) {
   std::memcpy(&v, p, sizeof(T));
   return v;
 }
+
+// Reads values and arrays written by put_le()/put_array() from the front of a byte string.
+// Reading past the end throws Error "<where>: truncated <kind> (ends inside <what>)".
+class ByteReader {
+ public:
+  ByteReader(std::string_view bytes, std::string where, std::string kind)
+      : bytes_(bytes), where_(std::move(where)), kind_(std::move(kind)) {}
+
+  template <typename T>
+  T get(const char* what) {
+    need(sizeof(T), what);
+    const T v = get_le<T>(bytes_.data() + pos_);
+    pos_ += sizeof(T);
+    return v;
+  }
+  // n values into dst (resized); n is checked against what is left before anything is
+  // allocated, so a corrupt count cannot ask for more memory than the input holds.
+  template <typename T>
+  void array(std::vector<T>& dst, uint64_t n, const char* what) {
+    if (n > left() / sizeof(T)) truncated(what);
+    dst.resize(static_cast<size_t>(n));
+    if (n > 0) std::memcpy(dst.data(), bytes_.data() + pos_, static_cast<size_t>(n) * sizeof(T));
+    pos_ += static_cast<size_t>(n) * sizeof(T);
+  }
+  std::string_view bytes(uint64_t n, const char* what) {
+    need(n, what);
+    const std::string_view v = bytes_.substr(pos_, static_cast<size_t>(n));
+    pos_ += static_cast<size_t>(n);
+    return v;
+  }
+  size_t pos() const { return pos_; }
+  size_t left() const { return bytes_.size() - pos_; }
+  [[noreturn]] void truncated(const char* what) const {
+    fail(where_, "truncated " + kind_ + " (ends inside " + what + ")");
+  }
+
+ private:
+  void need(uint64_t n, const char* what) const {
+    if (n > left()) truncated(what);
+  }
+  std::string_view bytes_;
+  std::string where_, kind_;
+  size_t pos_ = 0;
+};
 
 }  // namespace qrwkv

@@ -71,7 +71,7 @@ std::string read_text_file(const std::string& path) {
   return ss.str();
 }
 
-void write_file_atomic(const std::string& path, const void* data, size_t size) {
+void write_file_atomic(const std::string& path, const void* data, size_t size, bool sync) {
   std::string tmp = path + ".tmp." + std::to_string(::getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) fail(path, std::string("cannot create temporary file: ") + std::strerror(errno));
@@ -89,8 +89,10 @@ void write_file_atomic(const std::string& path, const void* data, size_t size) {
     p += n;
     left -= static_cast<size_t>(n);
   }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    int e = errno;
+  const int synced = sync ? ::fsync(fd) : 0;
+  const int sync_errno = errno;
+  if (::close(fd) != 0 || synced != 0) {
+    const int e = synced != 0 ? sync_errno : errno;
     ::unlink(tmp.c_str());
     fail(path, std::string("write failed: ") + std::strerror(e));
   }

@@ -35,7 +35,9 @@ std::string read_text_file(const std::string& path);
 
 // Writes `size` bytes to `path` atomically: the data goes to a temporary file in the same
 // directory which is flushed and then renamed over `path`, so a reader never sees a
-// half-written file and an existing file is never lost to a failed write.
-void write_file_atomic(const std::string& path, const void* data, size_t size);
+// half-written file and an existing file is never lost to a failed write. With `sync` false the
+// data is not flushed to the disk before the rename: for caches, whose files a crash may leave
+// damaged (they carry checksums), and whose writers must not stall on fsync.
+void write_file_atomic(const std::string& path, const void* data, size_t size, bool sync = true);
 
 }  // namespace qrwkv

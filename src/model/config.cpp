@@ -1,22 +1,13 @@
 #include "model/config.h"
 
 #include "io/error.h"
+#include "model/architecture.h"
+#include "model/config_keys.h"
 
 namespace qrwkv {
 
-const char* arch_name(Arch a) {
-  switch (a) {
-    case Arch::QRWKV6:
-      return "rwkv6qwen2";
-    case Arch::Qwen2:
-      return "qwen2";
-    case Arch::Llama:
-      return "llama";
-  }
-  return "?";
-}
+const char* arch_name(Arch a) { return architecture(a).model_type(); }
 
-namespace {
 
 // Reads a required positive integer key.
 int64_t get_dim(const json& j, const char* key, const std::string& where) {
@@ -50,50 +41,7 @@ bool get_bool_or(const json& j, const char* key, bool fallback, const std::strin
   return it->get<bool>();
 }
 
-// Rope settings live either in `rope_parameters` (transformers >= 5) or in top-level
-// `rope_theta` + `rope_scaling` (older checkpoints such as the published Qwen2.5).
-RopeConfig parse_rope(const json& j, const std::string& where) {
-  RopeConfig r;
-  json params = json::object();
-  if (auto it = j.find("rope_parameters"); it != j.end() && !it->is_null()) {
-    if (!it->is_object()) fail(where, "config key 'rope_parameters' must be an object");
-    params = *it;
-  } else {
-    if (auto s = j.find("rope_scaling"); s != j.end() && !s->is_null()) {
-      if (!s->is_object()) fail(where, "config key 'rope_scaling' must be an object or null");
-      params = *s;
-    }
-    if (auto t = j.find("rope_theta"); t != j.end()) params["rope_theta"] = *t;
-  }
-  r.theta = get_number_or(params, "rope_theta", 10000.0, where);
-  if (r.theta <= 0) fail(where, "rope_theta must be positive");
-  std::string type = "default";
-  for (const char* key : {"rope_type", "type"}) {
-    if (auto it = params.find(key); it != params.end() && it->is_string()) {
-      type = it->get<std::string>();
-      break;
-    }
-  }
-  if (type == "default") {
-    r.type = RopeConfig::Type::Default;
-  } else if (type == "linear") {
-    r.type = RopeConfig::Type::Linear;
-    r.factor = get_number_or(params, "factor", 1.0, where);
-  } else if (type == "llama3") {
-    r.type = RopeConfig::Type::Llama3;
-    r.factor = get_number_or(params, "factor", 8.0, where);
-    r.low_freq_factor = get_number_or(params, "low_freq_factor", 1.0, where);
-    r.high_freq_factor = get_number_or(params, "high_freq_factor", 4.0, where);
-    r.original_max_position_embeddings =
-        get_dim_or(params, "original_max_position_embeddings", 8192, where);
-    if (r.high_freq_factor <= r.low_freq_factor)
-      fail(where, "llama3 rope scaling needs high_freq_factor > low_freq_factor");
-  } else {
-    fail(where, "unsupported rope type '" + type + "' (supported: default, linear, llama3)");
-  }
-  if (r.factor <= 0) fail(where, "rope scaling factor must be positive");
-  return r;
-}
+namespace {
 
 std::vector<int64_t> parse_token_ids(const json& j, const char* key, const std::string& where) {
   std::vector<int64_t> ids;
@@ -113,6 +61,7 @@ std::vector<int64_t> parse_token_ids(const json& j, const char* key, const std::
   return ids;
 }
 
+
 }  // namespace
 
 Config parse_config(const json& j, const std::string& where) {
@@ -121,15 +70,14 @@ Config parse_config(const json& j, const std::string& where) {
   auto mt = j.find("model_type");
   if (mt == j.end() || !mt->is_string()) fail(where, "missing config key 'model_type'");
   const std::string model_type = mt->get<std::string>();
-  if (model_type == "rwkv6qwen2") {
-    c.arch = Arch::QRWKV6;
-  } else if (model_type == "qwen2") {
-    c.arch = Arch::Qwen2;
-  } else if (model_type == "llama") {
-    c.arch = Arch::Llama;
-  } else {
-    fail(where, "unknown model_type '" + model_type + "' (supported: rwkv6qwen2, qwen2, llama)");
+  const Architecture* arch = find_architecture(model_type);
+  if (arch == nullptr) {
+    std::string names;
+    for (const Architecture* a : architectures())
+      names += std::string(names.empty() ? "" : ", ") + a->model_type();
+    fail(where, "unknown model_type '" + model_type + "' (supported: " + names + ")");
   }
+  c.arch = arch->id();
 
   c.hidden_size = get_dim(j, "hidden_size", where);
   c.num_layers = get_dim(j, "num_hidden_layers", where);
@@ -160,28 +108,7 @@ Config parse_config(const json& j, const std::string& where) {
       fail(where, "unsupported hidden_act " + it->dump() + " (only silu)");
   }
 
-  switch (c.arch) {
-    case Arch::QRWKV6:
-      // The time mix reads whole heads of the hidden state: no separate head_dim is possible.
-      if (c.head_dim * c.num_heads != c.hidden_size)
-        fail(where, "rwkv6qwen2 needs head_dim * num_attention_heads == hidden_size");
-      c.qkv_bias = get_bool_or(j, "attention_bias", true, where);
-      c.o_bias = get_bool_or(j, "attention_output_bias", false, where);
-      c.lora_rank_tokenshift = get_dim_or(j, "lora_rank_tokenshift", 0, where);
-      c.lora_rank_decay = get_dim_or(j, "lora_rank_decay", 0, where);
-      break;
-    case Arch::Qwen2:
-      c.qkv_bias = true;  // Qwen2 always has q/k/v biases and none on o_proj.
-      c.rope = parse_rope(j, where);
-      break;
-    case Arch::Llama:
-      c.qkv_bias = c.o_bias = get_bool_or(j, "attention_bias", false, where);
-      c.mlp_bias = get_bool_or(j, "mlp_bias", false, where);
-      c.rope = parse_rope(j, where);
-      break;
-  }
-  if (c.arch != Arch::QRWKV6 && c.head_dim % 2 != 0)
-    fail(where, "head_dim must be even for rotary embeddings");
+  arch->parse_config(j, c, where);
 
   c.eos_token_ids = parse_token_ids(j, "eos_token_id", where);
   auto bos = parse_token_ids(j, "bos_token_id", where);

@@ -1,5 +1,7 @@
 // Model configuration, filled from a Hugging Face config.json. One struct for every supported
 // architecture: the differences between QRWKV6, Qwen2 and LLaMA are switches, not subclasses.
+// The keys every architecture shares are read here; each architecture's file reads its own
+// (model/architecture.h).
 #pragma once
 
 #include <cstdint>
@@ -10,11 +12,13 @@
 
 namespace qrwkv {
 
+// The architectures, by the numbers that state files store (never renumber).
 enum class Arch : uint32_t {
   QRWKV6 = 0,  // model_type "rwkv6qwen2": Qwen2 with RWKV-6 linear attention
   Qwen2 = 1,   // model_type "qwen2"
   Llama = 2,   // model_type "llama"
 };
+constexpr uint32_t kArchCount = 3;
 
 const char* arch_name(Arch a);  // the model_type string
 
@@ -44,7 +48,8 @@ struct Config {
   bool mlp_bias = false;  // gate/up/down have biases (LLaMA option)
   RopeConfig rope;        // transformers only: QRWKV6 has no positions
   int64_t max_position_embeddings = 0;
-  // QRWKV6 LoRA ranks: Dm (token shift) and Dd (decay); 0 = take them from tensor shapes.
+  // QRWKV6 LoRA ranks: Dm (token shift) and Dd (decay); 0 in config.json = take them from the
+  // tensor shapes, which binding the weights does.
   int64_t lora_rank_tokenshift = 0;
   int64_t lora_rank_decay = 0;
   std::vector<int64_t> eos_token_ids;

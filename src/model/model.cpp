@@ -1,24 +1,44 @@
-// The reference forward pass shared by every architecture (Qwen2 pre-norm skeleton):
+// The layer skeleton shared by every architecture (Qwen2's pre-norm residual layers):
 //
 //   h = Embed[token]
-//   per layer:  a = RMSNorm(h) ; h += Mix(a) ; m = RMSNorm(h) ; h += down(silu(gate(m)) * up(m))
+//   per layer:  a = RMSNorm(h) ; h += Mix(a) ; m = RMSNorm(h) ; h += down(silu(gate(m)) ⊙ up(m))
 //   logits = RMSNorm(h) @ lm_headᵀ
 //
-// Mix is the QRWKV6 time mix (qrwkv6.cpp) or softmax attention (transformer.cpp).
+// Mix is the architecture's sequence mixer (qrwkv6.cpp: the RWKV-6 time mix; transformer.cpp:
+// softmax attention). Every step is a Backend call on buffers of the model's workspace.
 #include "model/model.h"
 
 #include <algorithm>
 #include <filesystem>
+#include <mutex>
 #include <set>
 
 #include "io/error.h"
-#include "model/qrwkv6.h"
-#include "model/transformer.h"
-#include "ops/ref.h"
 
 namespace qrwkv {
 
-Model Model::load(const std::string& dir, WeightFormat format, int threads) {
+// What forward passes reuse: the activation buffers and the host-side index vectors, kept at
+// their largest size; and the lock that serializes passes of one model.
+struct Model::Runner {
+  explicit Runner(Backend& b) : ws(b) {}
+  std::mutex mu;
+  Workspace ws;
+  std::vector<int64_t> offset;  // first row of each sequence in the stacked activations
+  std::vector<int32_t> ids;     // every token of the batch, stacked
+  std::vector<int64_t> rows;    // rows whose logits were asked for
+};
+
+struct ForwardAccess {
+  static Model::Runner& runner(const Model& m) { return *m.runner_; }
+  static uint64_t fingerprint(const Model& m) { return m.fingerprint_; }
+};
+
+Model::Model() = default;
+Model::Model(Model&&) noexcept = default;
+Model& Model::operator=(Model&&) noexcept = default;
+Model::~Model() = default;
+
+Model Model::load(const std::string& dir, const LoadOptions& options) {
   namespace fs = std::filesystem;
   if (!fs::is_directory(dir)) fail(dir, "model directory does not exist");
   Model m;
@@ -26,13 +46,11 @@ Model Model::load(const std::string& dir, WeightFormat format, int threads) {
   m.config = load_config((fs::path(dir) / "config.json").string());
   m.store = WeightStore::open(dir);
   m.weights = bind_weights(m.config, m.store);
-  m.format = format;
-  if (format != WeightFormat::Stored) {
-    ThreadPool pool(threads > 0 ? threads : physical_cores());
-    convert_weights(m.weights, format, &pool);
-  }
-  if (m.config.arch != Arch::QRWKV6)
-    m.rope_inv_freq = qrwkv::rope_inv_freq(m.config.rope, m.config.head_dim);
+  m.format = options.format;
+  m.backend_ = options.backend ? options.backend : make_cpu_backend(options.threads);
+  m.backend_->prepare(m.weights.all(), options.format, m.weights.owned);
+  m.runner_ = std::make_unique<Runner>(*m.backend_);
+  m.fingerprint_ = model_fingerprint(m.config);
   return m;
 }
 
@@ -57,98 +75,100 @@ std::string Model::storage_dtype() const {
 
 size_t Model::state_bytes() const { return new_state().bytes(); }
 
-size_t Model::kv_bytes_per_token() const {
-  if (config.arch == Arch::QRWKV6) return 0;
-  return static_cast<size_t>(2 * config.num_layers * config.kv_dim()) * sizeof(float);
+size_t Model::kv_bytes_per_token() const { return arch().state_bytes_per_token(config); }
+
+size_t Model::workspace_bytes() const {
+  std::lock_guard<std::mutex> lock(runner_->mu);
+  return runner_->ws.capacity();
 }
-
-namespace {
-
-void check_tokens(const Model& m, std::span<const int32_t> tokens) {
-  for (int32_t t : tokens)
-    if (t < 0 || t >= m.config.vocab_size)
-      fail("", "token id " + std::to_string(t) + " is out of range (vocabulary size " +
-                   std::to_string(m.config.vocab_size) + ")");
-}
-
-}  // namespace
 
 void forward_batch(const Model& m, std::span<SequenceInput> batch) {
   const Config& c = m.config;
   const ModelWeights& w = m.weights;
+  Backend& be = m.backend();
+  auto& run = ForwardAccess::runner(m);
   const int64_t C = c.hidden_size, F = c.intermediate_size, V = c.vocab_size;
+  std::lock_guard<std::mutex> lock(run.mu);
 
   // Where each sequence's tokens sit in the stacked [Ttot, C] activations.
-  std::vector<int64_t> offset;
-  int64_t Ttot = 0;
-  std::set<const State*> seen;
-  for (const auto& s : batch) {
+  run.offset.clear();
+  run.ids.clear();
+  for (size_t b = 0; b < batch.size(); ++b) {
+    const SequenceInput& s = batch[b];
     if (s.state == nullptr) fail("", "a sequence in the batch has no state");
-    if (!seen.insert(s.state).second) fail("", "the same state appears twice in one batch");
-    check_state_matches(*s.state, c, "state");
-    check_tokens(m, s.tokens);
+    for (size_t e = 0; e < b; ++e)
+      if (batch[e].state == s.state) fail("", "the same state appears twice in one batch");
+    check_state_matches(*s.state, c, ForwardAccess::fingerprint(m), "state");
+    for (int32_t t : s.tokens)
+      if (t < 0 || t >= V)
+        fail("", "token id " + std::to_string(t) + " is out of range (vocabulary size " +
+                     std::to_string(V) + ")");
     if (s.tokens.empty() && s.logits != nullptr && !s.all_logits)
       fail("", "last-token logits requested for an empty sequence");
-    offset.push_back(Ttot);
-    Ttot += static_cast<int64_t>(s.tokens.size());
+    run.offset.push_back(static_cast<int64_t>(run.ids.size()));
+    run.ids.insert(run.ids.end(), s.tokens.begin(), s.tokens.end());
   }
+  const int64_t Ttot = static_cast<int64_t>(run.ids.size());
   if (Ttot == 0) return;
 
-  std::vector<float> h(static_cast<size_t>(Ttot * C));
-  for (size_t b = 0; b < batch.size(); ++b)
-    for (size_t t = 0; t < batch[b].tokens.size(); ++t)
-      load_f32(w.embed_tokens, int64_t{batch[b].tokens[t]} * C, C, &h[(offset[b] + t) * C]);
+  Workspace& ws = run.ws;
+  ws.reset();
+  float* h = ws.take(Ttot * C);
+  float* a = ws.take(Ttot * C);
+  float* mix = ws.take(Ttot * C);
+  be.embed(w.embed_tokens, run.ids.data(), Ttot, h);
 
-  std::vector<float> a(h.size()), mix(h.size());
-  std::vector<float> gate(static_cast<size_t>(Ttot * F)), up(gate.size());
   for (int64_t l = 0; l < c.num_layers; ++l) {
-    const LayerWeights& lw = w.layers[l];
+    const LayerWeights& lw = w.layers[static_cast<size_t>(l)];
 
-    ref::rmsnorm(h.data(), Ttot, C, lw.input_layernorm.data(), c.rms_norm_eps, a.data());
+    // h += Mix(RMSNorm(h)), each sequence against its own state.
+    be.rmsnorm(h, Ttot, C, lw.input_layernorm, c.rms_norm_eps, a);
     for (size_t b = 0; b < batch.size(); ++b) {
       const int64_t T = static_cast<int64_t>(batch[b].tokens.size());
       if (T == 0) continue;
-      const float* ab = &a[offset[b] * C];
-      float* ob = &mix[offset[b] * C];
-      LayerState& st = batch[b].state->layers[l];
-      if (c.arch == Arch::QRWKV6)
-        qrwkv6_time_mix(m.exec, c, w, lw, ab, T, st, ob);
-      else
-        attention(m.exec, c, lw, m.rope_inv_freq, ab, T, batch[b].state->n_tokens, st, ob);
+      State& st = *batch[b].state;
+      lw.mix->forward(be, ws, a + run.offset[b] * C, T, st.n_tokens,
+                      st.layers[static_cast<size_t>(l)], mix + run.offset[b] * C);
     }
-    for (size_t j = 0; j < h.size(); ++j) h[j] += mix[j];
+    be.add(h, mix, Ttot * C);
 
-    // SwiGLU MLP: h += down(silu(gate(m)) * up(m)).
-    ref::rmsnorm(h.data(), Ttot, C, lw.post_attention_layernorm.data(), c.rms_norm_eps, a.data());
-    m.exec.linear(a.data(), Ttot, lw.gate_proj, &lw.gate_proj_bias, gate.data());
-    m.exec.linear(a.data(), Ttot, lw.up_proj, &lw.up_proj_bias, up.data());
-    for (size_t j = 0; j < gate.size(); ++j) gate[j] = ref::silu(gate[j]) * up[j];
-    m.exec.linear(gate.data(), Ttot, lw.down_proj, &lw.down_proj_bias, mix.data());
-    for (size_t j = 0; j < h.size(); ++j) h[j] += mix[j];
+    // SwiGLU MLP: h += down(silu(gate(m)) ⊙ up(m)), m = RMSNorm(h).
+    ScopedBuffers mlp(ws);
+    float* gate = mlp.take(Ttot * F);
+    float* up = mlp.take(Ttot * F);
+    be.rmsnorm(h, Ttot, C, lw.post_attention_layernorm, c.rms_norm_eps, a);
+    be.linear(a, Ttot, lw.gate_proj, lw.gate_proj_bias, gate);
+    be.linear(a, Ttot, lw.up_proj, lw.up_proj_bias, up);
+    be.swiglu(gate, up, Ttot * F);
+    be.linear(gate, Ttot, lw.down_proj, lw.down_proj_bias, mix);
+    be.add(h, mix, Ttot * C);
   }
 
   // Logits only for the rows that were asked for.
-  std::vector<int64_t> rows;
+  run.rows.clear();
   for (size_t b = 0; b < batch.size(); ++b) {
     const int64_t T = static_cast<int64_t>(batch[b].tokens.size());
     if (batch[b].logits == nullptr || T == 0) continue;
-    for (int64_t t = batch[b].all_logits ? 0 : T - 1; t < T; ++t) rows.push_back(offset[b] + t);
+    for (int64_t t = batch[b].all_logits ? 0 : T - 1; t < T; ++t)
+      run.rows.push_back(run.offset[b] + t);
   }
-  std::vector<float> x(rows.size() * C), xn(rows.size() * C), logits(rows.size() * V);
-  for (size_t r = 0; r < rows.size(); ++r) std::copy_n(&h[rows[r] * C], C, &x[r * C]);
-  const int64_t R = static_cast<int64_t>(rows.size());
-  ref::rmsnorm(x.data(), R, C, w.norm.data(), c.rms_norm_eps, xn.data());
-  m.exec.linear(xn.data(), R, w.lm_head, nullptr, logits.data());
-  size_t r = 0;
-  for (auto& s : batch) {
-    const int64_t T = static_cast<int64_t>(s.tokens.size());
-    if (s.logits != nullptr && T > 0) {
+  const int64_t R = static_cast<int64_t>(run.rows.size());
+  if (R > 0) {
+    float* x = ws.take(R * C);
+    float* logits = ws.take(R * V);
+    be.gather_rows(h, C, run.rows.data(), R, x);
+    be.rmsnorm(x, R, C, w.norm, c.rms_norm_eps, x);
+    be.linear(x, R, w.lm_head, Tensor{}, logits);
+    int64_t r = 0;
+    for (auto& s : batch) {
+      const int64_t T = static_cast<int64_t>(s.tokens.size());
+      if (s.logits == nullptr || T == 0) continue;
       const int64_t n = s.all_logits ? T : 1;
-      std::copy_n(&logits[r * V], n * V, s.logits);
-      r += static_cast<size_t>(n);
+      be.download(s.logits, logits + r * V, n * V);
+      r += n;
     }
-    s.state->n_tokens += T;
   }
+  for (auto& s : batch) s.state->n_tokens += static_cast<int64_t>(s.tokens.size());
 }
 
 std::vector<float> forward(const Model& m, State& state, std::span<const int32_t> tokens,
@@ -169,7 +189,10 @@ std::vector<int32_t> generate_greedy(const Model& m, State& state, std::span<con
     const int32_t next =
         static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
     out.push_back(next);
-    if (i + 1 < n) logits = forward(m, state, std::span<const int32_t>(&next, 1), false);
+    if (i + 1 < n) {
+      SequenceInput in{&state, std::span<const int32_t>(&next, 1), logits.data(), false};
+      forward_batch(m, std::span<SequenceInput>(&in, 1));
+    }
   }
   return out;
 }

@@ -1,33 +1,48 @@
-// A loaded model (config + memory-mapped weights) and its reference forward pass.
+// A loaded model (config, memory-mapped weights prepared by a backend) and its forward pass.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "backend/backend.h"
+#include "model/architecture.h"
 #include "model/config.h"
-#include "model/exec.h"
 #include "model/state.h"
 #include "model/weights.h"
 
 namespace qrwkv {
 
-struct Model {
+struct LoadOptions {
+  // How the projections are held in memory (--dtype); Stored keeps the checkpoint's dtype.
+  WeightFormat format = WeightFormat::Stored;
+  // The backend that prepares the weights and runs the model; null: a CPU backend with
+  // `threads` threads (0: one per physical core).
+  std::shared_ptr<Backend> backend;
+  int threads = 0;
+};
+
+class Model {
+ public:
+  // Loads config.json and the safetensors weights of a model directory and has the backend
+  // prepare them.
+  static Model load(const std::string& dir, const LoadOptions& options = {});
+
+  Model(Model&&) noexcept;
+  Model& operator=(Model&&) noexcept;
+  ~Model();
+
   std::string dir;
   Config config;
   WeightStore store;
   ModelWeights weights;
-  std::vector<double> rope_inv_freq;  // transformers only
-  Exec exec = Exec::make_fast();      // kernels and threads used by forward()
-
-  // How the projections are held in memory (--dtype); Stored keeps the checkpoint's dtype.
   WeightFormat format = WeightFormat::Stored;
 
-  // Loads config.json and the safetensors weights of a model directory, converting the
-  // projection matrices to `format` (with `threads` threads; 0: one per physical core).
-  static Model load(const std::string& dir, WeightFormat format = WeightFormat::Stored,
-                    int threads = 0);
+  const Architecture& arch() const { return architecture(config.arch); }
+  Backend& backend() const { return *backend_; }
+  const std::shared_ptr<Backend>& shared_backend() const { return backend_; }
 
   State new_state() const { return qrwkv::new_state(config); }
   // Parameters counted once (a tied lm_head is not counted twice).
@@ -38,6 +53,16 @@ struct Model {
   // Per-sequence memory: the fixed QRWKV6 state, or the KV cache per token of a transformer.
   size_t state_bytes() const;
   size_t kv_bytes_per_token() const;
+  // Bytes held by the activation buffers of the passes run so far.
+  size_t workspace_bytes() const;
+
+ private:
+  Model();
+  struct Runner;
+  friend struct ForwardAccess;
+  std::shared_ptr<Backend> backend_;
+  std::unique_ptr<Runner> runner_;  // the workspace and the lock of forward passes
+  uint64_t fingerprint_ = 0;        // model_fingerprint(config)
 };
 
 // One sequence of a batch: tokens to feed, the state they continue (advanced in place), and
@@ -45,14 +70,15 @@ struct Model {
 struct SequenceInput {
   State* state = nullptr;
   std::span<const int32_t> tokens;
-  // Output: [T, V] when all_logits, else [V] for the last token only; may be null.
+  // Output (host memory): [T, V] when all_logits, else [V] for the last token only; may be null.
   float* logits = nullptr;
   bool all_logits = true;
 };
 
 // Evaluates a batch of independent sequences, each with its own state. The token-wise parts
 // (projections, MLP, lm_head) run over all tokens of the batch at once; the sequence mixing
-// (time mix or attention) runs per sequence against its own state.
+// (time mix or attention) runs per sequence against its own state. Calls from several threads
+// are serialized per model. A batch of a shape seen before allocates no memory.
 void forward_batch(const Model& m, std::span<SequenceInput> batch);
 
 // One sequence; returns logits [T, V] (all positions) or [V] (last position).

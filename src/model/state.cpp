@@ -5,6 +5,7 @@
 #include "io/bytes.h"
 #include "io/error.h"
 #include "io/mapped_file.h"
+#include "model/architecture.h"
 
 namespace qrwkv {
 
@@ -12,45 +13,6 @@ namespace {
 
 constexpr char kMagic[8] = {'Q', 'R', 'W', 'K', 'V', 'S', 'T', 'A'};
 constexpr uint32_t kVersion = 1;
-
-class Reader {
- public:
-  Reader(const std::string& bytes, size_t end, const std::string& where)
-      : bytes_(bytes), end_(end), where_(where) {}
-  template <typename T>
-  T get(const char* what) {
-    need(sizeof(T), what);
-    T v;
-    std::memcpy(&v, bytes_.data() + pos_, sizeof(T));
-    pos_ += sizeof(T);
-    return v;
-  }
-  void floats(std::vector<float>& dst, uint64_t n, const char* what) {
-    if (n > (end_ - pos_) / sizeof(float)) truncated(what);
-    dst.resize(static_cast<size_t>(n));
-    if (n > 0) std::memcpy(dst.data(), bytes_.data() + pos_, n * sizeof(float));
-    pos_ += n * sizeof(float);
-  }
-  std::string str(uint64_t n, const char* what) {
-    need(n, what);
-    std::string s = bytes_.substr(pos_, n);
-    pos_ += n;
-    return s;
-  }
-  size_t pos() const { return pos_; }
-
- private:
-  void need(uint64_t n, const char* what) {
-    if (n > end_ - pos_) truncated(what);
-  }
-  [[noreturn]] void truncated(const char* what) {
-    fail(where_, std::string("truncated state file (ends inside ") + what + ")");
-  }
-  const std::string& bytes_;
-  size_t end_;
-  const std::string& where_;
-  size_t pos_ = 0;
-};
 
 }  // namespace
 
@@ -79,35 +41,46 @@ State new_state(const Config& c) {
   s.fingerprint = model_fingerprint(c);
   s.shape_desc = model_shape_desc(c);
   s.layers.resize(static_cast<size_t>(c.num_layers));
-  if (c.arch == Arch::QRWKV6) {
-    const size_t C = static_cast<size_t>(c.hidden_size);
-    const size_t N = static_cast<size_t>(c.head_dim);
-    for (auto& l : s.layers) {
-      l.x_prev.assign(C, 0.0f);
-      l.wkv.assign(static_cast<size_t>(c.num_heads) * N * N, 0.0f);
-    }
-  }
+  const Architecture& a = architecture(c.arch);
+  for (auto& l : s.layers) a.init_layer_state(c, l);
   return s;
 }
 
 void check_state_matches(const State& s, const Config& c, const std::string& where) {
-  if (s.fingerprint != model_fingerprint(c) || s.arch != c.arch)
+  check_state_matches(s, c, model_fingerprint(c), where);
+}
+
+void check_state_matches(const State& s, const Config& c, uint64_t fingerprint,
+                         const std::string& where) {
+  if (s.fingerprint != fingerprint || s.arch != c.arch)
     fail(where, "state was made for a different model (" + s.shape_desc + ") than this one (" +
                     model_shape_desc(c) + ")");
   // A matching fingerprint with wrong sizes means a corrupted or hand-made state.
   if (static_cast<int64_t>(s.layers.size()) != c.num_layers || s.n_tokens < 0)
     fail(where, "state has " + std::to_string(s.layers.size()) + " layers, model has " +
                     std::to_string(c.num_layers));
-  const size_t C = static_cast<size_t>(c.hidden_size);
-  const size_t wkv = static_cast<size_t>(c.num_heads * c.head_dim * c.head_dim);
-  const size_t kv = static_cast<size_t>(s.n_tokens * c.kv_dim());
-  for (size_t i = 0; i < s.layers.size(); ++i) {
-    const LayerState& l = s.layers[i];
-    const bool ok =
-        c.arch == Arch::QRWKV6
-            ? l.x_prev.size() == C && l.wkv.size() == wkv && l.k_cache.empty() && l.v_cache.empty()
-            : l.x_prev.empty() && l.wkv.empty() && l.k_cache.size() == kv && l.v_cache.size() == kv;
-    if (!ok) fail(where, "state layer " + std::to_string(i) + " has the wrong size for this model");
+  const Architecture& a = architecture(c.arch);
+  for (size_t i = 0; i < s.layers.size(); ++i)
+    if (!a.layer_state_ok(c, s.layers[i], s.n_tokens))
+      fail(where, "state layer " + std::to_string(i) + " has the wrong size for this model");
+}
+
+void truncate_state(State& s, const Config& c, int64_t n) {
+  if (n < 0 || n > s.n_tokens)
+    fail("", "cannot truncate a state of " + std::to_string(s.n_tokens) + " tokens to " +
+                 std::to_string(n));
+  if (!architecture(c.arch).truncate(c, s, n))
+    fail("", std::string("a ") + arch_name(c.arch) + " state cannot be truncated");
+  s.n_tokens = n;
+}
+
+bool states_can_truncate(const Config& c) { return !architecture(c.arch).recurrent(); }
+
+void reserve_state(State& s, const Config& c, int64_t n) {
+  const size_t floats = architecture(c.arch).state_bytes_per_token(c) / sizeof(float) / 2;
+  for (auto& l : s.layers) {
+    l.k_cache.reserve(static_cast<size_t>(n) * floats);
+    l.v_cache.reserve(static_cast<size_t>(n) * floats);
   }
 }
 
@@ -123,8 +96,7 @@ std::string serialize_state(const State& s) {
   for (const auto& l : s.layers) {
     for (const auto* v : {&l.x_prev, &l.wkv, &l.k_cache, &l.v_cache}) put_le<uint64_t>(out, v->size());
     for (const auto* v : {&l.x_prev, &l.wkv, &l.k_cache, &l.v_cache})
-      if (!v->empty())
-        out.append(reinterpret_cast<const char*>(v->data()), v->size() * sizeof(float));
+      put_array(out, v->data(), v->size());
   }
   put_le<uint64_t>(out, fnv1a(out.data(), out.size()));
   return out;
@@ -137,15 +109,15 @@ State deserialize_state(const std::string& bytes, const std::string& where) {
     fail(where, "truncated state file (ends inside the header)");
   // Everything but the trailing checksum is payload.
   const size_t end = bytes.size() - 8;
-  Reader r(bytes, end, where);
-  r.str(sizeof kMagic, "magic");
+  ByteReader r(std::string_view(bytes).substr(0, end), where, "state file");
+  r.bytes(sizeof kMagic, "magic");
   const uint32_t version = r.get<uint32_t>("header");
   if (version != kVersion)
     fail(where, "state format version " + std::to_string(version) +
                     " is not supported (this build reads " + std::to_string(kVersion) + ")");
   State s;
   const uint32_t arch = r.get<uint32_t>("header");
-  if (arch > static_cast<uint32_t>(Arch::Llama)) fail(where, "unknown architecture in state file");
+  if (arch >= kArchCount) fail(where, "unknown architecture in state file");
   s.arch = static_cast<Arch>(arch);
   s.fingerprint = r.get<uint64_t>("header");
   const uint64_t n_tokens = r.get<uint64_t>("header");
@@ -153,22 +125,20 @@ State deserialize_state(const std::string& bytes, const std::string& where) {
   s.n_tokens = static_cast<int64_t>(n_tokens);
   const uint32_t n_layers = r.get<uint32_t>("header");
   const uint32_t desc_len = r.get<uint32_t>("header");
-  s.shape_desc = r.str(desc_len, "header");
+  s.shape_desc = std::string(r.bytes(desc_len, "header"));
   // Each layer needs at least its four counts: refuse absurd layer counts before allocating.
-  if (n_layers > (end - r.pos()) / 32) fail(where, "truncated state file (ends inside the layers)");
+  if (n_layers > r.left() / 32) r.truncated("the layers");
   s.layers.resize(n_layers);
   for (auto& l : s.layers) {
     uint64_t n[4];
     for (auto& x : n) x = r.get<uint64_t>("a layer header");
-    r.floats(l.x_prev, n[0], "layer data");
-    r.floats(l.wkv, n[1], "layer data");
-    r.floats(l.k_cache, n[2], "layer data");
-    r.floats(l.v_cache, n[3], "layer data");
+    r.array(l.x_prev, n[0], "layer data");
+    r.array(l.wkv, n[1], "layer data");
+    r.array(l.k_cache, n[2], "layer data");
+    r.array(l.v_cache, n[3], "layer data");
   }
-  if (r.pos() != end) fail(where, "corrupt state file (unexpected bytes after the layers)");
-  uint64_t stored;
-  std::memcpy(&stored, bytes.data() + end, 8);
-  if (stored != fnv1a(bytes.data(), end)) fail(where, "corrupt state file (checksum mismatch)");
+  if (r.left() != 0) fail(where, "corrupt state file (unexpected bytes after the layers)");
+  if (get_le<uint64_t>(bytes.data() + end) != fnv1a(bytes.data(), end)) fail(where, "corrupt state file (checksum mismatch)");
   return s;
 }
 

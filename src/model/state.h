@@ -6,6 +6,8 @@
 // how many tokens were processed.
 // Transformers (Qwen2, LLaMA): per layer, the KV cache of every processed token, K and V
 // [n_tokens, Hkv, D] with RoPE already applied to K.
+// Which fields a layer uses, and their sizes, is the architecture's business
+// (model/architecture.h); the operations here work for every architecture.
 #pragma once
 
 #include <cstdint>
@@ -45,6 +47,20 @@ State new_state(const Config& c);
 
 // Refuses (Error naming `where`) a state made for a model with other shapes.
 void check_state_matches(const State& s, const Config& c, const std::string& where);
+// The same with the config's fingerprint known (no allocation unless it fails).
+void check_state_matches(const State& s, const Config& c, uint64_t fingerprint,
+                         const std::string& where);
+
+// Goes back to the first n tokens of a state whose tokens can be dropped (a KV cache); throws
+// Error for a recurrent state (which only goes forward: restore a snapshot instead) and for n
+// beyond the tokens held.
+void truncate_state(State& s, const Config& c, int64_t n);
+// Whether truncate_state() can cut this config's states.
+bool states_can_truncate(const Config& c);
+
+// Reserves room for a state to hold n tokens, so that growing to them allocates nothing (a KV
+// cache; recurrent states are fixed-size already).
+void reserve_state(State& s, const Config& c, int64_t n);
 
 // Serialized form (little-endian):
 //   "QRWKVSTA" | u32 version | u32 arch | u64 fingerprint | u64 n_tokens | u32 n_layers |

@@ -1,17 +1,67 @@
-// Softmax attention of the parent transformers (Qwen2, LLaMA), float32 reference:
+// The parent transformers (config.json model_type "qwen2" and "llama"): the layer skeleton of
+// model.cpp with softmax attention over a KV cache as the sequence mixer (docs/model.md). The
+// two differ only in switches: Qwen2 always has q/k/v biases and no o_proj bias; LLaMA has
+// `attention_bias` (q/k/v/o) and `mlp_bias`. Per layer, for T tokens a [T, C] at positions
+// pos0 .. pos0 + T − 1:
 //
-//   q = a Wqᵀ + bq ;  k = a Wkᵀ + bk ;  v = a Wvᵀ + bv       (biases: Qwen2 only)
+//   q = a Wqᵀ + bq ;  k = a Wkᵀ + bk ;  v = a Wvᵀ + bv
 //   q, k ← RoPE(q, pos), RoPE(k, pos)   rotate-half: (x1, x2) → (x1 cos − x2 sin, x2 cos + x1 sin)
+//   K, V ← K, V with k, v appended      (the state: the cache of every token seen)
 //   per head h (kv-head ⌊h/G⌋):  o = softmax(q Kᵀ / sqrt(D) over positions ≤ pos) V
-//   out = o Woᵀ
-#include "model/transformer.h"
-
-#include <algorithm>
+//   out = o Woᵀ + bo
 #include <cmath>
+#include <memory>
 
-#include "ops/ref.h"
+#include "io/error.h"
+#include "model/architecture.h"
+#include "model/config_keys.h"
+#include "model/rope.h"
+#include "model/weights.h"
 
 namespace qrwkv {
+
+RopeConfig parse_rope(const json& j, const std::string& where) {
+  RopeConfig r;
+  json params = json::object();
+  if (auto it = j.find("rope_parameters"); it != j.end() && !it->is_null()) {
+    if (!it->is_object()) fail(where, "config key 'rope_parameters' must be an object");
+    params = *it;
+  } else {
+    if (auto s = j.find("rope_scaling"); s != j.end() && !s->is_null()) {
+      if (!s->is_object()) fail(where, "config key 'rope_scaling' must be an object or null");
+      params = *s;
+    }
+    if (auto t = j.find("rope_theta"); t != j.end()) params["rope_theta"] = *t;
+  }
+  r.theta = get_number_or(params, "rope_theta", 10000.0, where);
+  if (r.theta <= 0) fail(where, "rope_theta must be positive");
+  std::string type = "default";
+  for (const char* key : {"rope_type", "type"}) {
+    if (auto it = params.find(key); it != params.end() && it->is_string()) {
+      type = it->get<std::string>();
+      break;
+    }
+  }
+  if (type == "default") {
+    r.type = RopeConfig::Type::Default;
+  } else if (type == "linear") {
+    r.type = RopeConfig::Type::Linear;
+    r.factor = get_number_or(params, "factor", 1.0, where);
+  } else if (type == "llama3") {
+    r.type = RopeConfig::Type::Llama3;
+    r.factor = get_number_or(params, "factor", 8.0, where);
+    r.low_freq_factor = get_number_or(params, "low_freq_factor", 1.0, where);
+    r.high_freq_factor = get_number_or(params, "high_freq_factor", 4.0, where);
+    r.original_max_position_embeddings =
+        get_dim_or(params, "original_max_position_embeddings", 8192, where);
+    if (r.high_freq_factor <= r.low_freq_factor)
+      fail(where, "llama3 rope scaling needs high_freq_factor > low_freq_factor");
+  } else {
+    fail(where, "unsupported rope type '" + type + "' (supported: default, linear, llama3)");
+  }
+  if (r.factor <= 0) fail(where, "rope scaling factor must be positive");
+  return r;
+}
 
 std::vector<double> rope_inv_freq(const RopeConfig& rope, int64_t head_dim) {
   const int64_t half = head_dim / 2;
@@ -42,66 +92,125 @@ std::vector<double> rope_inv_freq(const RopeConfig& rope, int64_t head_dim) {
 
 namespace {
 
-// Rotates one head vector x[D] in place for position `pos`.
-void apply_rope(float* x, int64_t D, int64_t pos, const std::vector<double>& inv_freq) {
-  const int64_t half = D / 2;
-  for (int64_t i = 0; i < half; ++i) {
-    const double angle = static_cast<double>(pos) * inv_freq[i];
-    const float cs = static_cast<float>(std::cos(angle)), sn = static_cast<float>(std::sin(angle));
-    const float x1 = x[i], x2 = x[i + half];
-    x[i] = x1 * cs - x2 * sn;
-    x[i + half] = x2 * cs + x1 * sn;
+struct Attention final : LayerMix {
+  int64_t H = 0, Hkv = 0, D = 0;
+  std::shared_ptr<const std::vector<double>> inv_freq;  // [D/2], shared by the layers
+
+  // self_attn.*
+  Tensor q_proj, q_bias;  // [H·D, C], [H·D]
+  Tensor k_proj, k_bias;  // [Hkv·D, C], [Hkv·D]
+  Tensor v_proj, v_bias;  // [Hkv·D, C], [Hkv·D]
+  Tensor o_proj, o_bias;  // [C, H·D], [C]
+
+  void weights(std::vector<WeightRef>& out) override {
+    for (Tensor* t : {&q_proj, &k_proj, &v_proj, &o_proj}) out.push_back({WeightRole::Projection, t});
+    for (Tensor* t : {&q_bias, &k_bias, &v_bias, &o_bias}) out.push_back({WeightRole::Vector, t});
   }
-}
+
+  void forward(Backend& be, Workspace& ws, const float* a, int64_t T, int64_t pos0, LayerState& st,
+               float* out) const override {
+    const int64_t QD = H * D, KVD = Hkv * D;
+    ScopedBuffers buf(ws);
+    float* q = buf.take(T * QD);
+    float* k = buf.take(T * KVD);
+    float* v = buf.take(T * KVD);
+    be.linear(a, T, q_proj, q_bias, q);
+    be.linear(a, T, k_proj, k_bias, k);
+    be.linear(a, T, v_proj, v_bias, v);
+    be.rope(q, T, H, D, pos0, inv_freq->data());
+    be.rope(k, T, Hkv, D, pos0, inv_freq->data());
+    be.kv_append(st.k_cache, st.v_cache, k, v, T, KVD);
+    float* o = buf.take(T * QD);
+    be.attention(AttentionArgs{q, st.k_cache.data(), st.v_cache.data(), T, pos0, H, Hkv, D, o});
+    be.linear(o, T, o_proj, o_bias, out);
+  }
+};
+
+// Qwen2 and LLaMA: one class, the model_type and its bias switches as data.
+class Transformer final : public Architecture {
+ public:
+  Transformer(Arch id, const char* model_type) : id_(id), model_type_(model_type) {}
+  Arch id() const override { return id_; }
+  const char* model_type() const override { return model_type_; }
+  bool recurrent() const override { return false; }
+
+  void parse_config(const json& j, Config& c, const std::string& where) const override {
+    if (id_ == Arch::Qwen2) {
+      c.qkv_bias = true;  // Qwen2 always has q/k/v biases and none on o_proj.
+    } else {
+      c.qkv_bias = c.o_bias = get_bool_or(j, "attention_bias", false, where);
+      c.mlp_bias = get_bool_or(j, "mlp_bias", false, where);
+    }
+    c.rope = parse_rope(j, where);
+    if (c.head_dim % 2 != 0) fail(where, "head_dim must be even for rotary embeddings");
+  }
+
+  std::vector<std::shared_ptr<LayerMix>> bind(Config& c, const WeightStore& s) const override {
+    const int64_t C = c.hidden_size, QD = c.num_heads * c.head_dim, KVD = c.kv_dim();
+    auto inv = std::make_shared<const std::vector<double>>(rope_inv_freq(c.rope, c.head_dim));
+    std::vector<std::shared_ptr<LayerMix>> layers;
+    for (int64_t i = 0; i < c.num_layers; ++i) {
+      const std::string a = "model.layers." + std::to_string(i) + ".self_attn.";
+      auto m = std::make_shared<Attention>();
+      m->H = c.num_heads;
+      m->Hkv = c.num_kv_heads;
+      m->D = c.head_dim;
+      m->inv_freq = inv;
+      m->q_proj = s.get(a + "q_proj.weight", {QD, C});
+      m->k_proj = s.get(a + "k_proj.weight", {KVD, C});
+      m->v_proj = s.get(a + "v_proj.weight", {KVD, C});
+      m->o_proj = s.get(a + "o_proj.weight", {C, QD});
+      if (c.qkv_bias) {
+        m->q_bias = s.get(a + "q_proj.bias", {QD});
+        m->k_bias = s.get(a + "k_proj.bias", {KVD});
+        m->v_bias = s.get(a + "v_proj.bias", {KVD});
+      }
+      if (c.o_bias) m->o_bias = s.get(a + "o_proj.bias", {C});
+      layers.push_back(std::move(m));
+    }
+    return layers;
+  }
+
+  void init_layer_state(const Config&, LayerState& l) const override {
+    l.x_prev.clear();
+    l.wkv.clear();
+    l.k_cache.clear();
+    l.v_cache.clear();
+  }
+
+  bool layer_state_ok(const Config& c, const LayerState& l, int64_t n_tokens) const override {
+    const size_t kv = static_cast<size_t>(n_tokens * c.kv_dim());
+    return l.x_prev.empty() && l.wkv.empty() && l.k_cache.size() == kv && l.v_cache.size() == kv;
+  }
+
+  size_t state_bytes_per_token(const Config& c) const override {
+    return static_cast<size_t>(2 * c.num_layers * c.kv_dim()) * sizeof(float);
+  }
+
+  bool truncate(const Config& c, State& s, int64_t n) const override {
+    const size_t keep = static_cast<size_t>(n * c.kv_dim());
+    for (auto& l : s.layers) {
+      l.k_cache.resize(keep);
+      l.v_cache.resize(keep);
+    }
+    return true;
+  }
+
+ private:
+  Arch id_;
+  const char* model_type_;
+};
 
 }  // namespace
 
-void attention(const Exec& ex, const Config& c, const LayerWeights& w,
-               const std::vector<double>& inv_freq, const float* a, int64_t T, int64_t pos0,
-               LayerState& st, float* out) {
-  const int64_t H = c.num_heads, Hkv = c.num_kv_heads, D = c.head_dim;
-  const int64_t G = H / Hkv, QD = H * D, KVD = c.kv_dim();
-  std::vector<float> q(static_cast<size_t>(T * QD)), k(static_cast<size_t>(T * KVD)),
-      v(static_cast<size_t>(T * KVD));
-  ex.linear(a, T, w.q_proj, &w.q_bias, q.data());
-  ex.linear(a, T, w.k_proj, &w.k_bias, k.data());
-  ex.linear(a, T, w.v_proj, &w.v_bias, v.data());
-  for (int64_t t = 0; t < T; ++t) {
-    for (int64_t h = 0; h < H; ++h) apply_rope(&q[t * QD + h * D], D, pos0 + t, inv_freq);
-    for (int64_t h = 0; h < Hkv; ++h) apply_rope(&k[t * KVD + h * D], D, pos0 + t, inv_freq);
-  }
-  st.k_cache.insert(st.k_cache.end(), k.begin(), k.end());
-  st.v_cache.insert(st.v_cache.end(), v.begin(), v.end());
+const Architecture& qwen2_architecture() {
+  static const Transformer a(Arch::Qwen2, "qwen2");
+  return a;
+}
 
-  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  std::vector<float> o(static_cast<size_t>(T * QD)), p(static_cast<size_t>(pos0 + T));
-  for (int64_t t = 0; t < T; ++t) {
-    const int64_t n_ctx = pos0 + t + 1;  // causal: positions 0 .. pos0 + t
-    for (int64_t h = 0; h < H; ++h) {
-      const int64_t kvh = h / G;
-      const float* qh = &q[t * QD + h * D];
-      float max_score = -INFINITY;
-      for (int64_t j = 0; j < n_ctx; ++j) {
-        const float* kj = &st.k_cache[j * KVD + kvh * D];
-        float s = 0.0f;
-        for (int64_t i = 0; i < D; ++i) s += qh[i] * kj[i];
-        p[j] = s * scale;
-        max_score = std::max(max_score, p[j]);
-      }
-      double sum = 0.0;
-      for (int64_t j = 0; j < n_ctx; ++j) {
-        p[j] = std::exp(p[j] - max_score);
-        sum += p[j];
-      }
-      float* oh = &o[t * QD + h * D];
-      for (int64_t j = 0; j < n_ctx; ++j) {
-        const float pj = static_cast<float>(p[j] / sum);
-        const float* vj = &st.v_cache[j * KVD + kvh * D];
-        for (int64_t i = 0; i < D; ++i) oh[i] += pj * vj[i];
-      }
-    }
-  }
-  ex.linear(o.data(), T, w.o_proj, &w.o_bias, out);
+const Architecture& llama_architecture() {
+  static const Transformer a(Arch::Llama, "llama");
+  return a;
 }
 
 }  // namespace qrwkv

@@ -5,19 +5,15 @@
 
 #include "io/error.h"
 #include "io/json.h"
-#include "ops/quant.h"
+#include "model/architecture.h"
 
 namespace qrwkv {
-
-namespace {
 
 std::string shape_str(const std::vector<int64_t>& s) {
   std::string out = "[";
   for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
   return out + "]";
 }
-
-}  // namespace
 
 WeightStore WeightStore::open(const std::string& dir) {
   namespace fs = std::filesystem;
@@ -127,63 +123,19 @@ std::vector<std::string> WeightStore::names() const {
   return out;
 }
 
-ModelWeights bind_weights(const Config& c, const WeightStore& s) {
+ModelWeights bind_weights(Config& c, const WeightStore& s) {
   const int64_t C = c.hidden_size, V = c.vocab_size, F = c.intermediate_size;
-  const int64_t QD = c.num_heads * c.head_dim, KVD = c.kv_dim();
   ModelWeights w;
   w.embed_tokens = s.get("model.embed_tokens.weight", {V, C});
-  w.norm = to_f32(s.get("model.norm.weight", {C}));
+  w.norm = s.get("model.norm.weight", {C});
   w.lm_head = c.tie_word_embeddings ? w.embed_tokens : s.get("lm_head.weight", {V, C});
-
-  if (c.arch == Arch::QRWKV6) {
-    // LoRA ranks come from the config when present, else from the first layer's tensors.
-    const std::string p0 = "model.layers.0.self_attn.";
-    const Tensor w1 = s.get_any_shape(p0 + "time_maa_w1");
-    const Tensor d1 = s.get_any_shape(p0 + "time_decay_w1");
-    w.lora_rank_tokenshift = c.lora_rank_tokenshift;
-    if (w.lora_rank_tokenshift == 0) {
-      if (w1.shape.size() != 2 || w1.shape[1] % 5 != 0 || w1.shape[1] == 0)
-        fail(s.dir(), "tensor '" + w1.name + "' has shape " + shape_str(w1.shape) + ", expected [" +
-                          std::to_string(C) + ", 5*rank]");
-      w.lora_rank_tokenshift = w1.shape[1] / 5;
-    }
-    w.lora_rank_decay = c.lora_rank_decay;
-    if (w.lora_rank_decay == 0) {
-      if (d1.shape.size() != 2 || d1.shape[1] == 0)
-        fail(s.dir(), "tensor '" + d1.name + "' has shape " + shape_str(d1.shape) + ", expected [" +
-                          std::to_string(C) + ", rank]");
-      w.lora_rank_decay = d1.shape[1];
-    }
-  }
-  const int64_t Dm = w.lora_rank_tokenshift, Dd = w.lora_rank_decay;
-
+  std::vector<std::shared_ptr<LayerMix>> mixes = architecture(c.arch).bind(c, s);
   for (int64_t i = 0; i < c.num_layers; ++i) {
     const std::string p = "model.layers." + std::to_string(i) + ".";
     LayerWeights l;
-    l.input_layernorm = to_f32(s.get(p + "input_layernorm.weight", {C}));
-    l.post_attention_layernorm = to_f32(s.get(p + "post_attention_layernorm.weight", {C}));
-    const std::string a = p + "self_attn.";
-    l.q_proj = s.get(a + "q_proj.weight", {QD, C});
-    l.k_proj = s.get(a + "k_proj.weight", {KVD, C});
-    l.v_proj = s.get(a + "v_proj.weight", {KVD, C});
-    l.o_proj = s.get(a + "o_proj.weight", {C, QD});
-    if (c.qkv_bias) {
-      l.q_bias = s.get(a + "q_proj.bias", {QD});
-      l.k_bias = s.get(a + "k_proj.bias", {KVD});
-      l.v_bias = s.get(a + "v_proj.bias", {KVD});
-    }
-    if (c.o_bias) l.o_bias = s.get(a + "o_proj.bias", {C});
-    if (c.arch == Arch::QRWKV6) {
-      l.time_maa_x = to_f32(s.get(a + "time_maa_x", {1, 1, C}));
-      const char* names[5] = {"time_maa_r", "time_maa_k", "time_maa_v", "time_maa_w", "time_maa_g"};
-      for (int k = 0; k < 5; ++k) l.time_maa[k] = to_f32(s.get(a + names[k], {1, 1, C}));
-      l.time_maa_w1 = s.get(a + "time_maa_w1", {C, 5 * Dm});
-      l.time_maa_w2 = s.get(a + "time_maa_w2", {5, Dm, C});
-      l.time_decay = to_f32(s.get(a + "time_decay", {1, 1, C}));
-      l.time_decay_w1 = s.get(a + "time_decay_w1", {C, Dd});
-      l.time_decay_w2 = s.get(a + "time_decay_w2", {Dd, C});
-      l.gate = s.get(a + "gate.weight", {C, C});
-    }
+    l.input_layernorm = s.get(p + "input_layernorm.weight", {C});
+    l.post_attention_layernorm = s.get(p + "post_attention_layernorm.weight", {C});
+    l.mix = std::move(mixes[static_cast<size_t>(i)]);
     const std::string m = p + "mlp.";
     l.gate_proj = s.get(m + "gate_proj.weight", {F, C});
     l.up_proj = s.get(m + "up_proj.weight", {F, C});
@@ -198,108 +150,49 @@ ModelWeights bind_weights(const Config& c, const WeightStore& s) {
   return w;
 }
 
-std::vector<Tensor*> ModelWeights::projections() {
-  std::vector<Tensor*> out;
-  for (auto& l : layers)
-    for (Tensor* t : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate, &l.gate_proj, &l.up_proj,
-                      &l.down_proj})
-      if (!t->empty()) out.push_back(t);
-  out.push_back(&lm_head);
+std::vector<WeightRef> ModelWeights::all() {
+  std::vector<WeightRef> out;
+  out.push_back({WeightRole::Embedding, &embed_tokens});
+  for (auto& l : layers) {
+    out.push_back({WeightRole::Vector, &l.input_layernorm});
+    out.push_back({WeightRole::Vector, &l.post_attention_layernorm});
+    l.mix->weights(out);
+    for (Tensor* t : {&l.gate_proj, &l.up_proj, &l.down_proj})
+      out.push_back({WeightRole::MlpProjection, t});
+    for (Tensor* t : {&l.gate_proj_bias, &l.up_proj_bias, &l.down_proj_bias})
+      out.push_back({WeightRole::Vector, t});
+  }
+  out.push_back({WeightRole::Vector, &norm});
+  out.push_back({WeightRole::Projection, &lm_head});
+  std::erase_if(out, [](const WeightRef& r) { return r.tensor->empty(); });
   return out;
 }
 
+std::vector<WeightRef> ModelWeights::all() const { return const_cast<ModelWeights*>(this)->all(); }
+
 std::vector<const Tensor*> ModelWeights::projections() const {
   std::vector<const Tensor*> out;
-  for (Tensor* t : const_cast<ModelWeights*>(this)->projections()) out.push_back(t);
+  for (const WeightRef& r : all())
+    if (r.role == WeightRole::Projection || r.role == WeightRole::MlpProjection)
+      out.push_back(r.tensor);
   return out;
 }
 
 int64_t ModelWeights::bytes_per_token() const {
   int64_t n = 0;
-  auto vec = [&](const std::vector<float>& v) { n += static_cast<int64_t>(v.size() * 4); };
-  auto ten = [&](const Tensor& t) {
-    if (!t.empty()) n += tensor_bytes(t);
-  };
-  for (const auto& l : layers) {
-    vec(l.input_layernorm);
-    vec(l.post_attention_layernorm);
-    vec(l.time_maa_x);
-    for (const auto& m : l.time_maa) vec(m);
-    vec(l.time_decay);
-    for (const Tensor* t :
-         {&l.q_proj, &l.q_bias, &l.k_proj, &l.k_bias, &l.v_proj, &l.v_bias, &l.o_proj, &l.o_bias,
-          &l.time_maa_w1, &l.time_maa_w2, &l.time_decay_w1, &l.time_decay_w2, &l.gate, &l.gate_proj,
-          &l.gate_proj_bias, &l.up_proj, &l.up_proj_bias, &l.down_proj, &l.down_proj_bias})
-      ten(*t);
-  }
-  vec(norm);
-  ten(lm_head);
-  if (!embed_tokens.empty()) n += tensor_bytes(embed_tokens.dtype, embed_tokens.cols());
+  for (const WeightRef& r : all())
+    n += r.role == WeightRole::Embedding ? tensor_bytes(r.tensor->dtype, r.tensor->cols())
+                                         : tensor_bytes(*r.tensor);
   return n;
 }
 
-WeightFormat parse_weight_format(const std::string& name) {
-  for (WeightFormat f : {WeightFormat::F32, WeightFormat::BF16, WeightFormat::F16,
-                         WeightFormat::Q8_0, WeightFormat::Q4_0, WeightFormat::Q4_0_PURE})
-    if (name == weight_format_name(f)) return f;
-  if (name.empty()) return WeightFormat::Stored;
-  fail("--dtype", "unknown weight format '" + name + "' (f32, bf16, f16, q8_0, q4_0, q4_0_pure)");
-}
-
-const char* weight_format_name(WeightFormat f) {
-  switch (f) {
-    case WeightFormat::Stored:
-      return "";
-    case WeightFormat::F32:
-      return "f32";
-    case WeightFormat::BF16:
-      return "bf16";
-    case WeightFormat::F16:
-      return "f16";
-    case WeightFormat::Q8_0:
-      return "q8_0";
-    case WeightFormat::Q4_0:
-      return "q4_0";
-    case WeightFormat::Q4_0_PURE:
-      return "q4_0_pure";
-  }
-  return "?";
-}
-
-void convert_weights(ModelWeights& w, WeightFormat format, ThreadPool* pool) {
-  if (format == WeightFormat::Stored) return;
-  std::vector<Tensor*> ts = w.projections();
-  for (Tensor* t : ts) {
-    DType target = DType::F32;
-    switch (format) {
-      case WeightFormat::BF16:
-        target = DType::BF16;
-        break;
-      case WeightFormat::F16:
-        target = DType::F16;
-        break;
-      case WeightFormat::Q8_0:
-        target = DType::Q8_0;
-        break;
-      case WeightFormat::Q4_0: {
-        // Only the MLP matrices go to 4 bits; see WeightFormat.
-        target = DType::Q8_0;
-        for (const auto& l : w.layers)
-          if (t == &l.gate_proj || t == &l.up_proj || t == &l.down_proj) target = DType::Q4_0;
-        break;
-      }
-      case WeightFormat::Q4_0_PURE:
-        target = DType::Q4_0;
-        break;
-      default:
-        break;
-    }
-    const bool block = target == DType::Q8_0 || target == DType::Q4_0;
-    if (t->dtype == target || (block && !quantizable(*t))) continue;
-    auto bytes = std::make_shared<std::vector<uint8_t>>();
-    *t = convert_tensor(*t, target, *bytes, pool);
-    w.owned.push_back(std::move(bytes));
-  }
+int64_t ModelWeights::macs_per_token() const {
+  int64_t n = 0;
+  for (const WeightRef& r : all())
+    if (r.role == WeightRole::Projection || r.role == WeightRole::MlpProjection ||
+        r.role == WeightRole::LoraMatrix)
+      n += r.tensor->numel();
+  return n;
 }
 
 }  // namespace qrwkv

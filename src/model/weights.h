@@ -8,10 +8,10 @@
 #include <string>
 #include <vector>
 
+#include "backend/backend.h"
 #include "io/safetensors.h"
 #include "model/config.h"
 #include "ops/tensor.h"
-#include "ops/threadpool.h"
 
 namespace qrwkv {
 
@@ -46,71 +46,47 @@ class WeightStore {
   std::map<std::string, Entry> index_;
 };
 
-// Per-layer tensors, named after their Hugging Face names (prefix model.layers.{i}.).
-// Which fields are filled depends on Config::arch; the others stay empty.
+class LayerMix;
+
+// Per-layer tensors of the shared skeleton, named after their Hugging Face names (prefix
+// model.layers.{i}.); the sequence mixer's tensors (self_attn.*) belong to its architecture.
 struct LayerWeights {
-  std::vector<float> input_layernorm;           // [C]
-  std::vector<float> post_attention_layernorm;  // [C]
+  Tensor input_layernorm;           // [C]
+  Tensor post_attention_layernorm;  // [C]
+  std::shared_ptr<LayerMix> mix;    // self_attn.*: the architecture's sequence mixer
 
-  // Projections shared by attention and the QRWKV6 time mix (q_proj is the receptance there).
-  Tensor q_proj, q_bias;  // [H·N, C], [H·N]
-  Tensor k_proj, k_bias;  // [Hkv·N, C], [Hkv·N]
-  Tensor v_proj, v_bias;  // [Hkv·N, C], [Hkv·N]
-  Tensor o_proj, o_bias;  // [C, H·N], [C]
-
-  // QRWKV6 time mix (self_attn.*).
-  std::vector<float> time_maa_x;   // [1,1,C]
-  std::vector<float> time_maa[5];  // r, k, v, w, g: [1,1,C] each
-  Tensor time_maa_w1;              // [C, 5·Dm] (x @ w1)
-  Tensor time_maa_w2;              // [5, Dm, C]
-  std::vector<float> time_decay;   // [1,1,C]
-  Tensor time_decay_w1;            // [C, Dd]
-  Tensor time_decay_w2;            // [Dd, C]
-  Tensor gate;                     // [C, C], no bias
-
-  // SwiGLU MLP.
+  // SwiGLU MLP (mlp.*): down(silu(gate(m)) ⊙ up(m)).
   Tensor gate_proj, gate_proj_bias;  // [F, C], [F]
   Tensor up_proj, up_proj_bias;      // [F, C], [F]
   Tensor down_proj, down_proj_bias;  // [C, F], [C]
 };
 
 struct ModelWeights {
-  Tensor embed_tokens;      // [V, C]
-  std::vector<float> norm;  // [C]
-  Tensor lm_head;           // [V, C]; the embedding when tie_word_embeddings
+  Tensor embed_tokens;  // [V, C]
+  Tensor norm;          // [C]
+  Tensor lm_head;       // [V, C]; a view of the embedding when tie_word_embeddings
   std::vector<LayerWeights> layers;
-  int64_t lora_rank_tokenshift = 0;  // Dm, from time_maa_w1's shape
-  int64_t lora_rank_decay = 0;       // Dd, from time_decay_w1's shape
 
-  // Bytes of converted weights (convert_weights); the tensors above may point into them.
-  // Shared, so copies of a model share one set.
-  std::vector<std::shared_ptr<const std::vector<uint8_t>>> owned;
+  // Bytes that prepared weights point into (the backend's prepare step); shared by copies.
+  WeightArena owned;
 
-  // The projection matrices every token multiplies with (the ones --dtype converts): attention
-  // or time-mix projections, MLP, and lm_head.
-  std::vector<Tensor*> projections();
+  // Every tensor with its role: the skeleton's and every mixer's.
+  std::vector<WeightRef> all();
+  std::vector<WeightRef> all() const;  // the same; the tensors must not be changed through it
+  // The matrices that --dtype converts (projections of the mixers and the MLP, lm_head).
   std::vector<const Tensor*> projections() const;
   // Bytes of weights read to evaluate one token: every per-layer tensor, the final norm,
   // lm_head and one row of the embedding.
   int64_t bytes_per_token() const;
+  // Multiply-adds of the weight matrices per token (projections, MLP, LoRA, lm_head).
+  int64_t macs_per_token() const;
 };
 
-// How --dtype stores the projection matrices in memory. Q4_0 puts only the MLP matrices (about
-// 80% of a layer's weights) in Q4_0 and keeps the attention / time-mix projections and lm_head
-// in Q8_0: 4-bit errors in the time-mix projections compound through the recurrent state, and
-// on the QRWKV6 test model the mean KL divergence from the stored model drops from 0.47
-// (Q4_0_PURE, every projection in Q4_0) to 0.008, against 0.007 for Q8_0 (`qrwkv kl`).
-enum class WeightFormat { Stored, F32, BF16, F16, Q8_0, Q4_0, Q4_0_PURE };
+// Binds every tensor the architecture needs, checking names and shapes against the config;
+// dimensions the config leaves to the tensors (QRWKV6's LoRA ranks) are filled into c.
+ModelWeights bind_weights(Config& c, const WeightStore& store);
 
-// "f32", "bf16", "f16", "q8_0", "q4_0", "q4_0_pure" (or "" for Stored); throws on others.
-WeightFormat parse_weight_format(const std::string& name);
-const char* weight_format_name(WeightFormat f);
-
-// Converts the projections to `format` (rows split across the pool's threads). Matrices whose
-// rows are not whole 32-element blocks stay as stored under the block formats.
-void convert_weights(ModelWeights& w, WeightFormat format, ThreadPool* pool);
-
-// Binds every tensor the architecture needs, checking names and shapes against the config.
-ModelWeights bind_weights(const Config& c, const WeightStore& store);
+// "[a, b, c]", for error messages.
+std::string shape_str(const std::vector<int64_t>& shape);
 
 }  // namespace qrwkv

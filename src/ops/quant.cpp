@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "io/error.h"
+#include "ops/vec.h"
 
 namespace qrwkv {
 
@@ -128,27 +129,22 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void quantize_row_q
   }
 }
 
+namespace {
+using V = VecScalar;
+#define QRWKV_TARGET
+#include "ops/block_decode.inl"
+#undef QRWKV_TARGET
+}  // namespace
+
 void dequantize_blocks(DType dt, const uint8_t* blocks, int64_t b0, int64_t nb, float* out) {
-  if (dt == DType::Q8_0) {
-    const auto* bl = reinterpret_cast<const BlockQ8_0*>(blocks);
-    for (int64_t b = b0; b < b0 + nb; ++b) {
-      BlockQ8_0 blk;
-      std::memcpy(&blk, bl + b, sizeof blk);
-      const float d = f16_to_f32(blk.d);
-      for (int j = 0; j < 32; ++j) *out++ = d * static_cast<float>(blk.q[j]);
-    }
-  } else if (dt == DType::Q4_0) {
-    const auto* bl = reinterpret_cast<const BlockQ4_0*>(blocks);
-    for (int64_t b = b0; b < b0 + nb; ++b) {
-      BlockQ4_0 blk;
-      std::memcpy(&blk, bl + b, sizeof blk);
-      const float d = f16_to_f32(blk.d);
-      for (int j = 0; j < 16; ++j) out[j] = d * static_cast<float>((blk.q[j] & 15) - 8);
-      for (int j = 0; j < 16; ++j) out[j + 16] = d * static_cast<float>((blk.q[j] >> 4) - 8);
-      out += 32;
-    }
-  } else {
-    fail("", std::string("dequantize_blocks: not a block format: ") + dtype_name(dt));
+  const int64_t bytes = tensor_bytes(dt, kQuantBlock);
+  for (int64_t b = b0; b < b0 + nb; ++b, out += kQuantBlock) {
+    if (dt == DType::Q8_0)
+      dequant_block<DType::Q8_0>(blocks + b * bytes, out);
+    else if (dt == DType::Q4_0)
+      dequant_block<DType::Q4_0>(blocks + b * bytes, out);
+    else
+      fail("", std::string("dequantize_blocks: not a block format: ") + dtype_name(dt));
   }
 }
 

@@ -12,6 +12,9 @@ namespace qrwkv {
 
 namespace {
 
+// The pool whose job the current thread is running, if any (see parallel_for).
+thread_local const ThreadPool* t_running = nullptr;
+
 // The share of [0, n) that thread t of T handles, in whole grains.
 std::pair<int64_t, int64_t> share(int64_t n, int64_t grain, int t, int T) {
   const int64_t chunks = (n + grain - 1) / grain;
@@ -63,7 +66,9 @@ void ThreadPool::worker(int index) {
     if (stop_.load()) return;
     seen = generation_.load(std::memory_order_acquire);
     const auto [b, e] = share(n_, grain_, index, size());
+    t_running = this;
     if (b < e) (*job_)(b, e, index);
+    t_running = nullptr;
     if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
       std::lock_guard<std::mutex> lock(mu_);
       done_cv_.notify_one();
@@ -71,14 +76,18 @@ void ThreadPool::worker(int index) {
   }
 }
 
-void ThreadPool::parallel_for(int64_t n, int64_t grain,
-                              const std::function<void(int64_t, int64_t, int)>& fn) {
+void ThreadPool::parallel_for(int64_t n, int64_t grain, Job fn) {
   if (n <= 0) return;
   grain = std::max<int64_t>(1, grain);
-  if (workers_.empty() || n <= grain) {
+  if (workers_.empty() || n <= grain || t_running == this) {
     fn(0, n, 0);
     return;
   }
+  std::lock_guard<std::mutex> call(call_mu_);
+  struct Running {
+    explicit Running(const ThreadPool* p) { t_running = p; }
+    ~Running() { t_running = nullptr; }
+  } running(this);
   job_ = &fn;
   n_ = n;
   grain_ = grain;

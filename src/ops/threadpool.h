@@ -7,12 +7,35 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
-#include <functional>
 #include <mutex>
 #include <thread>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace qrwkv {
+
+// A non-owning reference to a callable, like std::function_ref (C++26). Unlike std::function it
+// never allocates, so a kernel can hand a capturing lambda to the pool inside a decode step that
+// must not touch the heap. The callable must outlive the call it is passed to.
+template <typename Signature>
+class FunctionRef;
+
+template <typename R, typename... Args>
+class FunctionRef<R(Args...)> {
+ public:
+  template <typename F, typename = std::enable_if_t<!std::is_same_v<std::decay_t<F>, FunctionRef>>>
+  FunctionRef(F&& f)  // NOLINT(google-explicit-constructor): used like a std::function parameter
+      : obj_(const_cast<void*>(static_cast<const void*>(&f))),
+        call_([](void* o, Args... a) -> R {
+          return (*static_cast<std::remove_reference_t<F>*>(o))(std::forward<Args>(a)...);
+        }) {}
+  R operator()(Args... a) const { return call_(obj_, std::forward<Args>(a)...); }
+
+ private:
+  void* obj_;
+  R (*call_)(void*, Args...);
+};
 
 class ThreadPool {
  public:
@@ -24,18 +47,21 @@ class ThreadPool {
 
   int size() const { return static_cast<int>(workers_.size()) + 1; }
 
+  using Job = FunctionRef<void(int64_t, int64_t, int)>;
+
   // Calls fn(begin, end, thread_index) on disjoint ranges covering [0, n), each range a multiple
-  // of `grain` long (but the last), and returns when all are done. One caller at a time: a pool
-  // (and so a Model's Exec, which shares its pool with copies) must not run two parallel_for
-  // calls concurrently from different threads.
-  void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t, int)>& fn);
+  // of `grain` long (but the last), and returns when all are done. Calls from several threads
+  // are serialized (one job runs at a time); a call made from inside a job of this pool runs
+  // its whole range on the calling thread instead of waiting for itself.
+  void parallel_for(int64_t n, int64_t grain, Job fn);
 
  private:
   void worker(int index);
   std::vector<std::thread> workers_;
+  std::mutex call_mu_;  // one parallel_for at a time
   std::mutex mu_;
   std::condition_variable start_cv_, done_cv_;
-  const std::function<void(int64_t, int64_t, int)>* job_ = nullptr;
+  const Job* job_ = nullptr;
   int64_t n_ = 0, grain_ = 1;
   std::atomic<uint64_t> generation_{0};
   std::atomic<int> pending_{0};

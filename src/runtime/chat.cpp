@@ -4,6 +4,7 @@
 #include <climits>
 #include <cstring>
 
+#include "io/bytes.h"
 #include "io/error.h"
 #include "io/mapped_file.h"
 
@@ -15,16 +16,6 @@ constexpr uint32_t kSessionVersion = 1;
 // QRWKV6 snapshots kept; older turns are rarely rewritten by templates.
 constexpr size_t kMaxSnapshots = 8;
 }  // namespace
-
-void truncate_kv_state(State& s, const Config& c, int64_t n) {
-  if (n > s.n_tokens) fail("", "cannot truncate a state forward");
-  const size_t keep = static_cast<size_t>(n * c.kv_dim());
-  for (auto& l : s.layers) {
-    l.k_cache.resize(keep);
-    l.v_cache.resize(keep);
-  }
-  s.n_tokens = n;
-}
 
 ChatSession::ChatSession(const Model& model, const Tokenizer& tok, const ChatTemplate& tmpl,
                          nlohmann::ordered_json extra)
@@ -53,7 +44,7 @@ std::string ChatSession::render(bool add_generation_prompt) const {
 }
 
 void ChatSession::snapshot() {
-  if (model_->config.arch != Arch::QRWKV6) return;
+  if (states_can_truncate(model_->config)) return;  // going back cuts the cache instead
   if (!snapshots_.empty() && snapshots_.back().n == processed_.size()) return;
   snapshots_.push_back({processed_.size(), state_, logits_});
   // Keep the empty state (first) and the most recent ones.
@@ -62,8 +53,8 @@ void ChatSession::snapshot() {
 
 void ChatSession::rollback_to(size_t n) {
   if (n >= processed_.size()) return;
-  if (model_->config.arch != Arch::QRWKV6) {
-    truncate_kv_state(state_, model_->config, static_cast<int64_t>(n));
+  if (states_can_truncate(model_->config)) {
+    truncate_state(state_, model_->config, static_cast<int64_t>(n));
     processed_.resize(n);
     logits_.clear();  // recomputed by the next feed
     return;
@@ -117,30 +108,25 @@ std::string serialize_session(const SessionData& d) {
   nlohmann::ordered_json meta = {{"messages", d.messages}, {"processed", d.processed}};
   const std::string meta_text = meta.dump();
   std::string out(kSessionMagic, sizeof kSessionMagic);
-  auto put = [&](auto v) { out.append(reinterpret_cast<const char*>(&v), sizeof v); };
-  put(kSessionVersion);
-  put(static_cast<uint64_t>(meta_text.size()));
+  put_le<uint32_t>(out, kSessionVersion);
+  put_le<uint64_t>(out, meta_text.size());
   out += meta_text;
   out += serialize_state(d.state);
   return out;
 }
 
 SessionData parse_session(const std::string& bytes, const std::string& where) {
-  const size_t head = sizeof kSessionMagic + 4 + 8;
   if (bytes.size() < sizeof kSessionMagic ||
       std::memcmp(bytes.data(), kSessionMagic, sizeof kSessionMagic) != 0)
     fail(where, "not a qrwkv session file (bad magic)");
-  if (bytes.size() < head) fail(where, "truncated session file");
-  uint32_t version;
-  uint64_t meta_len;
-  std::memcpy(&version, bytes.data() + 8, 4);
-  std::memcpy(&meta_len, bytes.data() + 12, 8);
+  ByteReader r(bytes, where, "session file");
+  r.bytes(sizeof kSessionMagic, "magic");
+  const uint32_t version = r.get<uint32_t>("the header");
+  const uint64_t meta_len = r.get<uint64_t>("the header");
   if (version != kSessionVersion)
     fail(where, "session format version " + std::to_string(version) + " is not supported");
-  if (meta_len > bytes.size() - head) fail(where, "truncated session file");
-  const auto meta = nlohmann::ordered_json::parse(
-      bytes.begin() + static_cast<long>(head), bytes.begin() + static_cast<long>(head + meta_len),
-      nullptr, false);
+  const std::string_view meta_text = r.bytes(meta_len, "the metadata");
+  const auto meta = nlohmann::ordered_json::parse(meta_text.begin(), meta_text.end(), nullptr, false);
   if (meta.is_discarded() || !meta.is_object() || !meta.contains("messages") ||
       !meta["messages"].is_array() || !meta.contains("processed") || !meta["processed"].is_array())
     fail(where, "corrupt session file (metadata)");
@@ -155,7 +141,7 @@ SessionData parse_session(const std::string& bytes, const std::string& where) {
       fail(where, "corrupt session file (tokens)");
     d.processed.push_back(v.get<int32_t>());
   }
-  d.state = deserialize_state(bytes.substr(head + meta_len), where);
+  d.state = deserialize_state(bytes.substr(r.pos()), where);
   if (static_cast<int64_t>(d.processed.size()) != d.state.n_tokens)
     fail(where, "corrupt session file (token count does not match the state)");
   return d;
@@ -177,7 +163,7 @@ void ChatSession::load(const std::string& path) {
   logits_.clear();
   snapshots_.clear();
   // Going back before the loaded point replays from the empty state.
-  if (model_->config.arch == Arch::QRWKV6) {
+  if (!states_can_truncate(model_->config)) {
     snapshots_.push_back({0, model_->new_state(), {}});
     snapshots_.push_back({processed_.size(), state_, {}});
   }

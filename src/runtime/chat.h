@@ -84,7 +84,4 @@ std::string serialize_session(const SessionData& d);
 // Parses session bytes; any damage throws Error prefixed with `where`.
 SessionData parse_session(const std::string& bytes, const std::string& where);
 
-// Cuts a transformer state (KV cache) back to its first n tokens.
-void truncate_kv_state(State& s, const Config& c, int64_t n);
-
 }  // namespace qrwkv

@@ -13,7 +13,8 @@ void Sampler::accept(int32_t token) {
   // Keep what the penalties can look at; -1 means the whole history.
   const size_t keep =
       params_.repeat_last_n < 0 ? SIZE_MAX : static_cast<size_t>(params_.repeat_last_n);
-  while (history_.size() > keep) history_.pop_front();
+  if (history_.size() > keep)
+    history_.erase(history_.begin(), history_.end() - static_cast<std::ptrdiff_t>(keep));
 }
 
 void Sampler::apply_penalties(std::vector<Candidate>& c, std::span<const int32_t> recent,
@@ -78,12 +79,13 @@ void Sampler::min_p(std::vector<Candidate>& c, float p) {
 }
 
 int32_t Sampler::sample(std::span<const float> logits) {
-  std::vector<Candidate> c(logits.size());
+  // The candidate list keeps its memory from one call to the next.
+  std::vector<Candidate>& c = candidates_;
+  c.resize(logits.size());
   for (size_t i = 0; i < logits.size(); ++i) c[i] = {static_cast<int32_t>(i), logits[i], 0.0f};
   for (const auto& [id, bias] : params_.logit_bias)
     if (id >= 0 && static_cast<size_t>(id) < c.size()) c[id].logit += bias;
-  const std::vector<int32_t> recent(history_.begin(), history_.end());
-  apply_penalties(c, recent, params_);
+  apply_penalties(c, history_, params_);
 
   if (params_.temperature <= 0.0f) {
     const auto best =

@@ -14,7 +14,6 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
 #include <map>
 #include <random>
 #include <span>
@@ -66,7 +65,8 @@ class Sampler {
  private:
   SamplerParams params_;
   std::mt19937_64 rng_;
-  std::deque<int32_t> history_;
+  std::vector<int32_t> history_;  // the last repeat_last_n accepted tokens
+  std::vector<Candidate> candidates_;
 };
 
 }  // namespace qrwkv

@@ -14,7 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/sampler.h"
-#include "server/json_prefix.h"
+#include "runtime/json_prefix.h"
 
 namespace qrwkv::server {
 

@@ -17,10 +17,12 @@
 #include <set>
 #include <sstream>
 
+#include "io/bytes.h"
 #include "io/error.h"
 #include "io/mapped_file.h"
 #include "model/model.h"
 #include "runtime/generator.h"
+#include "runtime/loader.h"
 #include "server/api.h"
 #include "server/scheduler.h"
 #include "server/tool_calls.h"
@@ -108,13 +110,7 @@ bool peer_closed(int fd) {
 // megabyte), which tells apart any two checkpoints met in practice without reading them all.
 uint64_t model_key(const std::string& dir, const Config& c) {
   uint64_t h = model_fingerprint(c);
-  auto mix = [&h](const void* data, size_t n) {
-    const auto* p = static_cast<const unsigned char*>(data);
-    for (size_t i = 0; i < n; ++i) {
-      h ^= p[i];
-      h *= 1099511628211ull;
-    }
-  };
+  auto mix = [&h](const void* data, size_t n) { h = fnv1a(data, n, h); };
   std::vector<std::filesystem::path> files;
   std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
@@ -622,19 +618,16 @@ struct HttpServer::Impl {
   }
 
   void load() {
-    const auto t0 = Clock::now();
-    Model m = Model::load(opt.model_dir);
-    m.exec = Exec::make_fast(opt.threads);
-    if (m.store.file_bytes() > (size_t{256} << 20)) m.store.prefetch([](double) {});
-    Tokenizer tok = Tokenizer::from_dir(opt.model_dir);
-    if (tok.vocab_size() > m.config.vocab_size)
-      fail(opt.model_dir, "the tokenizer has " + std::to_string(tok.vocab_size()) +
-                              " ids but the model only " + std::to_string(m.config.vocab_size));
-    ChatTemplate t = ChatTemplate::load(opt.model_dir);
-    if (!opt.chat_template_file.empty())
-      t.set_template(read_text_file(opt.chat_template_file), opt.chat_template_file);
-    std::set<int32_t> eos = end_of_generation_ids(opt.model_dir, m.config, tok);
-    loaded = std::make_unique<Loaded>(Loaded{std::move(m), std::move(tok), std::move(t), eos});
+    LoadModelOptions lo;
+    lo.model.format = opt.format;
+    lo.model.threads = opt.threads;
+    lo.chat_template = true;
+    lo.chat_template_file = opt.chat_template_file;
+    LoadedModel lm = load_model(opt.model_dir, lo);
+    const double seconds = lm.seconds;
+    std::set<int32_t> eos = lm.eos_ids;
+    loaded = std::make_unique<Loaded>(Loaded{std::move(lm.model), std::move(lm.tokenizer),
+                                             std::move(*lm.chat_template), eos});
     SchedulerOptions so;
     so.n_parallel = opt.n_parallel;
     so.cache_bytes = opt.cache_bytes;
@@ -646,8 +639,7 @@ struct HttpServer::Impl {
       so.disk.model_key = model_key(opt.model_dir, loaded->model.config);
     }
     scheduler = std::make_unique<Scheduler>(loaded->model, loaded->tokenizer, std::move(eos), so);
-    std::fprintf(stderr, "model %s loaded in %.2f s (%s); %d slots\n", model_id.c_str(),
-                 std::chrono::duration<double>(Clock::now() - t0).count(),
+    std::fprintf(stderr, "model %s loaded in %.2f s (%s); %d slots\n", model_id.c_str(), seconds,
                  arch_name(loaded->model.config.arch), opt.n_parallel);
   }
 

@@ -15,6 +15,8 @@
 #include <string>
 #include <thread>
 
+#include "backend/backend.h"
+
 namespace qrwkv::server {
 
 struct ServerOptions {
@@ -25,6 +27,7 @@ struct ServerOptions {
   int port = 8080;  // 0: any free port (the one chosen is printed and returned by bind())
   int n_parallel = 4;
   int threads = 0;  // kernel threads; 0 = one per physical core
+  WeightFormat format = WeightFormat::Stored;  // --dtype
   int http_threads = 0;  // 0: enough for every slot plus waiting and idle connections
   std::string api_key;   // empty: no authentication
   size_t cache_bytes = size_t{1024} << 20;

@@ -64,24 +64,21 @@ void Job::fail(const std::string& message) {
 // ---- Scheduler ----------------------------------------------------------------------------
 
 struct Scheduler::Choice {
-  Choice(const Tokenizer& tok, const SamplerParams& p, const std::vector<std::string>& stop)
-      : sampler(p), decoder(tok), stops(stop) {}
+  Choice(const Tokenizer& tok, const SamplerParams& p, const GenerateOptions& opt)
+      : sampler(p), reply(tok, sampler, opt) {}
   int index = 0;
   State state;
   Sampler sampler;
-  TokenStreamDecoder decoder;
-  StopStrings stops;
-  std::vector<float> logits;     // after the last token in `state`
-  std::vector<int32_t> generated;
-  // response_format: the reply so far, as a JSON prefix.
-  std::optional<JsonPrefixValidator> json;
-  size_t fed = 0;                // generated tokens fed into `state`
-  bool pending = false;          // generated.back() is to be fed at the next step
+  Reply reply;
+  std::vector<float> logits;  // after the last token in `state`
+  size_t fed = 0;             // reply tokens fed into `state`
+  bool pending = false;       // the reply's last token is to be fed at the next step
   bool done = false;
 };
 
 struct Scheduler::Active {
   std::shared_ptr<Job> job;
+  GenerateOptions options;  // the job's limits, as every choice's Reply reads them
   int slots = 1;
   // Prompt phase: the state and how many prompt tokens it holds.
   bool prefilling = true;
@@ -212,6 +209,11 @@ void Scheduler::start(const std::shared_ptr<Job>& job) {
   a->job = job;
   a->slots = std::min(job->n, options_.n_parallel);
   a->usage.prompt_tokens = static_cast<int64_t>(job->prompt.size());
+  a->options.n_predict = job->max_tokens;
+  a->options.stop_strings = job->stop;
+  a->options.ignore_eos = job->ignore_eos;
+  a->options.eos_ids = eos_ids_;
+  a->options.json = job->json;
   if (std::optional<CacheHit> hit = cache_.lookup(job->prompt)) {
     a->state = std::move(hit->state);
     a->fed = hit->n_tokens;
@@ -262,7 +264,7 @@ void Scheduler::step() {
     } else {
       for (auto& c : a->choices) {
         if (c->done || !c->pending) continue;
-        batch.push_back({&c->state, std::span<const int32_t>(&c->generated.back(), 1),
+        batch.push_back({&c->state, std::span<const int32_t>(&c->reply.tokens().back(), 1),
                          c->logits.data(), false});
         rows.push_back({a.get(), c.get(), 1, true});
         ++decode_rows;
@@ -325,12 +327,11 @@ void Scheduler::fork_choices(Active& a) {
   for (int i = 0; i < job.n; ++i) {
     SamplerParams p = job.sampling;
     p.seed = job.sampling.seed + static_cast<uint64_t>(i);
-    auto c = std::make_unique<Choice>(*tokenizer_, p, job.stop);
+    auto c = std::make_unique<Choice>(*tokenizer_, p, a.options);
     c->index = i;
     // The last choice takes the prompt's state itself instead of a copy.
     c->state = i + 1 == job.n ? std::move(a.state) : a.state;
     c->logits = i + 1 == job.n ? std::move(a.logits) : a.logits;
-    if (job.json) c->json.emplace(*job.json);
     for (int32_t t : job.prompt) c->sampler.accept(t);
     a.choices.push_back(std::move(c));
   }
@@ -339,103 +340,28 @@ void Scheduler::fork_choices(Active& a) {
 
 // Draws the next token of a choice from its logits and decides whether it goes on.
 void Scheduler::sample(Active& a, Choice& c) {
-  const Job& job = *a.job;
-  if (job.max_tokens >= 0 && static_cast<int64_t>(c.generated.size()) >= job.max_tokens) {
-    finish_choice(a, c, "length");
+  const size_t before = c.reply.tokens().size();
+  c.reply.next(c.logits);
+  a.usage.completion_tokens += static_cast<int64_t>(c.reply.tokens().size() - before);
+  std::string text = c.reply.take_text();
+  if (c.reply.done()) {
+    finish_choice(a, c, std::move(text));
     return;
   }
-  const int32_t next = c.json ? sample_json(c) : c.sampler.sample(c.logits);
-  if (next < 0 || (!job.ignore_eos && eos_ids_.count(next) != 0)) {
-    finish_choice(a, c, "stop");
-    return;
-  }
-  c.generated.push_back(next);
-  c.sampler.accept(next);
-  ++a.usage.completion_tokens;
-  // A model's vocabulary is often padded beyond the tokenizer's; such an id has no text.
-  std::string text = tokenizer_->is_known(next) ? c.stops.push(c.decoder.push(next)) : "";
   if (!text.empty()) a.job->push({c.index, std::move(text), ""});
-  if (c.stops.stopped() || (c.json && c.json->complete())) {
-    finish_choice(a, c, "stop");
-    return;
-  }
-  if (job.max_tokens >= 0 && static_cast<int64_t>(c.generated.size()) >= job.max_tokens) {
-    finish_choice(a, c, "length");
-    return;
-  }
   c.pending = true;
 }
 
-// Constrained sampling for response_format: a drawn token whose bytes would make the reply
-// an impossible JSON prefix is masked out and the draw repeated. Rejections are rare with a
-// model that follows the instruction, so a few redraws come first; after them every token of
-// the vocabulary is checked once and the invalid ones masked together. Special tokens
-// and end-of-generation tokens (which need not be special) never pass: the reply ends when the
-// document is complete.
-// Returns -1 when no token can continue the document.
-int32_t Scheduler::sample_json(Choice& c) {
-  const int64_t V =
-      std::min<int64_t>(static_cast<int64_t>(c.logits.size()), tokenizer_->vocab_size());
-  auto valid = [&](int32_t id) {
-    if (id < 0 || id >= V || !tokenizer_->is_known(id) || tokenizer_->is_special(id) ||
-        eos_ids_.count(id) != 0)
-      return false;
-    const std::string& bytes = tokenizer_->token_bytes(id);
-    if (bytes.empty()) return false;
-    JsonPrefixValidator v = *c.json;
-    return v.push(bytes);
-  };
-  constexpr float kMasked = -std::numeric_limits<float>::infinity();
-  std::vector<float> logits = c.logits;
-  // Ids beyond the tokenizer's vocabulary have no text.
-  for (size_t i = static_cast<size_t>(V); i < logits.size(); ++i) logits[i] = kMasked;
-  int32_t next = -1;
-  for (int attempt = 0; attempt < 8; ++attempt) {
-    next = c.sampler.sample(logits);
-    if (valid(next)) break;
-    if (next >= 0 && static_cast<size_t>(next) < logits.size())
-      logits[static_cast<size_t>(next)] = kMasked;
-    next = -1;
-  }
-  if (next < 0) {
-    bool any = false;
-    for (int32_t id = 0; id < V; ++id) {
-      if (logits[static_cast<size_t>(id)] == kMasked) continue;
-      if (valid(id))
-        any = true;
-      else
-        logits[static_cast<size_t>(id)] = kMasked;
-    }
-    if (!any) return -1;
-    next = c.sampler.sample(logits);
-    // Rounding in the draw can land on a masked candidate when few tokens are left; the most
-    // likely valid token is then taken.
-    if (!valid(next)) {
-      next = -1;
-      for (int32_t id = 0; id < V; ++id)
-        if (logits[static_cast<size_t>(id)] != kMasked &&
-            (next < 0 || logits[static_cast<size_t>(id)] > logits[static_cast<size_t>(next)]))
-          next = id;
-    }
-  }
-  c.json->push(tokenizer_->token_bytes(next));
-  return next;
-}
-
-void Scheduler::finish_choice(Active& a, Choice& c, const std::string& reason) {
-  std::string rest;
-  if (!c.stops.stopped()) {
-    rest = c.stops.push(c.decoder.flush());
-    rest += c.stops.flush();
-  }
-  a.job->push({c.index, std::move(rest), reason});
+void Scheduler::finish_choice(Active& a, Choice& c, std::string rest) {
+  a.job->push({c.index, std::move(rest), c.reply.finish_reason()});
   c.done = true;
   c.pending = false;
   // The state at the end of the reply: the next turn of a conversation starts with these
   // tokens. One choice is enough to keep.
   if (c.index == 0 && c.fed > 0 && !a.job->cancelled()) {
     std::vector<int32_t> tokens = a.job->prompt;
-    tokens.insert(tokens.end(), c.generated.begin(), c.generated.begin() + static_cast<long>(c.fed));
+    const auto& reply = c.reply.tokens();
+    tokens.insert(tokens.end(), reply.begin(), reply.begin() + static_cast<long>(c.fed));
     cache_.insert(std::move(tokens), std::move(c.state), std::move(c.logits));
   }
   c.state = State();

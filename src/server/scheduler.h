@@ -30,8 +30,9 @@
 #include <vector>
 
 #include "model/model.h"
+#include "runtime/generator.h"
 #include "runtime/sampler.h"
-#include "server/json_prefix.h"
+#include "runtime/json_prefix.h"
 #include "server/state_cache.h"
 #include "text/tokenizer.h"
 
@@ -146,8 +147,7 @@ class Scheduler {
   void step();
   void fork_choices(Active& a);
   void sample(Active& a, Choice& c);
-  int32_t sample_json(Choice& c);
-  void finish_choice(Active& a, Choice& c, const std::string& reason);
+  void finish_choice(Active& a, Choice& c, std::string rest);
   void retire_finished();
 
   const Model* model_;

@@ -1,7 +1,5 @@
 #include "server/state_cache.h"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
@@ -17,7 +15,7 @@
 #include "io/bytes.h"
 #include "io/error.h"
 #include "io/mapped_file.h"
-#include "runtime/chat.h"
+#include "model/state.h"
 
 namespace qrwkv::server {
 
@@ -40,30 +38,6 @@ size_t common_prefix(std::span<const int32_t> a, std::span<const int32_t> b) {
   return n;
 }
 
-// Writes a file atomically: a temporary file renamed over the name, so that a reader never sees
-// a partial file. Unlike write_file_atomic it does not fsync: a cache file that a crash of the
-// machine leaves damaged fails its checksum and costs a cache miss, while an fsync of a large
-// state on every eviction would stall every sequence the scheduler is decoding.
-void write_cache_file(const std::string& path, const std::string& bytes) {
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    f.close();
-    if (!f) {
-      std::error_code ec;
-      fs::remove(tmp, ec);
-      fail(path, "cannot write the file");
-    }
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    fs::remove(tmp, ec);
-    fail(path, "cannot rename the temporary file into place");
-  }
-}
-
 void log_line(const std::string& s) { std::fprintf(stderr, "state-dir: %s\n", s.c_str()); }
 
 std::string encode_file(uint64_t model_key, const std::vector<int32_t>& tokens,
@@ -73,9 +47,8 @@ std::string encode_file(uint64_t model_key, const std::vector<int32_t>& tokens,
   put_le<uint64_t>(out, model_key);
   put_le<uint64_t>(out, tokens.size());
   put_le<uint64_t>(out, logits.size());
-  out.append(reinterpret_cast<const char*>(tokens.data()), tokens.size() * sizeof(int32_t));
-  if (!logits.empty())
-    out.append(reinterpret_cast<const char*>(logits.data()), logits.size() * sizeof(float));
+  put_array(out, tokens.data(), tokens.size());
+  put_array(out, logits.data(), logits.size());
   out += serialize_state(state);
   put_le<uint64_t>(out, fnv1a(out.data(), out.size()));
   return out;
@@ -149,7 +122,10 @@ class StateCache::Writer {
         try {
           const std::string bytes =
               encode_file(key_, op.entry->tokens, op.entry->logits, op.entry->state);
-          write_cache_file(op.path, bytes);
+          // Not flushed to the disk: a file that a crash leaves damaged fails its checksum and
+          // costs a cache miss, while an fsync of a large state on every eviction would stall
+          // every sequence the scheduler is decoding.
+          write_file_atomic(op.path, bytes.data(), bytes.size(), /*sync=*/false);
           d.bytes = bytes.size();
         } catch (const std::exception& ex) {
           // A full or read-only disk costs the cached state, not the request.
@@ -209,7 +185,7 @@ void StateCache::collect_writes() {
 // How many prompt tokens an entry holding `tokens` can cover.
 size_t StateCache::usable(const std::vector<int32_t>& tokens, bool has_logits,
                           std::span<const int32_t> prompt) const {
-  const bool recurrent = config_->arch == Arch::QRWKV6;
+  const bool recurrent = !states_can_truncate(*config_);
   const size_t lcp = common_prefix(tokens, prompt);
   if (lcp == tokens.size()) {
     // The whole entry is a prefix of the prompt. When it is the whole prompt, its logits are
@@ -229,7 +205,7 @@ CacheHit StateCache::make_hit(const Entry& e, size_t n, std::span<const int32_t>
   if (n == e.tokens.size()) {
     if (n == prompt.size()) hit.logits = e.logits;
   } else {
-    truncate_kv_state(hit.state, *config_, static_cast<int64_t>(n));
+    truncate_state(hit.state, *config_, static_cast<int64_t>(n));
   }
   return hit;
 }

@@ -1,5 +1,6 @@
 // Internals of the Jinja engine shared by the parser (jinja_parse.cpp) and the evaluator
-// (jinja_eval.cpp): the runtime Value, the syntax tree and the parse entry point.
+// (jinja_evaluator.h and its files): the runtime Value, the syntax tree and the parse entry
+// point.
 #pragma once
 
 #include <algorithm>

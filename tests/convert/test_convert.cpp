@@ -61,7 +61,7 @@ double max_relative_error(const Model& m, const at::Tensor& tokens, const at::Te
 double engine_agreement(const std::string& dir, int64_t T) {
   at::NoGradGuard no_grad;
   const Net net = load_net(dir);
-  const Model m = Model::load(dir);
+  const Model m = Model::load(dir, test::float32_load());
   const at::Tensor tokens = make_tokens(2, T, m.config.vocab_size, T);
   return max_relative_error(m, tokens, forward(net, tokens));
 }

@@ -8,6 +8,7 @@
 
 #include "model/model.h"
 #include "runtime/generator.h"
+#include "runtime/loader.h"
 #include "server/api.h"
 #include "server/scheduler.h"
 #include "server/state_cache.h"
@@ -208,10 +209,9 @@ TEST(ServerStateCache, CutsTransformerKvCachesToTheCommonPrefix) {
 // ---- scheduler -----------------------------------------------------------------------------
 
 struct Fixture {
-  Model model = Model::load(test::server_chat_model());
+  Model model = Model::load(test::server_chat_model(), {WeightFormat::Stored, nullptr, 1});
   Tokenizer tok = Tokenizer::from_dir(test::server_chat_model());
   std::set<int32_t> eos = end_of_generation_ids(test::server_chat_model(), model.config, tok);
-  Fixture() { model.exec = Exec::make_fast(1); }
 };
 
 struct Output {

@@ -13,8 +13,9 @@
 #include "model/model.h"
 #include "runtime/chat.h"
 #include "runtime/generator.h"
+#include "runtime/loader.h"
 #include "server/api.h"
-#include "server/json_prefix.h"
+#include "runtime/json_prefix.h"
 #include "server/scheduler.h"
 #include "server/state_cache.h"
 #include "server/tool_calls.h"
@@ -164,10 +165,9 @@ TEST(ServerJsonPrefix, StringsNumbersLiteralsAndLimits) {
 // ---- response_format with the tiny model --------------------------------------------------
 
 struct Fixture {
-  Model model = Model::load(test::server_chat_model());
+  Model model = Model::load(test::server_chat_model(), {WeightFormat::Stored, nullptr, 1});
   Tokenizer tok = Tokenizer::from_dir(test::server_chat_model());
   std::set<int32_t> eos = end_of_generation_ids(test::server_chat_model(), model.config, tok);
-  Fixture() { model.exec = Exec::make_fast(1); }
 };
 
 std::pair<std::string, std::string> run_job(Scheduler& s, const std::shared_ptr<Job>& job) {

@@ -32,37 +32,33 @@
 #include <cstring>
 #include <vector>
 
+#include "backend/cpu/kernels.h"
 #include "io/error.h"
-#include "ops/fast.h"
 #include "ops/quant.h"
+#include "ops/vec.h"
 
-namespace qrwkv::fast {
-
-bool cpu_has_bf16_dot() {
-  static const bool ok = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
-  }();
-  return ok;
-}
-
-namespace {
+namespace qrwkv::cpu::avx512bf16 {
 
 #define QRWKV_BF16 \
   __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c")))
 
+// The panels hold each block's integers; they are decoded one element per lane.
+using V = VecScalar;
+#define QRWKV_TARGET
+#include "ops/block_decode.inl"
+#undef QRWKV_TARGET
+
+namespace {
+
 constexpr int64_t kPanelRows = 32;
 
-inline uint32_t bf16_bits_of_int(int v) {
-  // Small integers are exact in bfloat16, so truncating the float32 bits loses nothing.
-  const float f = static_cast<float>(v);
+// The bfloat16 bits of a block's integer q: small integers are exact in bfloat16, so truncating
+// the float32 bits loses nothing.
+inline uint32_t bf16_bits(float q) {
   uint32_t b;
-  std::memcpy(&b, &f, 4);
+  std::memcpy(&b, &q, 4);
   return b >> 16;
 }
-
-QRWKV_BF16 inline float f16_scale(uint16_t h) { return _cvtsh_ss(h); }
 
 // ---- activations --------------------------------------------------------------------------
 
@@ -161,21 +157,11 @@ QRWKV_BF16 void pack_panel(const Tensor& w, int64_t o0, uint32_t* panel, float* 
     const int64_t bb = tensor_bytes(w.dtype, kQuantBlock);
     for (int64_t b = 0; b < K / kQuantBlock; ++b) {
       const uint8_t* blk = row + b * bb;
-      uint16_t dh;
-      std::memcpy(&dh, blk, 2);
-      scales[b * kPanelRows + r] = f16_scale(dh);
-      int q[32];
-      if (w.dtype == DType::Q8_0) {
-        for (int j = 0; j < 32; ++j) q[j] = static_cast<int8_t>(blk[2 + j]);
-      } else {
-        for (int j = 0; j < 16; ++j) {
-          q[j] = (blk[2 + j] & 15) - 8;
-          q[j + 16] = (blk[2 + j] >> 4) - 8;
-        }
-      }
+      float qf[32];
+      scales[b * kPanelRows + r] = w.dtype == DType::Q8_0 ? unpack_block<DType::Q8_0>(blk, qf)
+                                                          : unpack_block<DType::Q4_0>(blk, qf);
       for (int j = 0; j < 16; ++j)
-        panel[(b * 16 + j) * kPanelRows + r] =
-            bf16_bits_of_int(q[2 * j]) | (bf16_bits_of_int(q[2 * j + 1]) << 16);
+        panel[(b * 16 + j) * kPanelRows + r] = bf16_bits(qf[2 * j]) | (bf16_bits(qf[2 * j + 1]) << 16);
     }
   }
 }
@@ -286,10 +272,9 @@ QRWKV_BF16 void gemm_panels(const Tensor& w, const uint16_t* xb, int64_t Kp, int
 
 }  // namespace
 
-void linear_bf16_dot(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, float* y) {
-  if (!cpu_has_bf16_dot()) fail(w.name, "this CPU has no AVX512-BF16 dot products");
+void linear(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, float* y) {
   if (w.dtype != DType::BF16 && w.dtype != DType::Q8_0 && w.dtype != DType::Q4_0)
-    fail(w.name, std::string("linear_bf16_dot: unsupported dtype ") + dtype_name(w.dtype));
+    fail(w.name, std::string("linear_bf16: unsupported dtype ") + dtype_name(w.dtype));
   const int64_t out = w.shape[0], K = w.shape[1], Kp = (K + 31) / 32 * 32;
   thread_local std::vector<uint16_t> xb;
   thread_local std::vector<float> xr;
@@ -310,9 +295,10 @@ void linear_bf16_dot(ThreadPool& pool, const float* x, int64_t T, const Tensor& 
   });
   if (rowdot) {
     pool.parallel_for(out, 16, [&](int64_t r0, int64_t r1, int) {
-      // Block formats: the float32 row-dot kernels of fast_gemm.cpp on the rounded activations.
+      // Block formats: the float32 row-dot kernels of the AVX-512 level on the rounded
+      // activations.
       if (widen) {
-        rowdot_blocks_avx512(xrp, T, w, r0, r1, y);
+        avx512::rowdot(xrp, T, w, r0, r1, y);
         return;
       }
       int64_t o = r0;
@@ -326,4 +312,4 @@ void linear_bf16_dot(ThreadPool& pool, const float* x, int64_t T, const Tensor& 
   }
 }
 
-}  // namespace qrwkv::fast
+}  // namespace qrwkv::cpu::avx512bf16

@@ -1,6 +1,6 @@
-#include "server/json_prefix.h"
+#include "runtime/json_prefix.h"
 
-namespace qrwkv::server {
+namespace qrwkv {
 
 namespace {
 
@@ -264,4 +264,4 @@ bool JsonPrefixValidator::push(unsigned char c) {
   return fail();
 }
 
-}  // namespace qrwkv::server
+}  // namespace qrwkv

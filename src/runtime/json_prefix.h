@@ -14,7 +14,7 @@
 #include <string_view>
 #include <vector>
 
-namespace qrwkv::server {
+namespace qrwkv {
 
 class JsonPrefixValidator {
  public:
@@ -83,4 +83,4 @@ class JsonPrefixValidator {
   bool failed_ = false;
 };
 
-}  // namespace qrwkv::server
+}  // namespace qrwkv

@@ -1,0 +1,290 @@
+#include "backend/cpu/cpu_backend.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "backend/host_weights.h"
+#include "backend/ref/ref_backend.h"
+#include "io/error.h"
+
+namespace qrwkv {
+
+namespace {
+
+const float* f32(const Tensor& t) { return reinterpret_cast<const float*>(t.data); }
+
+// Work below this many (roughly scalar-operation-sized) units runs on the calling thread:
+// waking the pool costs about a microsecond, which small element-wise stages of a decode step
+// would not repay.
+constexpr int64_t kParallelWork = 1 << 15;
+
+bool computable(DType dt) {
+  return dt == DType::F32 || dt == DType::BF16 || dt == DType::F16 || dt == DType::Q8_0 ||
+         dt == DType::Q4_0;
+}
+
+}  // namespace
+
+std::shared_ptr<Backend> make_cpu_backend(int threads) {
+  return std::make_shared<CpuBackend>(CpuOptions{threads, std::nullopt});
+}
+
+CpuBackend::CpuBackend(const CpuOptions& options)
+    : pool_(std::make_unique<ThreadPool>(options.threads > 0 ? options.threads
+                                                             : physical_cores())),
+      kernels_(&cpu::kernels_for(options.level.value_or(cpu::default_isa()))) {}
+
+std::string CpuBackend::name() const {
+  return std::string("cpu ") + cpu::isa_name(level()) + " (" + std::to_string(threads()) +
+         (threads() == 1 ? " thread)" : " threads)");
+}
+
+void CpuBackend::parallel(int64_t n, int64_t grain, int64_t cost_per_item, ThreadPool::Job fn) {
+  if (n * cost_per_item < kParallelWork)
+    fn(0, n, 0);
+  else
+    pool_->parallel_for(n, grain, fn);
+}
+
+double CpuBackend::sum(const float* x, int64_t n) {
+  std::vector<double> partial(static_cast<size_t>(pool_->size()), 0.0);
+  pool_->parallel_for(n, 4096, [&](int64_t b, int64_t e, int t) {
+    partial[static_cast<size_t>(t)] += kernels_->sum(x + b, e - b);
+  });
+  double s = 0;
+  for (double p : partial) s += p;
+  return s;
+}
+
+void* CpuBackend::alloc(size_t bytes) {
+  void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+  if (p == nullptr) throw std::bad_alloc();
+  return p;
+}
+
+void CpuBackend::free(void* p) noexcept { std::free(p); }
+
+void CpuBackend::download(float* host, const float* src, int64_t n) {
+  if (n > 0) std::memcpy(host, src, static_cast<size_t>(n) * sizeof(float));
+}
+
+void CpuBackend::prepare(const std::vector<WeightRef>& weights, WeightFormat format,
+                         WeightArena& arena) {
+  prepare_host_weights(weights, format, arena, pool_.get());
+}
+
+void CpuBackend::embed(const Tensor& table, const int32_t* ids, int64_t T, float* h) {
+  const int64_t C = table.cols();
+  parallel(T, 1, C, [&](int64_t t0, int64_t t1, int) {
+    for (int64_t t = t0; t < t1; ++t) load_f32(table, int64_t{ids[t]} * C, C, h + t * C);
+  });
+}
+
+void CpuBackend::rmsnorm(const float* x, int64_t T, int64_t C, const Tensor& w, float eps,
+                         float* y) {
+  const float* g = f32(w);
+  parallel(T, 1, 2 * C, [&](int64_t t0, int64_t t1, int) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const float* xt = x + t * C;
+      double ss = 0.0;
+      for (int64_t i = 0; i < C; ++i) ss += static_cast<double>(xt[i]) * xt[i];
+      const float inv = 1.0f / std::sqrt(static_cast<float>(ss / C) + eps);
+      for (int64_t i = 0; i < C; ++i) y[t * C + i] = g[i] * (xt[i] * inv);
+    }
+  });
+}
+
+void CpuBackend::linear(const float* x, int64_t T, const Tensor& w, const Tensor& b, float* y) {
+  if (!computable(w.dtype)) fail(w.name, std::string("unsupported dtype ") + dtype_name(w.dtype));
+  const cpu::Kernels& k = *kernels_;
+  const int64_t out = w.shape[0];
+  const bool low = w.dtype == DType::BF16 || w.dtype == DType::Q8_0 || w.dtype == DType::Q4_0;
+  if (k.linear_bf16 != nullptr && low) {
+    k.linear_bf16(*pool_, x, T, w, y);
+  } else if (k.gemm != nullptr && T >= cpu::kGemmMinTokens) {
+    k.gemm(*pool_, x, T, w.shape[1], w, false, y);
+  } else {
+    // Rows in multiples of 16 per thread keep the kernels' 4-row blocks whole.
+    pool_->parallel_for(out, 16,
+                        [&](int64_t r0, int64_t r1, int) { k.rowdot(x, T, w, r0, r1, y); });
+  }
+  if (!b.empty()) {
+    const float* bias = f32(b);
+    parallel(T, 1, out, [&](int64_t t0, int64_t t1, int) {
+      for (int64_t t = t0; t < t1; ++t)
+        for (int64_t o = 0; o < out; ++o) y[t * out + o] += bias[o];
+    });
+  }
+}
+
+void CpuBackend::matmul(const float* x, int64_t T, int64_t ldx, const Tensor& m, float* y) {
+  const cpu::Kernels& k = *kernels_;
+  const bool elem = m.dtype == DType::F32 || m.dtype == DType::BF16 || m.dtype == DType::F16;
+  if (k.gemm != nullptr && T >= cpu::kGemmMinTokens && elem) {
+    k.gemm(*pool_, x, T, ldx, m, true, y);
+    return;
+  }
+  pool_->parallel_for(
+      T, 1, [&](int64_t t0, int64_t t1, int) { k.matmul_rows(x, ldx, m, t0, t1, y); });
+}
+
+void CpuBackend::add(float* h, const float* x, int64_t n) {
+  parallel(n, 4096, 1, [&](int64_t b, int64_t e, int) {
+    for (int64_t j = b; j < e; ++j) h[j] += x[j];
+  });
+}
+
+void CpuBackend::swiglu(float* g, const float* u, int64_t n) {
+  parallel(n, 4096, 16, [&](int64_t b, int64_t e, int) {
+    for (int64_t j = b; j < e; ++j) g[j] = silu(g[j]) * u[j];
+  });
+}
+
+void CpuBackend::gather_rows(const float* src, int64_t C, const int64_t* rows, int64_t R,
+                             float* dst) {
+  for (int64_t r = 0; r < R; ++r) std::memcpy(dst + r * C, src + rows[r] * C, C * sizeof(float));
+}
+
+void CpuBackend::token_shift(const float* a, int64_t T, int64_t C, float* x_prev,
+                             const Tensor& maa_x, float* d, float* xx) {
+  const float* mx = f32(maa_x);
+  parallel(T, 1, 2 * C, [&](int64_t t0, int64_t t1, int) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const float* prev = t == 0 ? x_prev : a + (t - 1) * C;
+      for (int64_t i = 0; i < C; ++i) {
+        d[t * C + i] = prev[i] - a[t * C + i];
+        xx[t * C + i] = a[t * C + i] + d[t * C + i] * mx[i];
+      }
+    }
+  });
+  if (T > 0) std::memcpy(x_prev, a + (T - 1) * C, C * sizeof(float));
+}
+
+void CpuBackend::tanh(float* x, int64_t n) {
+  parallel(n, 4096, 16, [&](int64_t b, int64_t e, int) {
+    for (int64_t j = b; j < e; ++j) x[j] = std::tanh(x[j]);
+  });
+}
+
+void CpuBackend::lerp(const float* a, const float* d, const float* m, int64_t ldm,
+                      const Tensor& maa, int64_t T, int64_t C, float* x) {
+  const float* mu = f32(maa);
+  parallel(T, 1, C, [&](int64_t t0, int64_t t1, int) {
+    for (int64_t t = t0; t < t1; ++t)
+      for (int64_t i = 0; i < C; ++i)
+        x[t * C + i] = a[t * C + i] + d[t * C + i] * (mu[i] + m[t * ldm + i]);
+  });
+}
+
+void CpuBackend::decay(const float* dd, const Tensor& time_decay, int64_t T, int64_t C, float* w,
+                       float* one_minus_w, float* log_w) {
+  const float* td = f32(time_decay);
+  parallel(T, 1, 48 * C, [&](int64_t t0, int64_t t1, int) {
+    for (int64_t t = t0; t < t1; ++t)
+      for (int64_t i = 0; i < C; ++i) {
+        const int64_t j = t * C + i;
+        const float lw = -std::exp(td[i] + dd[j]);
+        w[j] = std::exp(lw);
+        one_minus_w[j] = -std::expm1(lw);
+        log_w[j] = lw;
+      }
+  });
+}
+
+void CpuBackend::gate(float* o, const float* g, int64_t n) {
+  parallel(n, 4096, 16, [&](int64_t b, int64_t e, int) {
+    for (int64_t j = b; j < e; ++j) o[j] *= sigmoid(g[j]);
+  });
+}
+
+void CpuBackend::wkv(const WkvArgs& a) {
+  const int64_t C = a.H * a.N, KVD = a.Hkv * a.N, G = a.H / a.Hkv;
+  const cpu::Kernels& k = *kernels_;
+  // Heads are independent: one range of heads per thread, S of a head stays in that core's L1.
+  pool_->parallel_for(a.H, 1, [&](int64_t h0, int64_t h1, int) {
+    for (int64_t h = h0; h < h1; ++h) {
+      const int64_t kvh = h / G;
+      const int64_t c = h * a.N;
+      k.wkv_head(WkvHead{a.r + c, C, a.k + kvh * a.N, KVD, a.v + kvh * a.N, KVD, a.w + c,
+                         a.one_minus_w + c, a.log_w + c, C, a.o + c, C, a.S + h * a.N * a.N, a.N,
+                         a.T, a.scale});
+    }
+  });
+}
+
+void CpuBackend::rope(float* x, int64_t T, int64_t n_heads, int64_t D, int64_t pos0,
+                      const double* inv_freq) {
+  const int64_t half = D / 2;
+  parallel(T, 1, 32 * n_heads * half, [&](int64_t t0, int64_t t1, int) {
+    for (int64_t t = t0; t < t1; ++t)
+      for (int64_t h = 0; h < n_heads; ++h) {
+        float* xh = x + (t * n_heads + h) * D;
+        for (int64_t i = 0; i < half; ++i) {
+          const double angle = static_cast<double>(pos0 + t) * inv_freq[i];
+          const float cs = static_cast<float>(std::cos(angle));
+          const float sn = static_cast<float>(std::sin(angle));
+          const float x1 = xh[i], x2 = xh[i + half];
+          xh[i] = x1 * cs - x2 * sn;
+          xh[i + half] = x2 * cs + x1 * sn;
+        }
+      }
+  });
+}
+
+void CpuBackend::kv_append(std::vector<float>& k_cache, std::vector<float>& v_cache,
+                           const float* k, const float* v, int64_t T, int64_t kv_dim) {
+  k_cache.insert(k_cache.end(), k, k + T * kv_dim);
+  v_cache.insert(v_cache.end(), v, v + T * kv_dim);
+}
+
+// Causal attention in blocks of keys with a running softmax (as flash attention does), so that
+// no buffer grows with the context: per (token, head), over blocks of kBlock keys,
+//   m' = max(m, max_j s_j);  acc ← acc · e^(m − m') + Σ_j e^(s_j − m') v_j;  l likewise
+// and o = acc / l at the end. Pairs of (token, head) are split across the threads.
+void CpuBackend::attention(const AttentionArgs& a) {
+  constexpr int64_t kBlock = 256;
+  const int64_t QD = a.H * a.D, KVD = a.Hkv * a.D, G = a.H / a.Hkv, D = a.D;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  pool_->parallel_for(a.T * a.H, 1, [&](int64_t p0, int64_t p1, int) {
+    float s[kBlock];
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t t = p / a.H, h = p % a.H, kvh = h / G;
+      const int64_t n_ctx = a.pos0 + t + 1;
+      const float* qh = a.q + t * QD + h * D;
+      float* oh = a.o + t * QD + h * D;
+      std::fill(oh, oh + D, 0.0f);
+      float m = -INFINITY;
+      double l = 0.0;
+      for (int64_t j0 = 0; j0 < n_ctx; j0 += kBlock) {
+        const int64_t nb = std::min(kBlock, n_ctx - j0);
+        float block_max = -INFINITY;
+        for (int64_t j = 0; j < nb; ++j) {
+          const float* kj = a.k_cache + (j0 + j) * KVD + kvh * D;
+          float dot = 0.0f;
+          for (int64_t i = 0; i < D; ++i) dot += qh[i] * kj[i];
+          s[j] = dot * scale;
+          block_max = std::max(block_max, s[j]);
+        }
+        if (block_max > m) {
+          const float rescale = std::exp(m - block_max);  // 0 for the first block
+          for (int64_t i = 0; i < D; ++i) oh[i] *= rescale;
+          l *= rescale;
+          m = block_max;
+        }
+        for (int64_t j = 0; j < nb; ++j) {
+          const float pj = std::exp(s[j] - m);
+          l += pj;
+          const float* vj = a.v_cache + (j0 + j) * KVD + kvh * D;
+          for (int64_t i = 0; i < D; ++i) oh[i] += pj * vj[i];
+        }
+      }
+      const float inv = static_cast<float>(1.0 / l);
+      for (int64_t i = 0; i < D; ++i) oh[i] *= inv;
+    }
+  });
+}
+
+}  // namespace qrwkv

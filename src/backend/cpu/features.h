@@ -1,0 +1,44 @@
+// What this CPU can run, detected once at start-up, and the instruction-set levels of the CPU
+// backend's kernels.
+#pragma once
+
+#include <optional>
+#include <string>
+
+namespace qrwkv::cpu {
+
+struct CpuFeatures {
+  bool avx2 = false, fma = false, f16c = false;
+  bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false;
+  bool avx512bf16 = false, avx512vnni = false;
+  bool amx_bf16 = false, amx_int8 = false;
+  bool amd = false;
+};
+
+// Detected on first use (cpuid), then constant.
+const CpuFeatures& cpu_features();
+
+// The levels, each a superset of the one before. A level names what its kernels may use:
+//   Portable    C++ only
+//   AVX2        AVX2 + FMA + F16C, 8 float lanes
+//   AVX512      AVX-512 F/BW/VL/DQ, 16 float lanes, the packed float32 GEMM
+//   AVX512BF16  + bf16 dot products (vdpbf16ps) for BF16 and block-quantized weights, with
+//               activations rounded to bf16
+enum class Isa { Portable = 0, AVX2 = 1, AVX512 = 2, AVX512BF16 = 3 };
+constexpr Isa kAllIsas[] = {Isa::Portable, Isa::AVX2, Isa::AVX512, Isa::AVX512BF16};
+
+const char* isa_name(Isa isa);
+std::optional<Isa> parse_isa(const std::string& name);
+
+// The highest level this CPU can run.
+Isa max_isa();
+// The level used when none is asked for: max_isa(), except that AVX512BF16 is only chosen on
+// CPUs whose bf16 dot products outrun float32 FMAs (AMD Zen 4/5; on Intel Xeons vdpbf16ps runs
+// at half the FMA rate). The environment variable QRWKV_ISA (portable, avx2, avx512,
+// avx512bf16) overrides the choice, capped at max_isa(); an unknown name throws Error.
+Isa default_isa();
+// The highest level at or below default_isa() whose kernels compute in float32 throughout (no
+// bf16 activations): what tests and tools that compare against float32 references use.
+Isa float32_isa();
+
+}  // namespace qrwkv::cpu

@@ -1,0 +1,38 @@
+#include "backend/cpu/kernels.h"
+
+#include <algorithm>
+#include <array>
+#include <iterator>
+
+namespace qrwkv::cpu {
+
+const Kernels& kernels_for(Isa level) {
+  static const auto tables = [] {
+    std::array<Kernels, std::size(kAllIsas)> t{};
+    for (Isa l : kAllIsas) {
+      if (l > max_isa()) break;
+      Kernels& k = t[static_cast<size_t>(l)];
+      // Each level starts from the one below and replaces what it does better.
+      if (l > Isa::Portable) k = t[static_cast<size_t>(l) - 1];
+      k.level = l;
+      switch (l) {
+        case Isa::Portable:
+          portable::fill(k);
+          break;
+        case Isa::AVX2:
+          avx2::fill(k);
+          break;
+        case Isa::AVX512:
+          avx512::fill(k);
+          break;
+        case Isa::AVX512BF16:
+          k.linear_bf16 = avx512bf16::linear;
+          break;
+      }
+    }
+    return t;
+  }();
+  return tables[static_cast<size_t>(std::min(level, max_isa()))];
+}
+
+}  // namespace qrwkv::cpu

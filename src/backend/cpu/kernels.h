@@ -1,0 +1,75 @@
+// The CPU backend's table of kernels. One table is built per instruction-set level; each entry
+// holds the best implementation at or below that level, so that forcing a level (QRWKV_ISA, or
+// a test) changes every entry at once.
+#pragma once
+
+#include <cstdint>
+
+#include "backend/cpu/features.h"
+#include "backend/wkv.h"
+#include "ops/tensor.h"
+#include "ops/threadpool.h"
+
+namespace qrwkv::cpu {
+
+// From this many tokens on, linear and matmul use a packed GEMM (where the table has one)
+// instead of the row-dot kernels.
+constexpr int64_t kGemmMinTokens = 16;
+
+struct Kernels {
+  Isa level = Isa::Portable;
+
+  // Rows [r0, r1) of Y = X Wᵀ: Y[t, r] = Σ_i X[t, i] W[r, i] for X [T, in] and W [out, in] in
+  // any dtype (F32, BF16, F16, Q8_0, Q4_0), Y [T, out]. Weights are widened exactly to float32,
+  // sums are float32. Blocks of rows × tokens share every load of W and X; decode (T = 1) is
+  // bound by streaming W once, which these kernels do with prefetches one block ahead.
+  void (*rowdot)(const float* x, int64_t T, const Tensor& w, int64_t r0, int64_t r1,
+                 float* y) = nullptr;
+
+  // Tokens [t0, t1) of Y = X M: Y[t, j] = Σ_i X[t, i] M[i, j] for X rows ldx apart and
+  // M [in, out] in F32, BF16 or F16: rows of M are streamed once per token block and the inner
+  // loop is a vector axpy over j.
+  void (*matmul_rows)(const float* x, int64_t ldx, const Tensor& m, int64_t t0, int64_t t1,
+                      float* y) = nullptr;
+
+  // The WKV recurrence of one head (backend/wkv.h) with each row of S updated and read in one
+  // pass (o += q_i · S_i right after S_i is updated, rows being independent), vectorized over the
+  // value channels: S stays in L1 and each element costs two fused multiply-adds.
+  void (*wkv_head)(const WkvHead& h) = nullptr;
+
+  // Σ x[i] at full vector width: the memory-bandwidth probe of `qrwkv bench`.
+  double (*sum)(const float* x, int64_t n) = nullptr;
+
+  // Y = X Wᵀ (or Y = X M with `transposed`, M [in, out]) through a packed, cache-blocked
+  // float32 GEMM, for T ≥ kGemmMinTokens; X rows ldx apart. Null below AVX512.
+  void (*gemm)(ThreadPool& pool, const float* x, int64_t T, int64_t ldx, const Tensor& w,
+               bool transposed, float* y) = nullptr;
+
+  // Y = X Wᵀ for W in BF16, Q8_0 or Q4_0 with X rounded to bf16 once per call and bf16 dot
+  // products (bf16_avx512.cpp); no bias. Null below AVX512BF16.
+  void (*linear_bf16)(ThreadPool& pool, const float* x, int64_t T, const Tensor& w,
+                      float* y) = nullptr;
+};
+
+// The table for `level` (capped at max_isa()).
+const Kernels& kernels_for(Isa level);
+
+// Per-level parts of the table (kernels_*.cpp).
+namespace portable {
+void fill(Kernels& k);
+}
+namespace avx2 {
+void fill(Kernels& k);
+}
+namespace avx512 {
+void fill(Kernels& k);
+// Rows [r0, r1) of Y = X Wᵀ at the AVX-512 level (the bf16 path uses it for block weights).
+void rowdot(const float* x, int64_t T, const Tensor& w, int64_t r0, int64_t r1, float* y);
+void gemm(ThreadPool& pool, const float* x, int64_t T, int64_t ldx, const Tensor& w,
+          bool transposed, float* y);
+}  // namespace avx512
+namespace avx512bf16 {
+void linear(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, float* y);
+}
+
+}  // namespace qrwkv::cpu

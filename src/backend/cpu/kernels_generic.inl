@@ -1,0 +1,264 @@
+// Kernels written once for every vector type of ops/vec.h: the row-dot products of linear, the
+// axpy rows of matmul, the fused WKV recurrence and a sum. kernels_portable.cpp,
+// kernels_avx2.cpp and kernels_avx512.cpp include this file inside their namespaces, with `V`
+// and QRWKV_TARGET defined, and fill their level's table entries with what it defines.
+//
+// Numerics: weights are widened exactly to float32 and every product is summed in float32 in
+// the order of the reference loops per lane; only the split of a sum into W lanes (and their
+// final reduction) differs from the reference. With W = 1 the row-dot and WKV kernels compute
+// exactly the reference's sums.
+
+using F = V::F;
+constexpr int W = V::W;
+
+#include "ops/block_decode.inl"
+
+template <DType DT>
+constexpr bool kIsBlock = DT == DType::Q8_0 || DT == DType::Q4_0;
+
+// Bytes per element of the element-wise dtypes.
+template <DType DT>
+constexpr int64_t kElemBytes = DT == DType::F32 ? 4 : 2;
+
+// W consecutive weights of a row stored as DT (F32, BF16, F16), widened to float32; the _n
+// forms read the first n < W and zero the other lanes.
+template <DType DT>
+QRWKV_TARGET inline F load_w(const uint8_t* p) {
+  if constexpr (DT == DType::F32)
+    return V::load(reinterpret_cast<const float*>(p));
+  else if constexpr (DT == DType::BF16)
+    return V::load_bf16(p);
+  else
+    return V::load_f16(p);
+}
+
+template <DType DT>
+QRWKV_TARGET inline F load_w_n(const uint8_t* p, int n) {
+  if constexpr (DT == DType::F32)
+    return V::load_n(reinterpret_cast<const float*>(p), n);
+  else if constexpr (DT == DType::BF16)
+    return V::load_bf16_n(p, n);
+  else
+    return V::load_f16_n(p, n);
+}
+
+// ---- Y = X Wᵀ, few tokens: row-dot products ------------------------------------------------
+//
+// One call computes an RT × TT block of Y: rows w[0 .. RT) of W (rb bytes apart) against tokens
+// x[0 .. TT) (K floats apart), with RT·TT vector accumulators. Every step loads RT weight vectors
+// and TT activation vectors and issues RT·TT fused multiply-adds, so each weight byte read from
+// memory serves TT tokens.
+//
+//   acc[r][t] += W[r][i .. i+W) · X[t][i .. i+W)        y[t][r] = Σ lanes of acc[r][t]
+template <int RT, int TT, DType DT>
+QRWKV_TARGET void dot_block(const float* x, int64_t K, const uint8_t* w, int64_t rb, float* y,
+                            int64_t ldy) {
+  F acc[RT][TT];
+  for (int r = 0; r < RT; ++r)
+    for (int t = 0; t < TT; ++t) acc[r][t] = V::zero();
+  if constexpr (kIsBlock<DT>) {
+    // Block formats: a row is K / 32 blocks; each block's 32 weights are decoded once (d · q,
+    // exact) and serve the TT tokens.
+    constexpr int NV = 32 / W;
+    const int64_t bb = tensor_bytes(DT, 32);
+    for (int64_t b = 0; b < K / 32; ++b) {
+      F xv[TT][NV];
+      for (int t = 0; t < TT; ++t)
+        for (int v = 0; v < NV; ++v) xv[t][v] = V::load(x + t * K + b * 32 + v * W);
+      for (int r = 0; r < RT; ++r) {
+        const uint8_t* blk = w + r * rb + b * bb;
+        // The next block of rows follows these in memory: fetch its bytes at the same position
+        // now, so that decode streams W at memory speed rather than at the speed of demand misses.
+        V::prefetch(blk + RT * rb);
+        F wv[NV];
+        dequant_block<DT>(blk, wv);
+        for (int t = 0; t < TT; ++t)
+          for (int v = 0; v < NV; ++v) acc[r][t] = V::fmadd(wv[v], xv[t][v], acc[r][t]);
+      }
+    }
+  } else {
+    constexpr int64_t es = kElemBytes<DT>;
+    int64_t i = 0;
+    for (; i + W <= K; i += W) {
+      F xv[TT];
+      for (int t = 0; t < TT; ++t) xv[t] = V::load(x + t * K + i);
+      for (int r = 0; r < RT; ++r) {
+        const uint8_t* p = w + r * rb + i * es;
+        V::prefetch(p + RT * rb);
+        const F wv = load_w<DT>(p);
+        for (int t = 0; t < TT; ++t) acc[r][t] = V::fmadd(wv, xv[t], acc[r][t]);
+      }
+    }
+    if (i < K) {
+      const int n = static_cast<int>(K - i);
+      F xv[TT];
+      for (int t = 0; t < TT; ++t) xv[t] = V::load_n(x + t * K + i, n);
+      for (int r = 0; r < RT; ++r) {
+        const F wv = load_w_n<DT>(w + r * rb + i * es, n);
+        for (int t = 0; t < TT; ++t) acc[r][t] = V::fmadd(wv, xv[t], acc[r][t]);
+      }
+    }
+  }
+  for (int r = 0; r < RT; ++r)
+    for (int t = 0; t < TT; ++t) y[t * ldy + r] = V::reduce(acc[r][t]);
+}
+
+// All T tokens against RT rows starting at row o: blocks of 4 tokens, then the rest.
+template <int RT, DType DT>
+QRWKV_TARGET void dot_tokens(const float* x, int64_t T, int64_t K, const uint8_t* wr, int64_t rb,
+                             float* y, int64_t ldy) {
+  int64_t t = 0;
+  for (; t + 4 <= T; t += 4) dot_block<RT, 4, DT>(x + t * K, K, wr, rb, y + t * ldy, ldy);
+  switch (T - t) {
+    case 3:
+      dot_block<RT, 3, DT>(x + t * K, K, wr, rb, y + t * ldy, ldy);
+      break;
+    case 2:
+      dot_block<RT, 2, DT>(x + t * K, K, wr, rb, y + t * ldy, ldy);
+      break;
+    case 1:
+      dot_block<RT, 1, DT>(x + t * K, K, wr, rb, y + t * ldy, ldy);
+      break;
+    default:
+      break;
+  }
+}
+
+template <DType DT>
+QRWKV_TARGET void rowdot_dt(const float* x, int64_t T, const Tensor& w, int64_t r0, int64_t r1,
+                            float* y) {
+  const int64_t out = w.shape[0], K = w.shape[1], rb = tensor_bytes(DT, K);
+  int64_t o = r0;
+  for (; o + 4 <= r1; o += 4) dot_tokens<4, DT>(x, T, K, w.data + o * rb, rb, y + o, out);
+  for (; o < r1; ++o) dot_tokens<1, DT>(x, T, K, w.data + o * rb, rb, y + o, out);
+}
+
+QRWKV_TARGET void rowdot(const float* x, int64_t T, const Tensor& w, int64_t r0, int64_t r1,
+                         float* y) {
+  switch (w.dtype) {
+    case DType::F32:
+      return rowdot_dt<DType::F32>(x, T, w, r0, r1, y);
+    case DType::BF16:
+      return rowdot_dt<DType::BF16>(x, T, w, r0, r1, y);
+    case DType::F16:
+      return rowdot_dt<DType::F16>(x, T, w, r0, r1, y);
+    case DType::Q8_0:
+      return rowdot_dt<DType::Q8_0>(x, T, w, r0, r1, y);
+    case DType::Q4_0:
+      return rowdot_dt<DType::Q4_0>(x, T, w, r0, r1, y);
+    default:
+      fail(w.name, std::string("linear: unsupported weight dtype ") + dtype_name(w.dtype));
+  }
+}
+
+// ---- Y = X M: axpy rows --------------------------------------------------------------------
+
+// y[j] += a · row[j] for j < n.
+template <DType DT>
+QRWKV_TARGET inline void axpy_row(float a, const uint8_t* row, float* y, int64_t n) {
+  constexpr int64_t es = kElemBytes<DT>;
+  const F av = V::set1(a);
+  int64_t j = 0;
+  for (; j + W <= n; j += W) V::store(y + j, V::fmadd(av, load_w<DT>(row + j * es), V::load(y + j)));
+  if (j < n) {
+    const int m = static_cast<int>(n - j);
+    V::store_n(y + j, V::fmadd(av, load_w_n<DT>(row + j * es, m), V::load_n(y + j, m)), m);
+  }
+}
+
+template <DType DT>
+QRWKV_TARGET void matmul_rows_dt(const float* x, int64_t ldx, const Tensor& m, int64_t t0,
+                                 int64_t t1, float* y) {
+  const int64_t in = m.shape[0], out = m.shape[1], rb = out * kElemBytes<DT>;
+  std::fill(y + t0 * out, y + t1 * out, 0.0f);
+  for (int64_t i = 0; i < in; ++i)
+    for (int64_t t = t0; t < t1; ++t) axpy_row<DT>(x[t * ldx + i], m.data + i * rb, y + t * out, out);
+}
+
+QRWKV_TARGET void matmul_rows(const float* x, int64_t ldx, const Tensor& m, int64_t t0, int64_t t1,
+                              float* y) {
+  switch (m.dtype) {
+    case DType::F32:
+      return matmul_rows_dt<DType::F32>(x, ldx, m, t0, t1, y);
+    case DType::BF16:
+      return matmul_rows_dt<DType::BF16>(x, ldx, m, t0, t1, y);
+    case DType::F16:
+      return matmul_rows_dt<DType::F16>(x, ldx, m, t0, t1, y);
+    default:
+      fail(m.name, std::string("matmul: unsupported matrix dtype ") + dtype_name(m.dtype));
+  }
+}
+
+// ---- the fused WKV recurrence ----------------------------------------------------------------
+//
+// Per token and per block of up to 4 vectors of value channels j: for every key channel i,
+//   S[i][j] = w_i · S[i][j] + k̃_i · v[j]      o[j] += q_i · S[i][j]
+// with the block's o in registers; k̃_i = k_i · (1 − w_i) and q_i = r_i · scale as in the
+// reference.
+QRWKV_TARGET void wkv_head(const WkvHead& h) {
+  const int64_t N = h.N;
+  for (int64_t t = 0; t < h.T; ++t) {
+    const float* r = h.r + t * h.r_stride;
+    const float* k = h.k + t * h.k_stride;
+    const float* v = h.v + t * h.v_stride;
+    const float* w = h.w + t * h.w_stride;
+    const float* omw = h.one_minus_w + t * h.w_stride;
+    float* o = h.o + t * h.o_stride;
+    for (int64_t j0 = 0; j0 < N; j0 += 4 * W) {
+      const int nv = static_cast<int>(std::min<int64_t>(4, (N - j0 + W - 1) / W));
+      int lanes[4];
+      F vv[4], acc[4];
+      for (int u = 0; u < nv; ++u) {
+        lanes[u] = static_cast<int>(std::min<int64_t>(W, N - j0 - u * W));
+        vv[u] = lanes[u] == W ? V::load(v + j0 + u * W) : V::load_n(v + j0 + u * W, lanes[u]);
+        acc[u] = V::zero();
+      }
+      for (int64_t i = 0; i < N; ++i) {
+        const F wi = V::set1(w[i]);
+        const F ki = V::set1(k[i] * omw[i]);
+        const F qi = V::set1(r[i] * h.scale);
+        float* Si = h.S + i * N + j0;
+        for (int u = 0; u < nv; ++u) {
+          float* p = Si + u * W;
+          F s = lanes[u] == W ? V::load(p) : V::load_n(p, lanes[u]);
+          s = V::fmadd(wi, s, V::mul(ki, vv[u]));
+          if (lanes[u] == W)
+            V::store(p, s);
+          else
+            V::store_n(p, s, lanes[u]);
+          acc[u] = V::fmadd(qi, s, acc[u]);
+        }
+      }
+      for (int u = 0; u < nv; ++u) {
+        if (lanes[u] == W)
+          V::store(o + j0 + u * W, acc[u]);
+        else
+          V::store_n(o + j0 + u * W, acc[u], lanes[u]);
+      }
+    }
+  }
+}
+
+// ---- Σ x -------------------------------------------------------------------------------------
+
+QRWKV_TARGET double sum(const float* x, int64_t n) {
+  F a0 = V::zero(), a1 = a0, a2 = a0, a3 = a0;
+  int64_t i = 0;
+  for (; i + 4 * W <= n; i += 4 * W) {
+    a0 = V::add(a0, V::load(x + i));
+    a1 = V::add(a1, V::load(x + i + W));
+    a2 = V::add(a2, V::load(x + i + 2 * W));
+    a3 = V::add(a3, V::load(x + i + 3 * W));
+  }
+  double s = V::reduce(V::add(V::add(a0, a1), V::add(a2, a3)));
+  for (; i < n; ++i) s += x[i];
+  return s;
+}
+
+// The entries this level computes with these kernels.
+void fill_generic(Kernels& k) {
+  k.rowdot = rowdot;
+  k.matmul_rows = matmul_rows;
+  k.wkv_head = wkv_head;
+  k.sum = sum;
+}

@@ -1,0 +1,89 @@
+#include "backend/host_weights.h"
+
+#include "io/error.h"
+#include "ops/quant.h"
+
+namespace qrwkv {
+
+WeightFormat parse_weight_format(const std::string& name) {
+  for (WeightFormat f : {WeightFormat::F32, WeightFormat::BF16, WeightFormat::F16,
+                         WeightFormat::Q8_0, WeightFormat::Q4_0, WeightFormat::Q4_0_PURE})
+    if (name == weight_format_name(f)) return f;
+  if (name.empty()) return WeightFormat::Stored;
+  fail("--dtype", "unknown weight format '" + name + "' (f32, bf16, f16, q8_0, q4_0, q4_0_pure)");
+}
+
+const char* weight_format_name(WeightFormat f) {
+  switch (f) {
+    case WeightFormat::Stored:
+      return "";
+    case WeightFormat::F32:
+      return "f32";
+    case WeightFormat::BF16:
+      return "bf16";
+    case WeightFormat::F16:
+      return "f16";
+    case WeightFormat::Q8_0:
+      return "q8_0";
+    case WeightFormat::Q4_0:
+      return "q4_0";
+    case WeightFormat::Q4_0_PURE:
+      return "q4_0_pure";
+  }
+  return "?";
+}
+
+DType projection_dtype(const Tensor& t, WeightRole role, WeightFormat format) {
+  DType target = t.dtype;
+  switch (format) {
+    case WeightFormat::Stored:
+      return t.dtype;
+    case WeightFormat::F32:
+      target = DType::F32;
+      break;
+    case WeightFormat::BF16:
+      target = DType::BF16;
+      break;
+    case WeightFormat::F16:
+      target = DType::F16;
+      break;
+    case WeightFormat::Q8_0:
+      target = DType::Q8_0;
+      break;
+    case WeightFormat::Q4_0:
+      // Only the MLP matrices go to 4 bits; see WeightFormat.
+      target = role == WeightRole::MlpProjection ? DType::Q4_0 : DType::Q8_0;
+      break;
+    case WeightFormat::Q4_0_PURE:
+      target = DType::Q4_0;
+      break;
+  }
+  const bool block = target == DType::Q8_0 || target == DType::Q4_0;
+  return block && !quantizable(t) ? t.dtype : target;
+}
+
+void prepare_host_weights(const std::vector<WeightRef>& weights, WeightFormat format,
+                          WeightArena& arena, ThreadPool* pool) {
+  for (const WeightRef& ref : weights) {
+    Tensor& t = *ref.tensor;
+    if (t.empty()) continue;
+    DType target = t.dtype;
+    if (ref.role == WeightRole::Vector) target = DType::F32;
+    if (ref.role == WeightRole::Projection || ref.role == WeightRole::MlpProjection)
+      target = projection_dtype(t, ref.role, format);
+    if (target == t.dtype) continue;
+    auto bytes = std::make_shared<std::vector<uint8_t>>();
+    if (ref.role == WeightRole::Vector) {
+      // Vectors are small; widen them in one piece.
+      bytes->resize(static_cast<size_t>(t.numel()) * 4);
+      load_f32(t, 0, t.numel(), reinterpret_cast<float*>(bytes->data()));
+      t.dtype = DType::F32;
+      t.data = bytes->data();
+    } else {
+      t = convert_tensor(t, target, *bytes, pool);
+    }
+    arena.push_back(std::move(bytes));
+  }
+}
+
+}  // namespace qrwkv

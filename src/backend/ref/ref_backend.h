@@ -1,0 +1,60 @@
+// The reference backend: every operation as plain float32 loops on the calling thread, written
+// to be read next to docs/model.md. Every other backend is tested against it.
+#pragma once
+
+#include <cmath>
+
+#include "backend/backend.h"
+
+namespace qrwkv {
+
+class RefBackend final : public Backend {
+ public:
+  // With bf16_activations, linear rounds X to bfloat16 (nearest even) for BF16, Q8_0 and Q4_0
+  // weights first: the function the CPU backend computes at its AVX512BF16 level, here as plain
+  // loops, so that the level can be checked against the same function.
+  explicit RefBackend(bool bf16_activations = false) : bf16_activations_(bf16_activations) {}
+  std::string name() const override {
+    return bf16_activations_ ? "reference (bf16 activations)" : "reference";
+  }
+
+  void* alloc(size_t bytes) override;
+  void free(void* p) noexcept override;
+  void download(float* host, const float* src, int64_t n) override;
+  void prepare(const std::vector<WeightRef>& weights, WeightFormat format,
+               WeightArena& arena) override;
+
+  void embed(const Tensor& table, const int32_t* ids, int64_t T, float* h) override;
+  void rmsnorm(const float* x, int64_t T, int64_t C, const Tensor& w, float eps, float* y) override;
+  void linear(const float* x, int64_t T, const Tensor& w, const Tensor& b, float* y) override;
+  void matmul(const float* x, int64_t T, int64_t ldx, const Tensor& m, float* y) override;
+  void add(float* h, const float* x, int64_t n) override;
+  void swiglu(float* g, const float* u, int64_t n) override;
+  void gather_rows(const float* src, int64_t C, const int64_t* rows, int64_t R,
+                   float* dst) override;
+
+  void token_shift(const float* a, int64_t T, int64_t C, float* x_prev, const Tensor& maa_x,
+                   float* d, float* xx) override;
+  void tanh(float* x, int64_t n) override;
+  void lerp(const float* a, const float* d, const float* m, int64_t ldm, const Tensor& maa,
+            int64_t T, int64_t C, float* x) override;
+  void decay(const float* dd, const Tensor& time_decay, int64_t T, int64_t C, float* w,
+             float* one_minus_w, float* log_w) override;
+  void gate(float* o, const float* g, int64_t n) override;
+  void wkv(const WkvArgs& a) override;
+
+  void rope(float* x, int64_t T, int64_t n_heads, int64_t D, int64_t pos0,
+            const double* inv_freq) override;
+  void kv_append(std::vector<float>& k_cache, std::vector<float>& v_cache, const float* k,
+                 const float* v, int64_t T, int64_t kv_dim) override;
+  void attention(const AttentionArgs& a) override;
+
+ private:
+  bool bf16_activations_;
+};
+
+// Scalar definitions shared with other backends, so that element-wise stages agree exactly.
+inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+inline float silu(float x) { return x * sigmoid(x); }
+
+}  // namespace qrwkv

@@ -1,0 +1,78 @@
+// What an architecture is to the rest of the engine. Every architecture shares the layer
+// skeleton of model.cpp (embedding, pre-norm residual layers with a SwiGLU MLP, final norm,
+// lm_head) and differs in its sequence mixer, the part of a layer that mixes information across
+// tokens: RWKV-6 linear attention for QRWKV6 (qrwkv6.cpp), softmax attention over a KV cache for
+// Qwen2 and LLaMA (transformer.cpp).
+//
+// One file per architecture holds all it knows: the config.json keys it reads (switches of the
+// one Config struct), its tensor names and shapes, its state layout, and its mixer as a sequence
+// of Backend calls. Adding an architecture means adding such a file, an Arch value, and one line
+// in architectures.cpp (docs/architecture.md).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "io/json.h"
+#include "model/config.h"
+#include "model/state.h"
+
+namespace qrwkv {
+
+class WeightStore;
+
+// The sequence mixer of one layer: its weights and its forward pass.
+class LayerMix {
+ public:
+  virtual ~LayerMix() = default;
+  // Every tensor of the mixer with its role (for prepare, formats and sizes).
+  virtual void weights(std::vector<WeightRef>& out) = 0;
+  // out[T, C] = Mix(a[T, C]) for T consecutive tokens of one sequence at positions pos0 ..
+  // pos0 + T − 1, reading and advancing the layer's state. a and out are backend buffers;
+  // temporaries come from ws and are given back before returning.
+  virtual void forward(Backend& be, Workspace& ws, const float* a, int64_t T, int64_t pos0,
+                       LayerState& st, float* out) const = 0;
+};
+
+class Architecture {
+ public:
+  virtual ~Architecture() = default;
+  virtual Arch id() const = 0;
+  virtual const char* model_type() const = 0;  // config.json "model_type"
+  // A fixed-size state (no positions, no KV cache): a recurrent model.
+  virtual bool recurrent() const = 0;
+
+  // Reads the config.json keys of this architecture into c (the keys every architecture shares
+  // are read already) and checks what the shapes must satisfy. Errors name `where`.
+  virtual void parse_config(const json& j, Config& c, const std::string& where) const = 0;
+  // Binds every layer's mixer from the checkpoint, checking names and shapes; dimensions the
+  // config leaves open (QRWKV6's LoRA ranks) are read from the tensors into c.
+  virtual std::vector<std::shared_ptr<LayerMix>> bind(Config& c, const WeightStore& s) const = 0;
+
+  // A layer's state for a sequence with no tokens yet.
+  virtual void init_layer_state(const Config& c, LayerState& l) const = 0;
+  // Whether a layer's state has the sizes this architecture gives it after n_tokens tokens.
+  virtual bool layer_state_ok(const Config& c, const LayerState& l, int64_t n_tokens) const = 0;
+  // Bytes the state of one sequence grows by per token (a KV cache); 0 for recurrent models.
+  virtual size_t state_bytes_per_token(const Config& c) const = 0;
+  // Cuts a state back to its first n tokens; false if this architecture's state cannot be cut
+  // (a recurrent state only goes forward).
+  virtual bool truncate(const Config& c, State& s, int64_t n) const = 0;
+};
+
+// The architecture of a config (every Arch value has one).
+const Architecture& architecture(Arch a);
+// The architecture of a config.json model_type, or null.
+const Architecture* find_architecture(const std::string& model_type);
+// Every architecture, for error messages that list them.
+std::vector<const Architecture*> architectures();
+
+// The registered architectures (defined in their files).
+const Architecture& qrwkv6_architecture();
+const Architecture& qwen2_architecture();
+const Architecture& llama_architecture();
+
+}  // namespace qrwkv

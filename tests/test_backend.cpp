@@ -1,0 +1,523 @@
+// The backends against each other: every operation of the CPU backend, at every instruction-set
+// level this machine can run (so every entry of its kernel table), against the reference
+// backend on random inputs of odd sizes and every weight dtype. Element-wise stages must agree
+// exactly (they compute the same scalar expressions); matrix products and the WKV recurrence
+// to float32 rounding of sums in another order.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <thread>
+
+#include "backend/cpu/cpu_backend.h"
+#include "backend/ref/ref_backend.h"
+#include "backend/wkv.h"
+#include "io/error.h"
+#include "ops/quant.h"
+
+namespace qrwkv {
+namespace {
+
+struct OwnedWeights {
+  std::vector<uint8_t> bytes;
+  Tensor t;
+};
+
+bool is_block(DType dt) { return dt == DType::Q8_0 || dt == DType::Q4_0; }
+
+OwnedWeights random_weights(int64_t out, int64_t in, DType dt, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> n(0.0f, 1.0f);
+  OwnedWeights w;
+  if (is_block(dt)) {
+    // Quantized from float32 weights; start one byte in, as below.
+    std::vector<float> f(static_cast<size_t>(out * in));
+    for (auto& v : f) v = n(rng);
+    const Tensor src{"w", DType::F32, {out, in}, reinterpret_cast<const uint8_t*>(f.data())};
+    std::vector<uint8_t> q;
+    convert_tensor(src, dt, q, nullptr);
+    w.bytes.assign(1, 0);
+    w.bytes.insert(w.bytes.end(), q.begin(), q.end());
+    w.t = Tensor{"w", dt, {out, in}, w.bytes.data() + 1};
+    return w;
+  }
+  w.bytes.resize(static_cast<size_t>(out * in) * dtype_size(dt) + 1);
+  // Start one byte in: kernels must not assume aligned weights.
+  uint8_t* p = w.bytes.data() + 1;
+  for (int64_t i = 0; i < out * in; ++i) {
+    const float v = n(rng);
+    if (dt == DType::F32) {
+      std::memcpy(p + i * 4, &v, 4);
+    } else if (dt == DType::BF16) {
+      const uint16_t h = f32_to_bf16(v);
+      std::memcpy(p + i * 2, &h, 2);
+    } else {
+      const _Float16 h = static_cast<_Float16>(v);
+      std::memcpy(p + i * 2, &h, 2);
+    }
+  }
+  w.t = Tensor{"w", dt, {out, in}, p};
+  return w;
+}
+
+std::vector<float> random_vec(int64_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+Tensor f32_tensor(const std::vector<float>& v, std::vector<int64_t> shape) {
+  return Tensor{"v", DType::F32, std::move(shape), reinterpret_cast<const uint8_t*>(v.data())};
+}
+
+// Largest |a − b| relative to the largest |b|.
+double rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  double m = 0, d = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    m = std::max(m, std::fabs(double{b[i]}));
+    d = std::max(d, std::fabs(double{a[i]} - b[i]));
+  }
+  return m > 0 ? d / m : d;
+}
+
+std::string level_name(const ::testing::TestParamInfo<cpu::Isa>& p) {
+  return cpu::isa_name(p.param);
+}
+
+class CpuBackendLevel : public ::testing::TestWithParam<cpu::Isa> {
+ protected:
+  void SetUp() override {
+    if (GetParam() > cpu::max_isa())
+      GTEST_SKIP() << cpu::isa_name(GetParam()) << " not supported here";
+  }
+  CpuBackend cpu(int threads) const { return CpuBackend(CpuOptions{threads, GetParam()}); }
+  RefBackend ref;
+};
+
+// The table holds what its level promises: a packed GEMM from AVX512 on, bf16 dot products
+// only at AVX512BF16, and every other entry everywhere.
+TEST_P(CpuBackendLevel, TableHasTheLevelsEntries) {
+  const cpu::Kernels& k = cpu::kernels_for(GetParam());
+  EXPECT_EQ(k.level, GetParam());
+  EXPECT_NE(k.rowdot, nullptr);
+  EXPECT_NE(k.matmul_rows, nullptr);
+  EXPECT_NE(k.wkv_head, nullptr);
+  EXPECT_NE(k.sum, nullptr);
+  EXPECT_EQ(k.gemm != nullptr, GetParam() >= cpu::Isa::AVX512);
+  EXPECT_EQ(k.linear_bf16 != nullptr, GetParam() == cpu::Isa::AVX512BF16);
+  EXPECT_EQ(cpu(2).level(), GetParam());
+}
+
+// Y = X Wᵀ + b for every weight dtype. At the AVX512BF16 level, BF16 and block-quantized
+// weights round the activations to bfloat16 (kernels.h); the reference then gets the same
+// rounded activations, and both must agree to float32 rounding. Token counts on both sides of
+// kGemmMinTokens exercise the row-dot kernels and the packed GEMM, with row counts that leave
+// partial row blocks, panels and token tiles.
+TEST_P(CpuBackendLevel, LinearMatchesReferenceForEveryDtype) {
+  for (DType dt : {DType::F32, DType::BF16, DType::F16, DType::Q8_0, DType::Q4_0}) {
+    SCOPED_TRACE(dtype_name(dt));
+    const bool rounds_x =
+        GetParam() == cpu::Isa::AVX512BF16 && (dt == DType::BF16 || is_block(dt));
+    const std::vector<std::tuple<int64_t, int64_t, int64_t>> shapes =
+        is_block(dt)
+            ? std::vector<std::tuple<int64_t, int64_t, int64_t>>{{1, 1, 32},    {1, 37, 64},
+                                                                 {3, 5, 96},    {5, 67, 128},
+                                                                 {9, 131, 32},  {8, 64, 64},
+                                                                 {23, 18, 224}, {61, 45, 160},
+                                                                 {150, 13, 64}}
+            : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
+                  {1, 1, 1},   {1, 37, 53},   {3, 5, 16},   {5, 67, 129}, {9, 131, 31},
+                  {4, 64, 64}, {17, 18, 200}, {29, 70, 45}, {131, 61, 33}};
+    for (int threads : {1, 3}) {
+      CpuBackend be = cpu(threads);
+      for (auto [T, out, in] : shapes) {
+        const auto w = random_weights(out, in, dt, static_cast<uint32_t>(out * 7 + in));
+        const auto bv = random_vec(out, 5);
+        const Tensor bias = f32_tensor(bv, {out});
+        const auto x = random_vec(T * in, static_cast<uint32_t>(T + in));
+        auto x_ref = x;
+        if (rounds_x)
+          for (auto& v : x_ref) v = bf16_to_f32(f32_to_bf16(v));
+        std::vector<float> want(static_cast<size_t>(T * out)), got(want.size(), NAN);
+        ref.linear(x_ref.data(), T, w.t, bias, want.data());
+        be.linear(x.data(), T, w.t, bias, got.data());
+        for (size_t i = 0; i < want.size(); ++i)
+          ASSERT_NEAR(got[i], want[i], 1e-4 * (1 + std::sqrt(double(in))))
+              << "T=" << T << " out=" << out << " in=" << in << " i=" << i
+              << " threads=" << threads;
+      }
+    }
+  }
+}
+
+// Y = X M for the LoRA matrices (stored F32, BF16 or F16), with X rows further apart than M's
+// input size as the QRWKV6 time mix reads its five slices.
+TEST_P(CpuBackendLevel, MatmulMatchesReferenceWithStridedRows) {
+  CpuBackend be = cpu(2);
+  for (DType dt : {DType::F32, DType::BF16, DType::F16}) {
+    SCOPED_TRACE(dtype_name(dt));
+    for (auto [T, in, out] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
+             {1, 1, 1},
+             {1, 64, 160},
+             {3, 37, 19},
+             {7, 33, 65},
+             {2, 5, 200},
+             // From kGemmMinTokens on: the packed GEMM reading M transposed.
+             {17, 33, 65},
+             {70, 160, 37},
+             {129, 64, 7}}) {
+      for (int64_t pad : {0, 3}) {
+        const int64_t ldx = in + pad;
+        const auto m = random_weights(in, out, dt, static_cast<uint32_t>(in + 3 * out));
+        const auto x = random_vec(T * ldx, 9);
+        std::vector<float> want(static_cast<size_t>(T * out)), got(want.size(), NAN);
+        ref.matmul(x.data(), T, ldx, m.t, want.data());
+        be.matmul(x.data(), T, ldx, m.t, got.data());
+        for (size_t i = 0; i < want.size(); ++i)
+          ASSERT_NEAR(got[i], want[i], 1e-4 * (1 + std::sqrt(double(in))))
+              << "T=" << T << " in=" << in << " out=" << out << " ldx=" << ldx << " i=" << i;
+      }
+    }
+  }
+}
+
+// The element-wise stages, small (one thread) and large (split across the pool): exactly the
+// reference's values.
+TEST_P(CpuBackendLevel, ElementwiseStagesEqualReferenceExactly) {
+  CpuBackend be = cpu(3);
+  for (const int64_t T : {1, 3, 300}) {
+    const int64_t C = 136, n = T * C;
+    SCOPED_TRACE("T=" + std::to_string(T));
+    const auto a = random_vec(n, 1), d0 = random_vec(n, 2), m = random_vec(T * (C + 1), 3);
+    const auto wv = random_vec(C, 4), prev = random_vec(C, 5);
+    const Tensor w = f32_tensor(wv, {C});
+    auto both = [&](auto op) {
+      std::vector<float> x(static_cast<size_t>(n)), y(x.size());
+      op(static_cast<Backend&>(ref), x);
+      op(static_cast<Backend&>(be), y);
+      EXPECT_EQ(x, y);
+    };
+    both([&](Backend& b, std::vector<float>& y) { b.rmsnorm(a.data(), T, C, w, 1e-6f, y.data()); });
+    both([&](Backend& b, std::vector<float>& y) {
+      y = a;
+      b.add(y.data(), d0.data(), n);
+    });
+    both([&](Backend& b, std::vector<float>& y) {
+      y = a;
+      b.swiglu(y.data(), d0.data(), n);
+    });
+    both([&](Backend& b, std::vector<float>& y) {
+      y = a;
+      b.tanh(y.data(), n);
+    });
+    both([&](Backend& b, std::vector<float>& y) {
+      y = a;
+      b.gate(y.data(), d0.data(), n);
+    });
+    both([&](Backend& b, std::vector<float>& y) {
+      b.lerp(a.data(), d0.data(), m.data(), C + 1, w, T, C, y.data());
+    });
+    both([&](Backend& b, std::vector<float>& y) {
+      std::vector<float> x_prev = prev, xx(static_cast<size_t>(n));
+      b.token_shift(a.data(), T, C, x_prev.data(), w, y.data(), xx.data());
+      y.insert(y.end(), xx.begin(), xx.end());
+      y.insert(y.end(), x_prev.begin(), x_prev.end());
+      EXPECT_EQ(x_prev, std::vector<float>(a.end() - C, a.end()));  // the last token's input
+    });
+    both([&](Backend& b, std::vector<float>& y) {
+      std::vector<float> w1(static_cast<size_t>(n)), omw(w1.size()), lw(w1.size());
+      b.decay(d0.data(), w, T, C, w1.data(), omw.data(), lw.data());
+      for (int64_t i = 0; i < n; ++i) y[i] = w1[i] + 3 * omw[i] + 5 * lw[i];
+    });
+    both([&](Backend& b, std::vector<float>& y) {
+      y = a;
+      std::vector<double> inv(C / 2);
+      for (size_t i = 0; i < inv.size(); ++i) inv[i] = std::pow(1e4, -2.0 * double(i) / C);
+      b.rope(y.data(), T, 2, C / 2, 1000, inv.data());
+    });
+    both([&](Backend& b, std::vector<float>& y) {
+      const auto table = random_weights(50, C, DType::BF16, 8);
+      std::vector<int32_t> ids(static_cast<size_t>(T));
+      for (int64_t t = 0; t < T; ++t) ids[t] = static_cast<int32_t>((t * 7) % 50);
+      b.embed(table.t, ids.data(), T, y.data());
+    });
+    both([&](Backend& b, std::vector<float>& y) {
+      std::vector<int64_t> rows;
+      for (int64_t t = T - 1; t >= 0; t -= 2) rows.push_back(t);
+      b.gather_rows(a.data(), C, rows.data(), static_cast<int64_t>(rows.size()), y.data());
+    });
+  }
+}
+
+// The WKV recurrence over all heads with grouped keys and values (H = 4, Hkv = 2), head sizes
+// that leave partial vectors, and a non-zero starting state.
+TEST_P(CpuBackendLevel, WkvMatchesReference) {
+  CpuBackend be = cpu(2);
+  for (const int64_t N : {8, 24, 64}) {
+    for (const int64_t T : {1, 37}) {
+      const int64_t H = 4, Hkv = 2, C = H * N, KVD = Hkv * N;
+      std::mt19937 rng(static_cast<uint32_t>(N + T));
+      std::uniform_real_distribution<float> u(-1.0f, 1.0f), ld(-6.0f, 2.5f);
+      std::vector<float> r(T * C), k(T * KVD), v(T * KVD), w(T * C), omw(T * C), lw(T * C);
+      for (auto& x : r) x = u(rng);
+      for (auto& x : k) x = u(rng);
+      for (auto& x : v) x = u(rng);
+      for (int64_t i = 0; i < T * C; ++i) {
+        lw[i] = -std::exp(ld(rng));
+        w[i] = std::exp(lw[i]);
+        omw[i] = -std::expm1(lw[i]);
+      }
+      std::vector<float> S0(H * N * N);
+      for (auto& x : S0) x = u(rng);
+      std::vector<float> S_ref = S0, S = S0, o_ref(T * C), o(T * C, NAN);
+      const float scale = 1.0f / std::sqrt(float(N));
+      ref.wkv({r.data(), k.data(), v.data(), w.data(), omw.data(), lw.data(), T, H, Hkv, N, scale,
+               S_ref.data(), o_ref.data()});
+      be.wkv({r.data(), k.data(), v.data(), w.data(), omw.data(), lw.data(), T, H, Hkv, N, scale,
+              S.data(), o.data()});
+      EXPECT_LT(rel_diff(o, o_ref), 1e-5) << "N=" << N << " T=" << T;
+      EXPECT_LT(rel_diff(S, S_ref), 1e-5) << "N=" << N << " T=" << T;
+      // One lane: the reference's sums in the reference's order.
+      if (GetParam() == cpu::Isa::Portable) {
+        EXPECT_EQ(o, o_ref);
+        EXPECT_EQ(S, S_ref);
+      }
+    }
+  }
+}
+
+// Causal attention over a cache longer than one block of the CPU backend's running softmax,
+// for tokens at the start of a sequence and far into it.
+TEST_P(CpuBackendLevel, AttentionMatchesReference) {
+  CpuBackend be = cpu(3);
+  const int64_t H = 4, Hkv = 2, D = 16;
+  for (const auto [pos0, T] : std::vector<std::pair<int64_t, int64_t>>{{0, 5}, {600, 3}, {0, 300}}) {
+    const int64_t n = pos0 + T;
+    const auto kc = random_vec(n * Hkv * D, 1), vc = random_vec(n * Hkv * D, 2);
+    auto q = random_vec(T * H * D, 3);
+    for (auto& x : q) x *= 3;  // peaked distributions
+    std::vector<float> want(T * H * D), got(want.size(), NAN);
+    ref.attention({q.data(), kc.data(), vc.data(), T, pos0, H, Hkv, D, want.data()});
+    be.attention({q.data(), kc.data(), vc.data(), T, pos0, H, Hkv, D, got.data()});
+    EXPECT_LT(rel_diff(got, want), 1e-5) << "pos0=" << pos0 << " T=" << T;
+  }
+}
+
+TEST_P(CpuBackendLevel, SumIsExact) {
+  CpuBackend be = cpu(2);
+  std::vector<float> x(100003);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i % 7);
+  double want = 0;
+  for (float v : x) want += v;
+  EXPECT_EQ(be.sum(x.data(), static_cast<int64_t>(x.size())), want);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllLevels, CpuBackendLevel, ::testing::ValuesIn(cpu::kAllIsas),
+                         level_name);
+
+// The bf16 path must round activations exactly like the scalar f32_to_bf16 (nearest even), or
+// prefill and decode would disagree with the reference contract above: check against a
+// reference in which only the activations differ by one bf16 ulp in a single element.
+TEST(CpuBackendBf16, SeesEveryActivationElement) {
+  if (cpu::max_isa() < cpu::Isa::AVX512BF16) GTEST_SKIP() << "no AVX512-BF16";
+  CpuBackend be(CpuOptions{2, cpu::Isa::AVX512BF16});
+  const int64_t in = 77, out = 40;
+  const auto w = random_weights(out, in, DType::BF16, 11);
+  for (int64_t T : {1, 12}) {
+    auto x = random_vec(T * in, 3);
+    std::vector<float> y0(static_cast<size_t>(T * out)), y1(y0.size());
+    be.linear(x.data(), T, w.t, Tensor{}, y0.data());
+    x[static_cast<size_t>(T * in - 1)] *= 1.5f;  // the very last element of the last token
+    be.linear(x.data(), T, w.t, Tensor{}, y1.data());
+    int changed = 0;
+    for (int64_t o = 0; o < out; ++o) changed += y0[(T - 1) * out + o] != y1[(T - 1) * out + o];
+    EXPECT_GT(changed, out / 2) << "T=" << T;
+  }
+}
+
+// QRWKV_ISA names a level; an unknown name is refused by name.
+TEST(CpuFeatures, LevelsParseAndDefaultIsRunnable) {
+  for (cpu::Isa i : cpu::kAllIsas) EXPECT_EQ(cpu::parse_isa(cpu::isa_name(i)), i);
+  EXPECT_FALSE(cpu::parse_isa("avx9").has_value());
+  EXPECT_LE(cpu::default_isa(), cpu::max_isa());
+}
+
+// float32 → float16 against the compiler's own conversion (round to nearest even) over normal,
+// subnormal, overflowing and tie values.
+TEST(Quant, F16RoundingMatchesCompiler) {
+  std::mt19937 rng(1);
+  std::uniform_int_distribution<uint32_t> bits;
+  std::vector<float> vals{
+      0.0f,          -0.0f,         65504.0f,      65519.0f,           65520.0f,          1e-8f,
+      2.9802322e-8f, 5.9604645e-8f, 6.1035156e-5f, 1.0f + 1.0f / 2048, 1.0f + 3.0f / 2048};
+  for (int i = 0; i < 200000; ++i) {
+    uint32_t b = bits(rng);
+    // Concentrate on the float16 range (exponents 2^-26 .. 2^17).
+    b = (b & 0x807fffffu) | ((101u + (b >> 23) % 44) << 23);
+    float f;
+    std::memcpy(&f, &b, 4);
+    vals.push_back(f);
+  }
+  for (float f : vals) {
+    const _Float16 h = static_cast<_Float16>(f);
+    uint16_t want;
+    std::memcpy(&want, &h, 2);
+    ASSERT_EQ(f32_to_f16(f), want) << f;
+  }
+}
+
+// Quantization error on Gaussian weights: Q8_0 keeps the relative RMS error below 0.7 %; Q4_0
+// below 12 %, and its least-squares scale choice beats the plain max/−8 scale.
+TEST(Quant, BlockFormatsRoundTripWithinTheirPrecision) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> n(0.0f, 0.02f);
+  const int64_t N = 32 * 4096;
+  std::vector<float> x(N), y(N);
+  for (auto& v : x) v = n(rng);
+  auto rel_rms = [&](const std::vector<float>& a) {
+    double e = 0, s = 0;
+    for (int64_t i = 0; i < N; ++i) {
+      e += (a[i] - x[i]) * double(a[i] - x[i]);
+      s += x[i] * double(x[i]);
+    }
+    return std::sqrt(e / s);
+  };
+  std::vector<BlockQ8_0> q8(N / 32);
+  quantize_row_q8_0(x.data(), N, q8.data());
+  dequantize_blocks(DType::Q8_0, reinterpret_cast<const uint8_t*>(q8.data()), 0, N / 32, y.data());
+  EXPECT_LT(rel_rms(y), 0.007);
+  std::vector<BlockQ4_0> q4(N / 32);
+  quantize_row_q4_0(x.data(), N, q4.data());
+  dequantize_blocks(DType::Q4_0, reinterpret_cast<const uint8_t*>(q4.data()), 0, N / 32, y.data());
+  const double err4 = rel_rms(y);
+  EXPECT_LT(err4, 0.12);
+  // Plain max/−8 scaling, computed here independently.
+  std::vector<float> naive(N);
+  for (int64_t b = 0; b < N / 32; ++b) {
+    float vmax = 0;
+    for (int j = 0; j < 32; ++j)
+      if (std::fabs(x[b * 32 + j]) > std::fabs(vmax)) vmax = x[b * 32 + j];
+    const float d = vmax / -8.0f;
+    for (int j = 0; j < 32; ++j)
+      naive[b * 32 + j] = d * std::clamp(std::nearbyint(x[b * 32 + j] / d), -8.0f, 7.0f);
+  }
+  EXPECT_LT(err4, rel_rms(naive));
+  // Converting a tensor views the same bytes as the row functions produce.
+  const Tensor src{"x", DType::F32, {4096, 32}, reinterpret_cast<const uint8_t*>(x.data())};
+  std::vector<uint8_t> storage;
+  const Tensor t = convert_tensor(src, DType::Q4_0, storage, nullptr);
+  EXPECT_EQ(tensor_bytes(t), 4096 * 18);
+  EXPECT_EQ(std::memcmp(t.data, q4.data(), storage.size()), 0);
+  // Rows that are not whole blocks are refused by name.
+  const Tensor odd{"odd.weight", DType::F32, {2, 48}, reinterpret_cast<const uint8_t*>(x.data())};
+  try {
+    convert_tensor(odd, DType::Q8_0, storage, nullptr);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("odd.weight"), std::string::npos) << e.what();
+  }
+}
+
+TEST(ThreadPool, CoversTheRangeOnceInGrains) {
+  ThreadPool pool(3);
+  for (int64_t n : {0, 1, 5, 16, 17, 100, 1000}) {
+    std::vector<int> hits(static_cast<size_t>(n), 0);
+    pool.parallel_for(n, 4, [&](int64_t b, int64_t e, int) {
+      EXPECT_TRUE(b % 4 == 0);
+      for (int64_t i = b; i < e; ++i) ++hits[i];
+    });
+    for (int h : hits) EXPECT_EQ(h, 1);
+  }
+  EXPECT_GE(physical_cores(), 1);
+}
+
+// Several threads calling one pool: their jobs run one at a time, each completely.
+TEST(ThreadPool, ConcurrentCallersAreSerialized) {
+  ThreadPool pool(2);
+  std::atomic<int> inside{0}, worst{0};
+  std::vector<std::thread> callers;
+  std::atomic<int64_t> total{0};
+  for (int c = 0; c < 4; ++c)
+    callers.emplace_back([&] {
+      for (int rep = 0; rep < 200; ++rep)
+        pool.parallel_for(64, 1, [&](int64_t b, int64_t e, int) {
+          const int now = ++inside;
+          int w = worst.load();
+          while (now > w && !worst.compare_exchange_weak(w, now)) {
+          }
+          total += e - b;
+          --inside;
+        });
+    });
+  for (auto& t : callers) t.join();
+  EXPECT_EQ(total.load(), 4 * 200 * 64);
+  EXPECT_LE(worst.load(), pool.size());  // never more ranges at once than one job has
+}
+
+// A job that calls parallel_for on its own pool runs the inner range on its own thread instead
+// of waiting for itself.
+TEST(ThreadPool, NestedCallRunsInline) {
+  ThreadPool pool(3);
+  std::atomic<int64_t> total{0};
+  pool.parallel_for(6, 1, [&](int64_t b, int64_t e, int) {
+    for (int64_t i = b; i < e; ++i)
+      pool.parallel_for(10, 1, [&](int64_t b2, int64_t e2, int t) {
+        EXPECT_EQ(t, 0);
+        total += e2 - b2;
+      });
+  });
+  EXPECT_EQ(total.load(), 60);
+}
+
+// Chunked WKV against the recurrence with decays from w ≈ 0.9975 down to w ≈ e^-12, where a
+// naive factorization overflows float32 within a few tokens; and the CPU backend's fused
+// recurrence (every level) against the same.
+TEST(Wkv, ChunkedAndFusedEqualRecurrentWithExtremeDecays) {
+  for (const int64_t N : {16, 24, 64}) {
+    const int64_t T = 203;
+    std::mt19937 rng(3);
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f), ld(-6.0f, 2.5f);
+    std::vector<float> r(T * N), k(T * N), v(T * N), w(T * N), omw(T * N), lw(T * N);
+    for (int64_t i = 0; i < T * N; ++i) {
+      r[i] = u(rng);
+      v[i] = u(rng);
+      k[i] = u(rng);
+      lw[i] = -std::exp(ld(rng));
+      w[i] = std::exp(lw[i]);
+      omw[i] = -std::expm1(lw[i]);
+    }
+    std::vector<float> S_init(N * N);
+    for (auto& x : S_init) x = u(rng);
+    auto head = [&](std::vector<float>& o, std::vector<float>& S) {
+      return WkvHead{r.data(), N,         k.data(), N, v.data(), N, w.data(),    omw.data(),
+                     lw.data(), N,        o.data(), N, S.data(), N, T,           0.25f};
+    };
+    std::vector<float> o_ref(T * N), S_ref = S_init;
+    wkv_recurrent(head(o_ref, S_ref));
+    auto check = [&](const std::vector<float>& o, const std::vector<float>& S,
+                     const std::string& what) {
+      for (float x : o) ASSERT_TRUE(std::isfinite(x)) << what;
+      EXPECT_LT(rel_diff(o, o_ref), 1e-5) << what << " N=" << N;
+      EXPECT_LT(rel_diff(S, S_ref), 1e-5) << what << " N=" << N;
+    };
+    for (int64_t chunk : {1, 7, 16, 64, 128}) {
+      std::vector<float> o(T * N, NAN), S = S_init;
+      wkv_chunked(head(o, S), chunk);
+      check(o, S, "chunk " + std::to_string(chunk));
+    }
+    for (cpu::Isa isa : cpu::kAllIsas) {
+      if (isa > cpu::max_isa()) continue;
+      std::vector<float> o(T * N, NAN), S = S_init;
+      cpu::kernels_for(isa).wkv_head(head(o, S));
+      check(o, S, std::string("fused ") + cpu::isa_name(isa));
+    }
+  }
+}
+
+}  // namespace
+}  // namespace qrwkv
