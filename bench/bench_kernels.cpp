@@ -71,8 +71,8 @@ void BM_Wkv(benchmark::State& state) {
   std::vector<float> lw(T * N, -0.1f), w(T * N, 0.905f), omw(T * N, 0.095f), S(N * N, 0.0f);
   const cpu::Kernels& kernels = cpu::kernels_for(cpu::default_isa());
   for (auto _ : state) {
-    const WkvHead h{r.data(), N, k.data(), N, v.data(), N, w.data(), omw.data(), lw.data(),
-                    N,        o.data(), N, S.data(), N, T, 0.125f};
+    const WkvHead h{r.data(),  N, k.data(), N, v.data(), N, w.data(), omw.data(),
+                    lw.data(), N, o.data(), N, S.data(), N, T,        0.125f};
     if (form == 0)
       wkv_recurrent(h);
     else if (form == 1)

@@ -6,8 +6,8 @@
 #include <cstdint>
 #include <string_view>
 
-#include "server/api.h"
 #include "runtime/json_prefix.h"
+#include "server/api.h"
 #include "server/tool_calls.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

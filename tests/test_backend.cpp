@@ -121,8 +121,7 @@ TEST_P(CpuBackendLevel, TableHasTheLevelsEntries) {
 TEST_P(CpuBackendLevel, LinearMatchesReferenceForEveryDtype) {
   for (DType dt : {DType::F32, DType::BF16, DType::F16, DType::Q8_0, DType::Q4_0}) {
     SCOPED_TRACE(dtype_name(dt));
-    const bool rounds_x =
-        GetParam() == cpu::Isa::AVX512BF16 && (dt == DType::BF16 || is_block(dt));
+    const bool rounds_x = GetParam() == cpu::Isa::AVX512BF16 && (dt == DType::BF16 || is_block(dt));
     const std::vector<std::tuple<int64_t, int64_t, int64_t>> shapes =
         is_block(dt)
             ? std::vector<std::tuple<int64_t, int64_t, int64_t>>{{1, 1, 32},    {1, 37, 64},
@@ -296,7 +295,8 @@ TEST_P(CpuBackendLevel, WkvMatchesReference) {
 TEST_P(CpuBackendLevel, AttentionMatchesReference) {
   CpuBackend be = cpu(3);
   const int64_t H = 4, Hkv = 2, D = 16;
-  for (const auto [pos0, T] : std::vector<std::pair<int64_t, int64_t>>{{0, 5}, {600, 3}, {0, 300}}) {
+  for (const auto& [pos0, T] :
+       std::vector<std::pair<int64_t, int64_t>>{{0, 5}, {600, 3}, {0, 300}}) {
     const int64_t n = pos0 + T;
     const auto kc = random_vec(n * Hkv * D, 1), vc = random_vec(n * Hkv * D, 2);
     auto q = random_vec(T * H * D, 3);
@@ -494,8 +494,8 @@ TEST(Wkv, ChunkedAndFusedEqualRecurrentWithExtremeDecays) {
     std::vector<float> S_init(N * N);
     for (auto& x : S_init) x = u(rng);
     auto head = [&](std::vector<float>& o, std::vector<float>& S) {
-      return WkvHead{r.data(), N,         k.data(), N, v.data(), N, w.data(),    omw.data(),
-                     lw.data(), N,        o.data(), N, S.data(), N, T,           0.25f};
+      return WkvHead{r.data(),  N, k.data(), N, v.data(), N, w.data(), omw.data(),
+                     lw.data(), N, o.data(), N, S.data(), N, T,        0.25f};
     };
     std::vector<float> o_ref(T * N), S_ref = S_init;
     wkv_recurrent(head(o_ref, S_ref));

@@ -29,10 +29,9 @@ TEST(DemoModel, IsWhatCommandsUseWithoutDashM) {
 // stay close (the build measured 206 vs 207 and KL 0.022 on the whole held-out slice). A
 // teacher that learned nothing would be near the vocabulary size, 4096.
 TEST(DemoModel, StudentStaysCloseToItsTeacherOnHeldOutText) {
-  const auto r = test::run_cli({"kl", "-m", models_dir() + "/qrwkv6-demo", "--base-model",
-                                models_dir() + "/qwen2-demo", "-f",
-                                test::data_path("demo/heldout_sample.txt"), "-c", "256", "-o",
-                                "json"});
+  const auto r = test::run_cli(
+      {"kl", "-m", models_dir() + "/qrwkv6-demo", "--base-model", models_dir() + "/qwen2-demo",
+       "-f", test::data_path("demo/heldout_sample.txt"), "-c", "256", "-o", "json"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const json j = json::parse(r.out);
   const double teacher = j["ppl_base"].get<double>(), student = j["ppl"].get<double>();

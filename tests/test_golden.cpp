@@ -7,8 +7,8 @@
 #include <cmath>
 #include <cstring>
 
-#include "io/safetensors.h"
 #include "backend/cpu/cpu_backend.h"
+#include "io/safetensors.h"
 #include "model/model.h"
 #include "tests/cli.h"
 

@@ -14,10 +14,10 @@
 
 #include "apps/qrwkv/args.h"
 #include "apps/qrwkv/command.h"
+#include "backend/cpu/cpu_backend.h"
 #include "io/json.h"
 #include "io/mapped_file.h"
 #include "io/safetensors.h"
-#include "backend/cpu/cpu_backend.h"
 #include "model/model.h"
 
 namespace qrwkv::app {
@@ -189,7 +189,8 @@ int run_synth(int argc, char** argv) {
             v = 0.0f;
             break;
           case Spec::Decay: {
-            // The conversion's initial decay curve (docs §7), spanning fast to slow channels.
+            // The conversion's initial decay curve (docs/model.md, "Conversion"), spanning fast to
+            // slow channels.
             const double x = static_cast<double>(i) / static_cast<double>(n - 1);
             v = static_cast<float>(-6.0 + 5.0 * std::pow(x, 0.7 + 1.3 * 0.5));
             break;
@@ -363,8 +364,7 @@ int run_bench(int argc, char** argv) {
   const std::string model_name = std::filesystem::path(m.dir).filename().string();
   const double size_gib = static_cast<double>(weight_bytes) / (1 << 30);
   const double rss_gib = static_cast<double>(peak_rss_bytes()) / (1 << 30);
-  const std::string kernels =
-      a.has("--reference") ? "reference" : cpu::isa_name(cpu_be->level());
+  const std::string kernels = a.has("--reference") ? "reference" : cpu::isa_name(cpu_be->level());
   if (fmt == "json") {
     nlohmann::ordered_json j = {{"model", model_name},
                                 {"arch", arch_name(m.config.arch)},

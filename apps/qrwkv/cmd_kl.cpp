@@ -133,8 +133,10 @@ int run_kl(int argc, char** argv) {
   const std::string name = std::filesystem::path(dir).filename().string();
   const std::string quant_name =
       fq == WeightFormat::Stored ? quant.storage_dtype() : weight_format_name(fq);
-  std::string base_name = fp == WeightFormat::Stored ? base.storage_dtype() : weight_format_name(fp);
-  if (base_dir != dir) base_name = std::filesystem::path(base_dir).filename().string() + " " + base_name;
+  std::string base_name =
+      fp == WeightFormat::Stored ? base.storage_dtype() : weight_format_name(fp);
+  if (base_dir != dir)
+    base_name = std::filesystem::path(base_dir).filename().string() + " " + base_name;
   if (fmt == "json") {
     nlohmann::ordered_json j = {{"model", name},
                                 {"base", base_name},

@@ -37,7 +37,10 @@ void install_sigint_handler() {
 }
 
 std::vector<Flag> model_flags() {
-  return {{{"-m", "--model"}, "DIR", "model directory (weights, config, tokenizer); default $QRWKV_MODEL, else the built-in demo model"},
+  return {{{"-m", "--model"},
+           "DIR",
+           "model directory (weights, config, tokenizer); default $QRWKV_MODEL, else the built-in "
+           "demo model"},
           dtype_flag(),
           {{"-t", "--threads"}, "N", "threads (default: one per physical core)"},
           {{"-v", "--verbose"}, "", "log details (model, stop ids, timings)"}};
@@ -117,8 +120,7 @@ LoadedModel load_all(const Args& a, bool chat_template) {
   LoadedModel L = load_model(dir, o);
   if (shown) std::fprintf(stderr, "\n");
   if (a.has("--verbose")) {
-    std::fprintf(stderr,
-                 "loaded %s (%s, %lld parameters, %s) in %.2f s; end-of-generation ids:",
+    std::fprintf(stderr, "loaded %s (%s, %lld parameters, %s) in %.2f s; end-of-generation ids:",
                  dir.c_str(), arch_name(L.model.config.arch),
                  static_cast<long long>(L.model.n_params()), L.model.backend().name().c_str(),
                  L.seconds);

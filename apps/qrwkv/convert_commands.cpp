@@ -315,10 +315,15 @@ void add_stage_flags(std::vector<Flag>& flags, const std::string& prefix, const 
     return std::string(buf);
   };
   const std::string lead = what.empty() ? "" : what + ": ";
-  flags.push_back({{prefix + "tokens"}, "N", lead + "training tokens (default " + num(static_cast<double>(d.tokens)) + ")"});
+  flags.push_back({{prefix + "tokens"},
+                   "N",
+                   lead + "training tokens (default " + num(static_cast<double>(d.tokens)) + ")"});
   flags.push_back({{prefix + "lr"}, "X", lead + "peak learning rate (default " + num(d.lr) + ")"});
-  flags.push_back({{prefix + "lr-final"}, "X", lead + "final learning rate of the cosine (default " + num(d.lr_final) + ")"});
-  flags.push_back({{prefix + "warmup"}, "N", lead + "warmup steps (default 5% of the steps, at most 100)"});
+  flags.push_back({{prefix + "lr-final"},
+                   "X",
+                   lead + "final learning rate of the cosine (default " + num(d.lr_final) + ")"});
+  flags.push_back(
+      {{prefix + "warmup"}, "N", lead + "warmup steps (default 5% of the steps, at most 100)"});
 }
 
 StageOptions read_stage(const Args& args, const std::string& prefix, StageOptions s) {
@@ -381,7 +386,9 @@ int run_pretrain(int argc, char** argv) {
 
 int run_convert(int argc, char** argv) {
   std::vector<Flag> flags = common_flags();
-  flags.push_back({{"-m", "--teacher"}, "DIR", "teacher model directory (qwen2 or llama, with tokenizer.json)"});
+  flags.push_back({{"-m", "--teacher"},
+                   "DIR",
+                   "teacher model directory (qwen2 or llama, with tokenizer.json)"});
   flags.push_back(
       {{"--stages"}, "LIST", "training stages after the weight transfer: 1, 2, 3 (default 1,2)"});
   add_stage_flags(flags, "--stage1-", "stage 1 (attention alignment)", convert::default_stage1());
@@ -391,7 +398,8 @@ int run_convert(int argc, char** argv) {
   flags.push_back(
       {{"--stage3-seq-len"}, "N", "stage 3: tokens per sequence (default 4x --seq-len)"});
   flags.push_back({{"--freeze-mlp-emb"}, "", "stage 2 leaves MLPs, embeddings and lm_head frozen"});
-  flags.push_back({{"--lora-tokenshift"}, "N", "token-shift LoRA rank (default 32, 64 from hidden 4096)"});
+  flags.push_back(
+      {{"--lora-tokenshift"}, "N", "token-shift LoRA rank (default 32, 64 from hidden 4096)"});
   flags.push_back({{"--lora-decay"}, "N", "decay LoRA rank (default 64, 128 from hidden 4096)"});
   Args args(
       "convert",
@@ -426,10 +434,12 @@ int run_convert(int argc, char** argv) {
   return 0;
 }
 
-const CommandRegistrar pretrain_registrar(
-    {"pretrain", "train a small Qwen2 transformer from scratch on text", run_pretrain});
-const CommandRegistrar convert_registrar(
-    {"convert", "distill a Qwen2/LLaMA teacher into a QRWKV6 model", run_convert});
+const CommandRegistrar pretrain_registrar({"pretrain",
+                                           "train a small Qwen2 transformer from scratch on text",
+                                           run_pretrain});
+const CommandRegistrar convert_registrar({"convert",
+                                          "distill a Qwen2/LLaMA teacher into a QRWKV6 model",
+                                          run_convert});
 
 }  // namespace
 

@@ -17,6 +17,7 @@ namespace qrwkv::app {
 
 namespace {
 
+#ifdef QRWKV_HAS_TRAIN_BINARY
 // The directory of the running executable, from /proc/self/exe (argv[0] may be a bare name
 // found through PATH).
 std::string own_directory() {
@@ -27,6 +28,7 @@ std::string own_directory() {
   const size_t slash = path.rfind('/');
   return slash == std::string::npos ? "." : path.substr(0, slash);
 }
+#endif
 
 int forward_to_train_binary(int argc, char** argv) {
 #ifdef QRWKV_HAS_TRAIN_BINARY
@@ -46,10 +48,12 @@ int forward_to_train_binary(int argc, char** argv) {
 #endif
 }
 
-const CommandRegistrar pretrain_registrar(
-    {"pretrain", "train a small Qwen2 transformer from scratch on text", forward_to_train_binary});
-const CommandRegistrar convert_registrar(
-    {"convert", "distill a Qwen2/LLaMA teacher into a QRWKV6 model", forward_to_train_binary});
+const CommandRegistrar pretrain_registrar({"pretrain",
+                                           "train a small Qwen2 transformer from scratch on text",
+                                           forward_to_train_binary});
+const CommandRegistrar convert_registrar({"convert",
+                                          "distill a Qwen2/LLaMA teacher into a QRWKV6 model",
+                                          forward_to_train_binary});
 
 }  // namespace
 

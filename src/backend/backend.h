@@ -134,13 +134,13 @@ class Backend {
   // ---- the QRWKV6 time mix (docs/model.md, "Time mix") ----------------------------------
   // Token shift: d[t] = prev[t] − a[t] with prev[0] = x_prev (host: the state's last input,
   // replaced by a[T−1]) and prev[t] = a[t−1]; xx[t] = a[t] + d[t] ⊙ maa_x.
-  virtual void token_shift(const float* a, int64_t T, int64_t C, float* x_prev,
-                           const Tensor& maa_x, float* d, float* xx) = 0;
+  virtual void token_shift(const float* a, int64_t T, int64_t C, float* x_prev, const Tensor& maa_x,
+                           float* d, float* xx) = 0;
   // x ← tanh(x)  (n values)
   virtual void tanh(float* x, int64_t n) = 0;
   // x[t] = a[t] + d[t] ⊙ (maa + m[t])  for T rows of C; m has rows ldm apart.
-  virtual void lerp(const float* a, const float* d, const float* m, int64_t ldm,
-                    const Tensor& maa, int64_t T, int64_t C, float* x) = 0;
+  virtual void lerp(const float* a, const float* d, const float* m, int64_t ldm, const Tensor& maa,
+                    int64_t T, int64_t C, float* x) = 0;
   // log w = −exp(time_decay + dd), w = exp(log w), 1 − w = −expm1(log w), for T rows of C.
   virtual void decay(const float* dd, const Tensor& time_decay, int64_t T, int64_t C, float* w,
                      float* one_minus_w, float* log_w) = 0;
@@ -155,8 +155,8 @@ class Backend {
   virtual void rope(float* x, int64_t T, int64_t n_heads, int64_t D, int64_t pos0,
                     const double* inv_freq) = 0;
   // Appends T rows of keys and values ([T, kv_dim] each) to a host KV cache.
-  virtual void kv_append(std::vector<float>& k_cache, std::vector<float>& v_cache,
-                         const float* k, const float* v, int64_t T, int64_t kv_dim) = 0;
+  virtual void kv_append(std::vector<float>& k_cache, std::vector<float>& v_cache, const float* k,
+                         const float* v, int64_t T, int64_t kv_dim) = 0;
   // o[t, h] = softmax(q[t, h] · K[0 .. pos0+t]ᵀ / sqrt(D)) V   (kv-head ⌊h / (H/Hkv)⌋)
   virtual void attention(const AttentionArgs& a) = 0;
 };

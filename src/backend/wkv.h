@@ -40,8 +40,8 @@ void wkv_recurrent(const WkvHead& h);
 // S0, with q = r · scale and inclusive cumulative log-decays Γ_i = Σ_{l≤i} log w_l (per channel,
 // ≤ 0):
 //
-//   o_i = (q_i ⊙ exp(Γ_i)) S0 + Σ_{j≤i} A[i,j] v_j,   A[i,j] = Σ_d q_i[d] k̃_j[d] exp(Γ_i[d] − Γ_j[d])
-//   S'  = diag(exp(Γ_last)) S0 + Σ_j (k̃_j ⊙ exp(Γ_last − Γ_j))ᵀ v_j
+//   o_i = (q_i ⊙ exp(Γ_i)) S0 + Σ_{j≤i} A[i,j] v_j,   A[i,j] = Σ_d q_i[d] k̃_j[d] exp(Γ_i[d] −
+//   Γ_j[d]) S'  = diag(exp(Γ_last)) S0 + Σ_j (k̃_j ⊙ exp(Γ_last − Γ_j))ᵀ v_j
 //
 // exp(Γ_i − Γ_j) is never split as exp(Γ_i)·exp(−Γ_j) over a whole chunk (exp(−Γ) overflows
 // within a few tokens of fast decay). Queries go in sub-chunks of 16; for keys of earlier

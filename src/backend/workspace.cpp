@@ -1,6 +1,6 @@
-#include "backend/backend.h"
-
 #include <algorithm>
+
+#include "backend/backend.h"
 
 namespace qrwkv {
 
@@ -15,8 +15,7 @@ Workspace::~Workspace() {
 }
 
 void Workspace::reset() {
-  const bool fragmented =
-      blocks_.size() > 1 || (blocks_.size() == 1 && blocks_[0].bytes < peak_);
+  const bool fragmented = blocks_.size() > 1 || (blocks_.size() == 1 && blocks_[0].bytes < peak_);
   if (fragmented) {
     for (const Block& b : blocks_) backend_->free(b.p);
     blocks_.clear();

@@ -39,7 +39,8 @@ PackedData pack_documents(const std::vector<std::string>& documents, const Token
   if (n_seq < n_heldout + 1)
     fail("training text", std::to_string(d.n_tokens) + " tokens make " + std::to_string(n_seq) +
                               " sequences of " + std::to_string(seq_len) + ", too few for " +
-                              std::to_string(n_heldout) + " held-out and at least one training sequence");
+                              std::to_string(n_heldout) +
+                              " held-out and at least one training sequence");
   const int64_t n_train = n_seq - n_heldout;
   d.train.assign(stream.begin(), stream.begin() + n_train * seq_len);
   d.heldout.assign(stream.begin() + n_train * seq_len, stream.begin() + n_seq * seq_len);

@@ -1,6 +1,6 @@
 // Trainable transformer and QRWKV6 forward passes on ATen; see nets.h. The equations are those
-// of src/model (docs §3 and §6), written over whole batches [B, T, C] so that autograd can
-// differentiate them.
+// of src/model (docs/model.md, "Time mix" and "Attention"), written over whole batches [B, T, C] so
+// that autograd can differentiate them.
 #include "convert/nets.h"
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -26,7 +26,9 @@ const char* const kMaaNames[5] = {"time_maa_r", "time_maa_k", "time_maa_v", "tim
 
 std::string layer_prefix(int64_t l) { return "model.layers." + std::to_string(l) + "."; }
 
-at::TensorOptions f32(at::Device device) { return at::TensorOptions().dtype(at::kFloat).device(device); }
+at::TensorOptions f32(at::Device device) {
+  return at::TensorOptions().dtype(at::kFloat).device(device);
+}
 
 // y = x Wᵀ (+ b) for x [..., in], W [out, in].
 at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor* b) {
@@ -75,7 +77,9 @@ Net load_net(const std::string& dir, at::Device device) {
 
 json config_json(const Net& net, DType dtype) {
   const Config& c = net.config;
-  const char* torch_dtype = dtype == DType::BF16 ? "bfloat16" : dtype == DType::F16 ? "float16" : "float32";
+  const char* torch_dtype = dtype == DType::BF16  ? "bfloat16"
+                            : dtype == DType::F16 ? "float16"
+                                                  : "float32";
   json j;
   auto ids = [](const std::vector<int64_t>& v) -> json {
     if (v.empty()) return nullptr;
@@ -155,7 +159,9 @@ void save_net(const Net& net, const std::string& dir, DType dtype) {
   if (dtype != DType::F32 && dtype != DType::BF16 && dtype != DType::F16)
     fail(dir, std::string("cannot save weights as ") + dtype_name(dtype) + " (F32, BF16 or F16)");
   fs::create_directories(dir);
-  const at::ScalarType st = dtype == DType::BF16 ? at::kBFloat16 : dtype == DType::F16 ? at::kHalf : at::kFloat;
+  const at::ScalarType st = dtype == DType::BF16  ? at::kBFloat16
+                            : dtype == DType::F16 ? at::kHalf
+                                                  : at::kFloat;
   std::vector<at::Tensor> keep;  // owns the converted copies until they are written
   std::vector<TensorToWrite> out;
   for (const auto& [name, t] : net.params) {
@@ -173,8 +179,9 @@ Net make_student(const Net& teacher, int64_t lora_tokenshift, int64_t lora_decay
   const std::string where = "conversion";
   if (tc.arch == Arch::QRWKV6) fail(where, "the teacher is already a QRWKV6 model");
   if (tc.head_dim * tc.num_heads != tc.hidden_size)
-    fail(where, "the teacher's head_dim * num_attention_heads differs from hidden_size; the time "
-                "mix needs whole heads of the hidden state");
+    fail(where,
+         "the teacher's head_dim * num_attention_heads differs from hidden_size; the time "
+         "mix needs whole heads of the hidden state");
   if (tc.mlp_bias) fail(where, "the teacher's MLP has biases, which QRWKV6 does not have");
   if (lora_tokenshift <= 0 || lora_decay <= 0) fail(where, "LoRA ranks must be positive");
 
@@ -210,7 +217,8 @@ Net make_student(const Net& teacher, int64_t lora_tokenshift, int64_t lora_decay
     // A spread of decays per channel: slow channels remember long, fast ones only the last
     // tokens; deeper layers lean towards slower decays (larger exponent).
     at::Tensor n = at::arange(C, at::TensorOptions().dtype(at::kDouble));
-    const double expo = 0.7 + 1.3 * (L > 1 ? static_cast<double>(l) / static_cast<double>(L - 1) : 0.0);
+    const double expo =
+        0.7 + 1.3 * (L > 1 ? static_cast<double>(l) / static_cast<double>(L - 1) : 0.0);
     at::Tensor decay = -6.0 + 5.0 * at::pow(n / static_cast<double>(C > 1 ? C - 1 : 1), expo);
     s.params[a + "time_decay"] = decay.to(at::kFloat).reshape({1, 1, C}).to(device);
     s.params[a + "time_decay_w1"] = at::zeros({C, lora_decay}, opt);
@@ -286,9 +294,12 @@ at::Tensor attention(const Net& net, int64_t l, const at::Tensor& a) {
   const Config& c = net.config;
   const int64_t B = a.size(0), T = a.size(1), H = c.num_heads, Hkv = c.num_kv_heads, D = c.head_dim;
   const std::string p = layer_prefix(l) + "self_attn.";
-  at::Tensor q = linear(a, net.p(p + "q_proj.weight"), find(net, p + "q_proj.bias")).view({B, T, H, D});
-  at::Tensor k = linear(a, net.p(p + "k_proj.weight"), find(net, p + "k_proj.bias")).view({B, T, Hkv, D});
-  at::Tensor v = linear(a, net.p(p + "v_proj.weight"), find(net, p + "v_proj.bias")).view({B, T, Hkv, D});
+  at::Tensor q =
+      linear(a, net.p(p + "q_proj.weight"), find(net, p + "q_proj.bias")).view({B, T, H, D});
+  at::Tensor k =
+      linear(a, net.p(p + "k_proj.weight"), find(net, p + "k_proj.bias")).view({B, T, Hkv, D});
+  at::Tensor v =
+      linear(a, net.p(p + "v_proj.weight"), find(net, p + "v_proj.bias")).view({B, T, Hkv, D});
   q = apply_rope(q, net.rope_inv_freq);
   k = apply_rope(k, net.rope_inv_freq);
   // q-head h reads kv-head ⌊h/G⌋.
@@ -297,8 +308,10 @@ at::Tensor attention(const Net& net, int64_t l, const at::Tensor& a) {
   q = q.transpose(1, 2);  // [B, H, T, D]
   k = k.transpose(1, 2);
   v = v.transpose(1, 2);
-  at::Tensor scores = at::matmul(q, k.transpose(-1, -2)) * (1.0 / std::sqrt(static_cast<double>(D)));
-  at::Tensor future = at::ones({T, T}, at::TensorOptions().dtype(at::kBool).device(a.device())).triu(1);
+  at::Tensor scores =
+      at::matmul(q, k.transpose(-1, -2)) * (1.0 / std::sqrt(static_cast<double>(D)));
+  at::Tensor future =
+      at::ones({T, T}, at::TensorOptions().dtype(at::kBool).device(a.device())).triu(1);
   scores = scores.masked_fill(future, -std::numeric_limits<float>::infinity());
   at::Tensor o = at::matmul(at::softmax(scores, -1), v);  // [B, H, T, D]
   o = o.transpose(1, 2).reshape({B, T, H * D});
@@ -328,12 +341,13 @@ at::Tensor wkv_chunked(const at::Tensor& q, const at::Tensor& k, const at::Tenso
                           .reshape({L, L, 1});
   diff = diff.masked_fill(causal.logical_not(), -std::numeric_limits<float>::infinity());
   at::Tensor A = (qc.unsqueeze(4) * kc.unsqueeze(3) * diff.exp()).sum(-1);  // [B, H, NC, L, L]
-  at::Tensor o = at::matmul(A, vc);                                          // [B, H, NC, L, N]
+  at::Tensor o = at::matmul(A, vc);                                         // [B, H, NC, L, N]
 
   // Each chunk's contribution to the state it leaves: Σ_j (k_j ⊙ exp(Γ_last − Γ_j))ᵀ v_j.
   const at::Tensor gamma_last = gamma.narrow(3, L - 1, 1);  // [B, H, NC, 1, N]
-  at::Tensor U = at::matmul((kc * (gamma_last - gamma).exp()).transpose(-1, -2), vc);  // [B,H,NC,N,N]
-  at::Tensor chunk_decay = gamma_last.exp().squeeze(3).unsqueeze(-1);  // [B, H, NC, N, 1]
+  at::Tensor U =
+      at::matmul((kc * (gamma_last - gamma).exp()).transpose(-1, -2), vc);  // [B,H,NC,N,N]
+  at::Tensor chunk_decay = gamma_last.exp().squeeze(3).unsqueeze(-1);       // [B, H, NC, N, 1]
 
   // The states entering each chunk, carried chunk to chunk: S' = diag(exp(Γ_last)) S + U.
   std::vector<at::Tensor> states;
@@ -409,7 +423,8 @@ at::Tensor forward(const Net& net, const at::Tensor& tokens, std::vector<LayerIO
     h = h + y;
     // SwiGLU MLP: h += down(silu(gate(m)) * up(m)).
     at::Tensor m = rmsnorm(h, net.p(p + "post_attention_layernorm.weight"), eps);
-    at::Tensor gate = linear(m, net.p(p + "mlp.gate_proj.weight"), find(net, p + "mlp.gate_proj.bias"));
+    at::Tensor gate =
+        linear(m, net.p(p + "mlp.gate_proj.weight"), find(net, p + "mlp.gate_proj.bias"));
     at::Tensor up = linear(m, net.p(p + "mlp.up_proj.weight"), find(net, p + "mlp.up_proj.bias"));
     h = h + linear(at::silu(gate) * up, net.p(p + "mlp.down_proj.weight"),
                    find(net, p + "mlp.down_proj.bias"));
@@ -436,7 +451,8 @@ at::Tensor alignment_loss(const Net& student, const std::vector<LayerIO>& teache
   if (per_layer != nullptr) per_layer->clear();
   for (size_t l = 0; l < teacher_io.size(); ++l) {
     at::Tensor y = time_mix(student, static_cast<int64_t>(l), teacher_io[l].input.detach());
-    at::Tensor loss = ((y - teacher_io[l].output.detach()).pow(2).sum(-1).sqrt() * inv_sqrt_c).mean();
+    at::Tensor loss =
+        ((y - teacher_io[l].output.detach()).pow(2).sum(-1).sqrt() * inv_sqrt_c).mean();
     if (per_layer != nullptr) per_layer->push_back(loss.item<double>());
     total = total.defined() ? total + loss : loss;
   }

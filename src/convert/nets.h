@@ -1,8 +1,8 @@
 // Trainable float32 versions of the models qrwkv runs, written on ATen (libtorch) so that
-// autograd can differentiate them: the parent transformer (Qwen2 / LLaMA, docs §6) and the
-// QRWKV6 student (docs §3). A model is a plain map from Hugging Face tensor names to tensors in
-// their Hugging Face shapes, so loading, saving, optimizer state and checkpoints all address
-// parameters by the names a checkpoint uses.
+// autograd can differentiate them: the parent transformer (Qwen2 / LLaMA, docs/model.md,
+// "Attention") and the QRWKV6 student (docs/model.md, "Time mix"). A model is a plain map from
+// Hugging Face tensor names to tensors in their Hugging Face shapes, so loading, saving, optimizer
+// state and checkpoints all address parameters by the names a checkpoint uses.
 //
 // Only this header, nets.cpp, train.cpp and the conversion tests include ATen: it is slow to
 // compile, and the rest of qrwkv never sees it.
@@ -47,16 +47,16 @@ void save_net(const Net& net, const std::string& dir, DType dtype);
 // The config.json of a net (model_type and the keys qrwkv and Hugging Face read).
 json config_json(const Net& net, DType dtype);
 
-// The historical LoRA ranks of QRWKV6 for hidden size C (docs §1).
+// The historical LoRA ranks of QRWKV6 for hidden size C (docs/model.md, "Config").
 int64_t default_lora_tokenshift(int64_t C);
 int64_t default_lora_decay(int64_t C);
 
-// Stage 0 of the conversion (docs §7): the student is the teacher with every attention replaced
-// by a time mix. q/k/v/o (and their biases) are copied, as are embeddings, norms, MLPs and the
-// output head (untied by copying when the teacher ties it). New parameters start at
-// maa_x = 1, maa_{r,k,v,w,g} = 0, w1 = 0, w2 ~ U(−0.01, 0.01),
-// time_decay[n] = −6 + 5·(n/(C−1))^(0.7 + 1.3·ℓ/(L−1)), decay_w1 = 0, decay_w2 ~ U(−0.01, 0.01),
-// gate = 0. The random draws come from a generator seeded with `seed`.
+// Stage 0 of the conversion (docs/model.md, "Conversion"): the student is the teacher with every
+// attention replaced by a time mix. q/k/v/o (and their biases) are copied, as are embeddings,
+// norms, MLPs and the output head (untied by copying when the teacher ties it). New parameters
+// start at maa_x = 1, maa_{r,k,v,w,g} = 0, w1 = 0, w2 ~ U(−0.01, 0.01), time_decay[n] = −6 +
+// 5·(n/(C−1))^(0.7 + 1.3·ℓ/(L−1)), decay_w1 = 0, decay_w2 ~ U(−0.01, 0.01), gate = 0. The random
+// draws come from a generator seeded with `seed`.
 Net make_student(const Net& teacher, int64_t lora_tokenshift, int64_t lora_decay, uint64_t seed);
 
 // A freshly initialised Qwen2 transformer (config.arch must be Qwen2): weights ~ N(0, 0.02),
@@ -73,8 +73,8 @@ at::Tensor time_mix(const Net& net, int64_t l, const at::Tensor& a);
 at::Tensor mixer(const Net& net, int64_t l, const at::Tensor& a);
 
 // The WKV recurrence S = diag(w) S + k̃ᵀ v, o = q S, for q, k̃, v, log w of shape [B, T, H, N]
-// from a zero state, in the chunked form of docs §5 (chunks of 16, exact element-wise decays
-// inside a chunk, so no exponent is ever positive). Returns o [B, T, H, N].
+// from a zero state, in the chunked form of docs/model.md, "Chunked prefill" (chunks of 16, exact
+// element-wise decays inside a chunk, so no exponent is ever positive). Returns o [B, T, H, N].
 at::Tensor wkv_chunked(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                        const at::Tensor& log_w);
 
@@ -86,7 +86,8 @@ struct LayerIO {
 
 // The whole model for token ids [B, T] (int64): logits [B, T, V]. When `capture` is given, it
 // receives every layer's mixer input and output.
-at::Tensor forward(const Net& net, const at::Tensor& tokens, std::vector<LayerIO>* capture = nullptr);
+at::Tensor forward(const Net& net, const at::Tensor& tokens,
+                   std::vector<LayerIO>* capture = nullptr);
 
 // Losses, each a mean over tokens.
 // Cross-entropy of the next token: logits [B, T, V] at positions 0..T−2 against tokens 1..T−1.

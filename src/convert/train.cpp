@@ -39,7 +39,7 @@ StageOptions stage_defaults(int64_t tokens, double lr, double lr_final) {
 }
 }  // namespace
 
-// The token budgets and learning rates of the published recipe (docs §7).
+// The token budgets and learning rates of the published recipe (docs/model.md, "Conversion").
 StageOptions default_stage1() { return stage_defaults(100'000'000, 1e-3, 1e-5); }
 StageOptions default_stage2() { return stage_defaults(250'000'000, 1e-5, 1e-5); }
 StageOptions default_stage3() { return stage_defaults(100'000'000, 1e-5, 1e-5); }
@@ -53,7 +53,8 @@ constexpr double kBeta1 = 0.9, kBeta2 = 0.95, kAdamEps = 1e-8;
 at::Device parse_device(const std::string& name, int rank) {
   if (name == "cpu") return at::kCPU;
   if (name == "cuda") {
-    if (!at::hasCUDA()) fail("--device cuda", "this libtorch has no CUDA support or no GPU is visible");
+    if (!at::hasCUDA())
+      fail("--device cuda", "this libtorch has no CUDA support or no GPU is visible");
     const int gpus = at::detail::getCUDAHooks().getNumGPUs();
     return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(gpus > 0 ? rank % gpus : 0));
   }
@@ -88,7 +89,8 @@ std::string human_time(double s) {
     std::snprintf(buf, sizeof buf, "%lld:%02lld:%02lld", static_cast<long long>(t / 3600),
                   static_cast<long long>(t / 60 % 60), static_cast<long long>(t % 60));
   else
-    std::snprintf(buf, sizeof buf, "%lld:%02lld", static_cast<long long>(t / 60), static_cast<long long>(t % 60));
+    std::snprintf(buf, sizeof buf, "%lld:%02lld", static_cast<long long>(t / 60),
+                  static_cast<long long>(t % 60));
   return buf;
 }
 
@@ -96,15 +98,16 @@ std::string human_time(double s) {
 double learning_rate(const StageOptions& s, int64_t step, int64_t steps, int64_t warmup) {
   if (step < warmup) return s.lr * static_cast<double>(step + 1) / static_cast<double>(warmup);
   const int64_t span = steps - warmup - 1;
-  const double progress = span > 0 ? static_cast<double>(step - warmup) / static_cast<double>(span) : 1.0;
+  const double progress =
+      span > 0 ? static_cast<double>(step - warmup) / static_cast<double>(span) : 1.0;
   return s.lr_final + 0.5 * (s.lr - s.lr_final) * (1.0 + std::cos(std::numbers::pi * progress));
 }
 
 // Copies the tokenizer files a model directory carries (those present) from `src` to `dst`.
 void copy_tokenizer_files(const std::string& src, const std::string& dst) {
-  for (const char* name : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                           "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja",
-                           "generation_config.json"}) {
+  for (const char* name :
+       {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
+        "merges.txt", "added_tokens.json", "chat_template.jinja", "generation_config.json"}) {
     const fs::path from = fs::path(src) / name;
     if (!fs::is_regular_file(from)) continue;
     const std::string bytes = read_text_file(from.string());
@@ -115,7 +118,8 @@ void copy_tokenizer_files(const std::string& src, const std::string& dst) {
 // Everything one run shares across its stages.
 class Run {
  public:
-  Run(const RunOptions& ro, const DataOptions& dopt, const std::string& tokenizer_dir, json fingerprint)
+  Run(const RunOptions& ro, const DataOptions& dopt, const std::string& tokenizer_dir,
+      json fingerprint)
       : ro_(ro), dopt_(dopt), fingerprint_(std::move(fingerprint)) {
     if (ro.out_dir.empty()) fail("-o", "an output directory is required");
     if (dopt.files.empty()) fail("--data", "at least one training text file is required");
@@ -135,7 +139,8 @@ class Run {
     progress_ = ro.progress && root_;
     fs::create_directories(ro.out_dir);
     checkpoint_path_ = (fs::path(ro.out_dir) / "checkpoint.safetensors").string();
-    const std::string log_path = ro.log_path.empty() ? (fs::path(ro.out_dir) / "train_log.jsonl").string() : ro.log_path;
+    const std::string log_path =
+        ro.log_path.empty() ? (fs::path(ro.out_dir) / "train_log.jsonl").string() : ro.log_path;
     // A resumed run appends to the log of the run it continues; a kill may have cut that log's
     // last line short, so the new records start on a line of their own.
     // Only rank 0 writes the log.
@@ -182,14 +187,19 @@ class Run {
   }
 
   void log_data() {
-    log({{"event", "data"}, {"documents", data_.n_documents}, {"tokens", data_.n_tokens},
-         {"train_sequences", data_.n_train()}, {"heldout_sequences", data_.n_heldout()},
+    log({{"event", "data"},
+         {"documents", data_.n_documents},
+         {"tokens", data_.n_tokens},
+         {"train_sequences", data_.n_train()},
+         {"heldout_sequences", data_.n_heldout()},
          {"seq_len", data_.seq_len}});
     if (progress_)
-      std::fprintf(stderr, "data: %lld documents, %lld tokens, %lld training + %lld held-out sequences of %lld\n",
-                   static_cast<long long>(data_.n_documents), static_cast<long long>(data_.n_tokens),
-                   static_cast<long long>(data_.n_train()), static_cast<long long>(data_.n_heldout()),
-                   static_cast<long long>(data_.seq_len));
+      std::fprintf(
+          stderr,
+          "data: %lld documents, %lld tokens, %lld training + %lld held-out sequences of %lld\n",
+          static_cast<long long>(data_.n_documents), static_cast<long long>(data_.n_tokens),
+          static_cast<long long>(data_.n_train()), static_cast<long long>(data_.n_heldout()),
+          static_cast<long long>(data_.seq_len));
   }
 
   at::Device device() const { return device_; }
@@ -215,7 +225,8 @@ class Run {
     int64_t* dst = t.data_ptr<int64_t>();
     for (int64_t i = 0; i < n; ++i) {
       const int64_t seq = (*order_)(first + i);
-      for (int64_t j = 0; j < S; ++j) dst[i * S + j] = data_.train[static_cast<size_t>(seq * S + j)];
+      for (int64_t j = 0; j < S; ++j)
+        dst[i * S + j] = data_.train[static_cast<size_t>(seq * S + j)];
     }
     return t.to(device_);
   }
@@ -258,8 +269,9 @@ class Run {
       return it->second;
     };
     if (get("options") != fingerprint_.dump())
-      fail(checkpoint_path_, "the checkpoint was made with other options (" + get("options") +
-                                 "); resume with the same options or start afresh without --resume");
+      fail(checkpoint_path_,
+           "the checkpoint was made with other options (" + get("options") +
+               "); resume with the same options or start afresh without --resume");
     Resume r;
     r.stage = std::stoi(get("stage"));
     r.step = std::stoll(get("step"));
@@ -313,10 +325,11 @@ class Run {
   // to the step's log record); only `trainable`
   // parameters of `net` change. Starts at `start_step` with the given AdamW moments (empty:
   // zeros). Returns the mean loss of the last steps and the throughput.
-  std::pair<double, double> train_stage(int stage, const char* label, const StageOptions& so, Net& net,
-                                        const std::vector<std::string>& trainable,
-                                        const std::function<at::Tensor(const at::Tensor&, json&)>& loss_fn,
-                                        int64_t start_step, Params m, Params v, int64_t* steps_out) {
+  std::pair<double, double> train_stage(
+      int stage, const char* label, const StageOptions& so, Net& net,
+      const std::vector<std::string>& trainable,
+      const std::function<at::Tensor(const at::Tensor&, json&)>& loss_fn, int64_t start_step,
+      Params m, Params v, int64_t* steps_out) {
     const int64_t B = dopt_.batch, S = data_.seq_len, per_step = B * S;
     // This rank's share of every global batch: sequences [rank · local, (rank + 1) · local).
     const int64_t local = B / comm_->world_size(), offset = comm_->rank() * local;
@@ -376,14 +389,17 @@ class Run {
       const double eta = static_cast<double>((steps - step - 1) * per_step) / std::max(tok_s, 1e-9);
       recent.push_back(loss_v);
       if (recent.size() > 10) recent.erase(recent.begin());
-      json record = {{"stage", stage}, {"step", step + 1}, {"steps", steps}, {"tokens", (step + 1) * per_step},
-                     {"loss", loss_v}, {"lr", lr}, {"grad_norm", gnorm}, {"tokens_per_s", tok_s},
+      json record = {{"stage", stage},      {"step", step + 1},
+                     {"steps", steps},      {"tokens", (step + 1) * per_step},
+                     {"loss", loss_v},      {"lr", lr},
+                     {"grad_norm", gnorm},  {"tokens_per_s", tok_s},
                      {"elapsed_s", elapsed}};
       record.update(extra);
       log(record);
       if (progress_ && (tty_ || now - last_print > std::chrono::seconds(10) || step + 1 == steps)) {
         std::fprintf(stderr, "%s[%s] step %lld/%lld  tokens %s  loss %.4f  %s tok/s  ETA %s%s",
-                     tty_ ? "\r" : "", label, static_cast<long long>(step + 1), static_cast<long long>(steps),
+                     tty_ ? "\r" : "", label, static_cast<long long>(step + 1),
+                     static_cast<long long>(steps),
                      human_count(static_cast<double>((step + 1) * per_step)).c_str(), loss_v,
                      human_count(tok_s).c_str(), human_time(eta).c_str(), tty_ ? "\033[K" : "\n");
         std::fflush(stderr);
@@ -481,12 +497,16 @@ class Run {
     r.heldout_loss = ce / static_cast<double>(n);
     r.heldout_ppl = std::exp(r.heldout_loss);
     if (teacher != nullptr) r.heldout_kl = kl / static_cast<double>(n);
-    json j = {{"event", "eval"}, {"stage", stage}, {"heldout_loss", r.heldout_loss},
-              {"heldout_ppl", r.heldout_ppl}, {"heldout_sequences", n}};
+    json j = {{"event", "eval"},
+              {"stage", stage},
+              {"heldout_loss", r.heldout_loss},
+              {"heldout_ppl", r.heldout_ppl},
+              {"heldout_sequences", n}};
     if (teacher != nullptr) j["heldout_kl"] = r.heldout_kl;
     log(j);
     if (progress_) {
-      std::fprintf(stderr, "[%s] held-out: loss %.4f  perplexity %.3f", label, r.heldout_loss, r.heldout_ppl);
+      std::fprintf(stderr, "[%s] held-out: loss %.4f  perplexity %.3f", label, r.heldout_loss,
+                   r.heldout_ppl);
       if (teacher != nullptr) std::fprintf(stderr, "  KL(teacher||student) %.4f", r.heldout_kl);
       std::fprintf(stderr, "\n");
     }
@@ -512,12 +532,19 @@ class Run {
 };
 
 json stage_json(const StageOptions& s) {
-  return {{"tokens", s.tokens}, {"lr", s.lr}, {"lr_final", s.lr_final}, {"warmup", s.warmup},
-          {"weight_decay", s.weight_decay}, {"clip", s.clip}};
+  return {{"tokens", s.tokens},
+          {"lr", s.lr},
+          {"lr_final", s.lr_final},
+          {"warmup", s.warmup},
+          {"weight_decay", s.weight_decay},
+          {"clip", s.clip}};
 }
 
 json data_json(const DataOptions& d) {
-  return {{"files", d.files}, {"seq_len", d.seq_len}, {"batch", d.batch}, {"heldout", d.heldout},
+  return {{"files", d.files},
+          {"seq_len", d.seq_len},
+          {"batch", d.batch},
+          {"heldout", d.heldout},
           {"seed", d.seed}};
 }
 
@@ -532,9 +559,12 @@ void check_stage(const StageOptions& s, const std::string& name) {
 std::vector<StageReport> run_pretrain(const PretrainOptions& o) {
   check_stage(o.stage, "pretrain");
   if (o.tokenizer_dir.empty()) fail("--tokenizer", "a tokenizer directory is required");
-  json fp = {{"command", "pretrain"}, {"data", data_json(o.data)}, {"stage", stage_json(o.stage)},
-             {"shape", {o.hidden_size, o.num_layers, o.num_heads, o.num_kv_heads, o.intermediate_size,
-                        o.tie_word_embeddings}}};
+  json fp = {{"command", "pretrain"},
+             {"data", data_json(o.data)},
+             {"stage", stage_json(o.stage)},
+             {"shape",
+              {o.hidden_size, o.num_layers, o.num_heads, o.num_kv_heads, o.intermediate_size,
+               o.tie_word_embeddings}}};
   Run run(o.run, o.data, o.tokenizer_dir, fp);
 
   Config c;
@@ -556,8 +586,9 @@ std::vector<StageReport> run_pretrain(const PretrainOptions& o) {
     fail("pretrain", "model dimensions must be positive");
   if (c.hidden_size % c.num_heads != 0 || c.num_heads % c.num_kv_heads != 0 ||
       (c.hidden_size / c.num_heads) % 2 != 0)
-    fail("pretrain", "--hidden must be a multiple of --heads with an even head size, and --heads a "
-                     "multiple of --kv-heads");
+    fail("pretrain",
+         "--hidden must be a multiple of --heads with an even head size, and --heads a "
+         "multiple of --kv-heads");
   c.head_dim = c.hidden_size / c.num_heads;
 
   Net net = make_transformer(c, o.data.seed, run.device());
@@ -577,8 +608,10 @@ std::vector<StageReport> run_pretrain(const PretrainOptions& o) {
   int64_t steps = 0;
   auto [loss, tok_s] = run.train_stage(
       0, "pretrain", o.stage, net, all,
-      [&](const at::Tensor& tokens, json&) { return next_token_loss(forward(net, tokens), tokens); }, start, m, v,
-      &steps);
+      [&](const at::Tensor& tokens, json&) {
+        return next_token_loss(forward(net, tokens), tokens);
+      },
+      start, m, v, &steps);
   r = run.evaluate(0, "pretrain", net, nullptr);
   r.steps = steps;
   r.train_loss = loss;
@@ -604,18 +637,25 @@ std::vector<StageReport> run_convert(const ConvertOptions& options) {
   if (stage3) check_stage(o.stage3, "stage 3");
   const int64_t seq_len3 = o.stage3_seq_len > 0 ? o.stage3_seq_len : 4 * o.data.seq_len;
   if (seq_len3 < 2) fail("--stage3-seq-len", "must be at least 2");
-  if (fs::exists(o.run.out_dir) && fs::exists(o.teacher_dir) && fs::equivalent(o.run.out_dir, o.teacher_dir))
+  if (fs::exists(o.run.out_dir) && fs::exists(o.teacher_dir) &&
+      fs::equivalent(o.run.out_dir, o.teacher_dir))
     fail(o.run.out_dir, "the output directory is the teacher's; the student would overwrite it");
-  json fp = {{"command", "convert"}, {"teacher", o.teacher_dir}, {"data", data_json(o.data)},
-             {"stages", o.stages}, {"stage1", stage_json(o.stage1)}, {"stage2", stage_json(o.stage2)},
-             {"freeze", o.freeze_mlp_embeddings}, {"lora", {o.lora_tokenshift, o.lora_decay}}};
+  json fp = {{"command", "convert"},
+             {"teacher", o.teacher_dir},
+             {"data", data_json(o.data)},
+             {"stages", o.stages},
+             {"stage1", stage_json(o.stage1)},
+             {"stage2", stage_json(o.stage2)},
+             {"freeze", o.freeze_mlp_embeddings},
+             {"lora", {o.lora_tokenshift, o.lora_decay}}};
   if (stage3) {
     fp["stage3"] = stage_json(o.stage3);
     fp["stage3_seq_len"] = seq_len3;
   }
   Run run(o.run, o.data, o.teacher_dir, fp);
   Net teacher = load_net(o.teacher_dir, run.device());
-  if (teacher.config.arch == Arch::QRWKV6) fail(o.teacher_dir, "the teacher must be a Qwen2 or LLaMA transformer");
+  if (teacher.config.arch == Arch::QRWKV6)
+    fail(o.teacher_dir, "the teacher must be a Qwen2 or LLaMA transformer");
   if (run.vocab_size() > teacher.config.vocab_size)
     fail(o.teacher_dir, "the tokenizer has more ids than the model's vocabulary");
   const int64_t C = teacher.config.hidden_size;
@@ -625,11 +665,13 @@ std::vector<StageReport> run_convert(const ConvertOptions& options) {
   // The teacher's own held-out loss is the mark the student's stages approach.
   std::vector<StageReport> reports = {run.evaluate(-1, "teacher", teacher, nullptr)};
 
-  // Stage 0: weight transfer and the initial values of docs §7.
+  // Stage 0: weight transfer and the initial values of docs/model.md, "Conversion".
   Net student = make_student(teacher, dm, dd, o.data.seed);
   std::optional<Run::Resume> resume = run.load_checkpoint();
-  if (!resume) reports.push_back(run.evaluate(0, "stage 0", student, &teacher));
-  else student.params = std::move(resume->params);
+  if (!resume)
+    reports.push_back(run.evaluate(0, "stage 0", student, &teacher));
+  else
+    student.params = std::move(resume->params);
   run.check_same_weights(student, "stage 0");
 
   for (int stage : o.stages) {

@@ -1,6 +1,7 @@
 // Training runs: `qrwkv pretrain` (a small Qwen2 transformer from scratch) and `qrwkv convert`
-// (a Qwen2 / LLaMA teacher distilled into a QRWKV6 student, docs §7). This header is free of
-// libtorch so that the command-line front end compiles quickly; the work happens in train.cpp.
+// (a Qwen2 / LLaMA teacher distilled into a QRWKV6 student, docs/model.md, "Conversion"). This
+// header is free of libtorch so that the command-line front end compiles quickly; the work happens
+// in train.cpp.
 //
 // Every stage is AdamW (β 0.9/0.95, weight decay 0 by default) with linear warmup, a cosine
 // learning rate from `lr` to `lr_final`, and gradient clipping by global norm. A stage of
@@ -31,11 +32,12 @@ struct StageOptions {
 };
 
 struct RunOptions {
-  std::string out_dir;  // the output model directory (created)
-  std::string log_path;  // JSONL log of every step; empty: OUT/train_log.jsonl
+  std::string out_dir;         // the output model directory (created)
+  std::string log_path;        // JSONL log of every step; empty: OUT/train_log.jsonl
   std::string device = "cpu";  // cpu | cuda
-  std::string dtype;  // of the saved weights: f32 | bf16 | f16; empty: the teacher's (convert) or f32
-  int threads = 0;    // torch threads; 0: all cores
+  std::string
+      dtype;        // of the saved weights: f32 | bf16 | f16; empty: the teacher's (convert) or f32
+  int threads = 0;  // torch threads; 0: all cores
   int64_t checkpoint_every = 0;  // steps; 0: only at the end of each stage
   bool resume = false;           // continue from OUT/checkpoint.safetensors when present
   bool progress = true;          // the live progress line on stderr
@@ -78,14 +80,15 @@ struct ConvertOptions {
 struct StageReport {
   int stage = 0;  // −1: the teacher (convert), evaluated before stage 0
   int64_t steps = 0;
-  double train_loss = 0;  // mean loss of the stage's last steps
+  double train_loss = 0;    // mean loss of the stage's last steps
   double heldout_loss = 0;  // cross-entropy of the next token, nats
   double heldout_ppl = 0;
   double heldout_kl = -1;  // KL(teacher ‖ student) per token (convert only), else −1
   double tokens_per_s = 0;
 };
 
-// The paper's defaults (docs §7), scaled by nothing: the command line overrides them.
+// The paper's defaults (docs/model.md, "Conversion"), scaled by nothing: the command line overrides
+// them.
 StageOptions default_stage1();
 StageOptions default_stage2();
 StageOptions default_stage3();

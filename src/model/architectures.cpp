@@ -20,9 +20,7 @@ const std::array<const Architecture*, kArchCount>& registry() {
 
 }  // namespace
 
-std::vector<const Architecture*> architectures() {
-  return {registry().begin(), registry().end()};
-}
+std::vector<const Architecture*> architectures() { return {registry().begin(), registry().end()}; }
 
 const Architecture& architecture(Arch a) {
   const auto i = static_cast<uint32_t>(a);

@@ -8,7 +8,6 @@ namespace qrwkv {
 
 const char* arch_name(Arch a) { return architecture(a).model_type(); }
 
-
 // Reads a required positive integer key.
 int64_t get_dim(const json& j, const char* key, const std::string& where) {
   auto it = j.find(key);
@@ -60,7 +59,6 @@ std::vector<int64_t> parse_token_ids(const json& j, const char* key, const std::
   }
   return ids;
 }
-
 
 }  // namespace
 

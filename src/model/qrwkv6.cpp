@@ -31,18 +31,18 @@ struct TimeMix final : LayerMix {
   int64_t C = 0, H = 0, Hkv = 0, N = 0, Dm = 0, Dd = 0;
 
   // self_attn.*; q_proj is the receptance.
-  Tensor q_proj, q_bias;           // [H·N, C], [H·N]
-  Tensor k_proj, k_bias;           // [Hkv·N, C], [Hkv·N]
-  Tensor v_proj, v_bias;           // [Hkv·N, C], [Hkv·N]
-  Tensor o_proj, o_bias;           // [C, H·N], [C]
-  Tensor gate;                     // [C, C], no bias
-  Tensor time_maa_x;               // [1, 1, C]
-  Tensor time_maa[5];              // time_maa_{r,k,v,w,g}: [1, 1, C] each
-  Tensor time_maa_w1;              // [C, 5·Dm]   (x @ w1)
-  Tensor time_maa_w2[5];           // time_maa_w2 [5, Dm, C], one [Dm, C] view per slice
-  Tensor time_decay;               // [1, 1, C]
-  Tensor time_decay_w1;            // [C, Dd]
-  Tensor time_decay_w2;            // [Dd, C]
+  Tensor q_proj, q_bias;  // [H·N, C], [H·N]
+  Tensor k_proj, k_bias;  // [Hkv·N, C], [Hkv·N]
+  Tensor v_proj, v_bias;  // [Hkv·N, C], [Hkv·N]
+  Tensor o_proj, o_bias;  // [C, H·N], [C]
+  Tensor gate;            // [C, C], no bias
+  Tensor time_maa_x;      // [1, 1, C]
+  Tensor time_maa[5];     // time_maa_{r,k,v,w,g}: [1, 1, C] each
+  Tensor time_maa_w1;     // [C, 5·Dm]   (x @ w1)
+  Tensor time_maa_w2[5];  // time_maa_w2 [5, Dm, C], one [Dm, C] view per slice
+  Tensor time_decay;      // [1, 1, C]
+  Tensor time_decay_w1;   // [C, Dd]
+  Tensor time_decay_w2;   // [Dd, C]
 
   void weights(std::vector<WeightRef>& out) override {
     for (Tensor* t : {&q_proj, &k_proj, &v_proj, &o_proj, &gate})
@@ -100,8 +100,8 @@ struct TimeMix final : LayerMix {
 
     // The recurrence over every head, then the gated output projection.
     float* o = buf.take(T * C);
-    be.wkv(WkvArgs{r, k, v, w, omw, log_w, T, H, Hkv, N,
-                   1.0f / std::sqrt(static_cast<float>(N)), st.wkv.data(), o});
+    be.wkv(WkvArgs{r, k, v, w, omw, log_w, T, H, Hkv, N, 1.0f / std::sqrt(static_cast<float>(N)),
+                   st.wkv.data(), o});
     be.gate(o, g, T * C);
     be.linear(o, T, o_proj, o_bias, out);
   }
@@ -130,15 +130,15 @@ class Qrwkv6 final : public Architecture {
     if (c.lora_rank_tokenshift == 0) {
       const Tensor w1 = s.get_any_shape(p0 + "time_maa_w1");
       if (w1.shape.size() != 2 || w1.shape[1] % 5 != 0 || w1.shape[1] == 0)
-        fail(s.dir(), "tensor '" + w1.name + "' has shape " + shape_str(w1.shape) +
-                          ", expected [" + std::to_string(C) + ", 5*rank]");
+        fail(s.dir(), "tensor '" + w1.name + "' has shape " + shape_str(w1.shape) + ", expected [" +
+                          std::to_string(C) + ", 5*rank]");
       c.lora_rank_tokenshift = w1.shape[1] / 5;
     }
     if (c.lora_rank_decay == 0) {
       const Tensor d1 = s.get_any_shape(p0 + "time_decay_w1");
       if (d1.shape.size() != 2 || d1.shape[1] == 0)
-        fail(s.dir(), "tensor '" + d1.name + "' has shape " + shape_str(d1.shape) +
-                          ", expected [" + std::to_string(C) + ", rank]");
+        fail(s.dir(), "tensor '" + d1.name + "' has shape " + shape_str(d1.shape) + ", expected [" +
+                          std::to_string(C) + ", rank]");
       c.lora_rank_decay = d1.shape[1];
     }
     const int64_t Dm = c.lora_rank_tokenshift, Dd = c.lora_rank_decay;

@@ -94,7 +94,8 @@ std::string serialize_state(const State& s) {
   put_le<uint32_t>(out, static_cast<uint32_t>(s.shape_desc.size()));
   out += s.shape_desc;
   for (const auto& l : s.layers) {
-    for (const auto* v : {&l.x_prev, &l.wkv, &l.k_cache, &l.v_cache}) put_le<uint64_t>(out, v->size());
+    for (const auto* v : {&l.x_prev, &l.wkv, &l.k_cache, &l.v_cache})
+      put_le<uint64_t>(out, v->size());
     for (const auto* v : {&l.x_prev, &l.wkv, &l.k_cache, &l.v_cache})
       put_array(out, v->data(), v->size());
   }
@@ -138,7 +139,8 @@ State deserialize_state(const std::string& bytes, const std::string& where) {
     r.array(l.v_cache, n[3], "layer data");
   }
   if (r.left() != 0) fail(where, "corrupt state file (unexpected bytes after the layers)");
-  if (get_le<uint64_t>(bytes.data() + end) != fnv1a(bytes.data(), end)) fail(where, "corrupt state file (checksum mismatch)");
+  if (get_le<uint64_t>(bytes.data() + end) != fnv1a(bytes.data(), end))
+    fail(where, "corrupt state file (checksum mismatch)");
   return s;
 }
 

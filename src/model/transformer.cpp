@@ -103,7 +103,8 @@ struct Attention final : LayerMix {
   Tensor o_proj, o_bias;  // [C, H·D], [C]
 
   void weights(std::vector<WeightRef>& out) override {
-    for (Tensor* t : {&q_proj, &k_proj, &v_proj, &o_proj}) out.push_back({WeightRole::Projection, t});
+    for (Tensor* t : {&q_proj, &k_proj, &v_proj, &o_proj})
+      out.push_back({WeightRole::Projection, t});
     for (Tensor* t : {&q_bias, &k_bias, &v_bias, &o_bias}) out.push_back({WeightRole::Vector, t});
   }
 

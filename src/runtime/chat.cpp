@@ -126,7 +126,8 @@ SessionData parse_session(const std::string& bytes, const std::string& where) {
   if (version != kSessionVersion)
     fail(where, "session format version " + std::to_string(version) + " is not supported");
   const std::string_view meta_text = r.bytes(meta_len, "the metadata");
-  const auto meta = nlohmann::ordered_json::parse(meta_text.begin(), meta_text.end(), nullptr, false);
+  const auto meta =
+      nlohmann::ordered_json::parse(meta_text.begin(), meta_text.end(), nullptr, false);
   if (meta.is_discarded() || !meta.is_object() || !meta.contains("messages") ||
       !meta["messages"].is_array() || !meta.contains("processed") || !meta["processed"].is_array())
     fail(where, "corrupt session file (metadata)");

@@ -6,7 +6,10 @@
 
 namespace qrwkv {
 
-Sampler::Sampler(SamplerParams params) : params_(std::move(params)), rng_(params_.seed) {}
+Sampler::Sampler(SamplerParams params) : params_(std::move(params)), rng_(params_.seed) {
+  // The penalties' window, plus the token that pushes the oldest one out.
+  if (params_.repeat_last_n >= 0) history_.reserve(static_cast<size_t>(params_.repeat_last_n) + 1);
+}
 
 void Sampler::accept(int32_t token) {
   history_.push_back(token);

@@ -118,8 +118,8 @@ GenParams parse_gen(const ojson& body, const RequestLimits& limits) {
       static_cast<int32_t>(get_int(body, "repeat_last_n", p.repeat_last_n, -1, kNoLimit));
   if (const ojson* v = field(body, "seed")) {
     if (!v->is_number_integer()) wrong_type("seed", *v, "an integer");
-    p.seed = v->is_number_unsigned() ? v->get<uint64_t>()
-                                     : static_cast<uint64_t>(v->get<int64_t>());
+    p.seed =
+        v->is_number_unsigned() ? v->get<uint64_t>() : static_cast<uint64_t>(v->get<int64_t>());
     g.has_seed = true;
   }
   if (const ojson* lb = field(body, "logit_bias")) {
@@ -239,7 +239,8 @@ ojson normalize_tool_calls(const ojson& calls, const std::string& param) {
 
 ojson parse_messages(const ojson& body) {
   const ojson* msgs = field(body, "messages");
-  if (msgs == nullptr) bad_request("messages", "'messages' is required", "missing_required_parameter");
+  if (msgs == nullptr)
+    bad_request("messages", "'messages' is required", "missing_required_parameter");
   if (!msgs->is_array()) wrong_type("messages", *msgs, "an array");
   if (msgs->empty()) bad_request("messages", "'messages' must not be empty");
   ojson out = ojson::array();
@@ -285,7 +286,8 @@ void add_template_extras(const ojson& body, ojson& input) {
     input["tools"] = *tools;
   }
   if (const ojson* tc = field(body, "tool_choice")) {
-    if (!tc->is_string() && !tc->is_object()) wrong_type("tool_choice", *tc, "a string or an object");
+    if (!tc->is_string() && !tc->is_object())
+      wrong_type("tool_choice", *tc, "a string or an object");
     input["tool_choice"] = *tc;
   }
   if (const ojson* kw = field(body, "chat_template_kwargs")) {
@@ -320,14 +322,13 @@ ojson error_body(const ApiError& e) {
 ojson parse_body(std::string_view body) {
   ojson j;
   try {
-    j = ojson::parse(body.begin(), body.end(),
-                     [](int depth, ojson::parse_event_t, ojson&) {
-                       if (depth > kMaxDepth)
-                         throw ApiError(400, "invalid_request_error", "invalid_json",
-                                        "the request body nests deeper than " +
-                                            std::to_string(kMaxDepth) + " levels");
-                       return true;
-                     });
+    j = ojson::parse(body.begin(), body.end(), [](int depth, ojson::parse_event_t, ojson&) {
+      if (depth > kMaxDepth)
+        throw ApiError(
+            400, "invalid_request_error", "invalid_json",
+            "the request body nests deeper than " + std::to_string(kMaxDepth) + " levels");
+      return true;
+    });
   } catch (const ojson::exception& e) {
     throw ApiError(400, "invalid_request_error", "invalid_json",
                    std::string("the request body is not valid JSON: ") + e.what());
@@ -413,8 +414,6 @@ std::vector<int32_t> parse_detokenize_request(std::string_view body, int64_t voc
   return ids;
 }
 
-std::string dump(const ojson& j) {
-  return j.dump(-1, ' ', false, ojson::error_handler_t::replace);
-}
+std::string dump(const ojson& j) { return j.dump(-1, ' ', false, ojson::error_handler_t::replace); }
 
 }  // namespace qrwkv::server

@@ -5,16 +5,15 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
-#include "runtime/sampler.h"
 #include "runtime/json_prefix.h"
+#include "runtime/sampler.h"
 
 namespace qrwkv::server {
 
@@ -30,8 +29,8 @@ struct ApiError : std::runtime_error {
         code(std::move(code_)),
         param(std::move(param_)) {}
   int status;
-  std::string type;  // "invalid_request_error", "authentication_error", "server_error", ...
-  std::string code;  // machine-readable: "invalid_json", "invalid_type", "model_not_found", ...
+  std::string type;   // "invalid_request_error", "authentication_error", "server_error", ...
+  std::string code;   // machine-readable: "invalid_json", "invalid_type", "model_not_found", ...
   std::string param;  // the offending field, when there is one
 };
 
@@ -44,8 +43,8 @@ ojson error_body(const ApiError& e);
 
 // What validation needs to know about the running server.
 struct RequestLimits {
-  int max_n = 1;                   // choices per request (the parallel slots)
-  int64_t vocab_size = 0;          // token ids must be below this
+  int max_n = 1;                    // choices per request (the parallel slots)
+  int64_t vocab_size = 0;           // token ids must be below this
   int64_t default_max_tokens = -1;  // when the request gives none; -1 = until a stop
 };
 

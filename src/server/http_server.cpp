@@ -54,7 +54,9 @@ void send_json(httplib::Response& res, int status, const ojson& body) {
   res.set_content(dump(body), "application/json");
 }
 
-void send_error(httplib::Response& res, const ApiError& e) { send_json(res, e.status, error_body(e)); }
+void send_error(httplib::Response& res, const ApiError& e) {
+  send_json(res, e.status, error_body(e));
+}
 
 std::string sse(const ojson& j) { return "data: " + dump(j) + "\n\n"; }
 
@@ -183,7 +185,7 @@ struct HttpServer::Impl {
   void count(const httplib::Request& req, const httplib::Response& res) {
     // Unknown paths share one label, so that clients cannot grow the table without bound.
     static const std::set<std::string> known = {
-        "/health",           "/v1/health",  "/v1/models",  "/models",         "/v1/chat/completions",
+        "/health",           "/v1/health",      "/v1/models",   "/models",   "/v1/chat/completions",
         "/chat/completions", "/v1/completions", "/completions", "/tokenize", "/detokenize",
         "/apply-template",   "/metrics"};
     std::lock_guard<std::mutex> lock(metrics_mu);
@@ -200,10 +202,10 @@ struct HttpServer::Impl {
 
   void check_model(const std::string& requested) const {
     if (requested.empty() || requested == model_id || requested == opt.model_dir) return;
-    throw ApiError(404, "invalid_request_error", "model_not_found",
-                   "the model '" + requested + "' does not exist; this server serves '" +
-                       model_id + "'",
-                   "model");
+    throw ApiError(
+        404, "invalid_request_error", "model_not_found",
+        "the model '" + requested + "' does not exist; this server serves '" + model_id + "'",
+        "model");
   }
 
   std::string render(const ojson& input) {
@@ -298,8 +300,7 @@ struct HttpServer::Impl {
       return j;
     };
     auto chunk = [object](ojson choices) { return sse(object(std::move(choices), nullptr)); };
-    auto choice = [chat](int index, const std::string* text, const std::string& finish,
-                         bool role) {
+    auto choice = [chat](int index, const std::string* text, const std::string& finish, bool role) {
       ojson c = {{"index", index}};
       if (chat) {
         ojson delta = ojson::object();
@@ -324,8 +325,7 @@ struct HttpServer::Impl {
           if (!st->started) {
             st->started = true;
             const std::string empty;
-            for (int i = 0; i < j.n; ++i)
-              out += chunk(ojson::array({choice(i, &empty, "", true)}));
+            for (int i = 0; i < j.n; ++i) out += chunk(ojson::array({choice(i, &empty, "", true)}));
           }
           std::vector<Event> ev;
           const bool over = j.wait(ev, std::chrono::milliseconds(200));
@@ -347,8 +347,7 @@ struct HttpServer::Impl {
                 out += chunk(ojson::array({choice(e.index, nullptr, finish, false)}));
               continue;
             }
-            if (!e.text.empty())
-              out += chunk(ojson::array({choice(e.index, &e.text, "", false)}));
+            if (!e.text.empty()) out += chunk(ojson::array({choice(e.index, &e.text, "", false)}));
             if (!e.finish_reason.empty())
               out += chunk(ojson::array({choice(e.index, nullptr, e.finish_reason, false)}));
           }
@@ -413,10 +412,8 @@ struct HttpServer::Impl {
     collect(req, *job, text, finish);
     ojson choices = ojson::array();
     for (int i = 0; i < job->n; ++i)
-      choices.push_back({{"text", text[i]},
-                         {"index", i},
-                         {"logprobs", nullptr},
-                         {"finish_reason", finish[i]}});
+      choices.push_back(
+          {{"text", text[i]}, {"index", i}, {"logprobs", nullptr}, {"finish_reason", finish[i]}});
     send_json(res, 200,
               {{"id", random_id("cmpl-")},
                {"object", "text_completion"},
@@ -438,8 +435,8 @@ struct HttpServer::Impl {
       o << "# HELP qrwkv_http_requests_total HTTP requests answered, by path and status.\n"
            "# TYPE qrwkv_http_requests_total counter\n";
       for (const auto& [k, n] : requests)
-        o << "qrwkv_http_requests_total{path=\"" << k.first << "\",status=\"" << k.second
-          << "\"} " << n << '\n';
+        o << "qrwkv_http_requests_total{path=\"" << k.first << "\",status=\"" << k.second << "\"} "
+          << n << '\n';
     }
     if (!ready.load()) return o.str();  // the scheduler is being created
     const SchedulerStats s = scheduler->stats();
@@ -476,8 +473,8 @@ struct HttpServer::Impl {
            static_cast<double>(s.disk_entries));
     metric("qrwkv_state_dir_bytes", "gauge", "Bytes of cached states on disk (--state-dir).",
            static_cast<double>(s.disk_bytes));
-    metric("qrwkv_state_cache_hits_total", "counter",
-           "Requests that started from a cached state.", static_cast<double>(s.cache_hits));
+    metric("qrwkv_state_cache_hits_total", "counter", "Requests that started from a cached state.",
+           static_cast<double>(s.cache_hits));
     metric("qrwkv_state_cache_misses_total", "counter",
            "Requests that started from the empty state.", static_cast<double>(s.cache_misses));
     return o.str();
@@ -500,19 +497,17 @@ struct HttpServer::Impl {
   }
 
   void handle_health(const httplib::Request&, httplib::Response& res) {
-    if (!ready.load())
-      throw ApiError(503, "unavailable_error", "loading", "the model is loading");
+    if (!ready.load()) throw ApiError(503, "unavailable_error", "loading", "the model is loading");
     send_json(res, 200, {{"status", "ok"}});
   }
 
   void handle_models(const httplib::Request&, httplib::Response& res) {
     send_json(res, 200,
               {{"object", "list"},
-               {"data",
-                ojson::array({{{"id", model_id},
-                               {"object", "model"},
-                               {"created", created},
-                               {"owned_by", "qrwkv"}}})}});
+               {"data", ojson::array({{{"id", model_id},
+                                       {"object", "model"},
+                                       {"created", created},
+                                       {"owned_by", "qrwkv"}}})}});
   }
 
   void handle_tokenize(const httplib::Request& req, httplib::Response& res) {
@@ -544,7 +539,9 @@ struct HttpServer::Impl {
 
   void setup_routes() {
     const int threads = opt.http_threads > 0 ? opt.http_threads : 4 * opt.n_parallel + 32;
-    http.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
+    http.new_task_queue = [threads] {
+      return new httplib::ThreadPool(static_cast<size_t>(threads));
+    };
     http.set_payload_max_length(opt.max_body_bytes);
     http.set_keep_alive_timeout(10);
     // Streamed tokens are small writes; without this, Nagle's algorithm holds each one back
@@ -567,37 +564,37 @@ struct HttpServer::Impl {
       }
       return httplib::Server::HandlerResponse::Unhandled;
     });
-    http.set_error_handler(httplib::Server::HandlerWithResponse(
-        [](const httplib::Request&, httplib::Response& res) {
-      // Errors raised by the HTTP layer itself (no route, body too large, unreadable request)
-      // get an error object too; responses the routes built are left as they are.
-      if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
-      std::string type = "invalid_request_error", code, message;
-      switch (res.status) {
-        case 404:
-          code = "not_found";
-          message = "no such endpoint";
-          break;
-        case 405:
-          code = "method_not_allowed";
-          message = "method not allowed";
-          break;
-        case 413:
-          code = "body_too_large";
-          message = "the request body is too large";
-          break;
-        case 414:
-          code = "uri_too_long";
-          message = "the request URI is too long";
-          break;
-        default:
-          code = "bad_request";
-          message = "the request could not be read";
-          if (res.status >= 500) type = "server_error";
-      }
-      send_error(res, ApiError(res.status, type, code, message));
-      return httplib::Server::HandlerResponse::Handled;
-    }));
+    http.set_error_handler(
+        httplib::Server::HandlerWithResponse([](const httplib::Request&, httplib::Response& res) {
+          // Errors raised by the HTTP layer itself (no route, body too large, unreadable request)
+          // get an error object too; responses the routes built are left as they are.
+          if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+          std::string type = "invalid_request_error", code, message;
+          switch (res.status) {
+            case 404:
+              code = "not_found";
+              message = "no such endpoint";
+              break;
+            case 405:
+              code = "method_not_allowed";
+              message = "method not allowed";
+              break;
+            case 413:
+              code = "body_too_large";
+              message = "the request body is too large";
+              break;
+            case 414:
+              code = "uri_too_long";
+              message = "the request URI is too long";
+              break;
+            default:
+              code = "bad_request";
+              message = "the request could not be read";
+              if (res.status >= 500) type = "server_error";
+          }
+          send_error(res, ApiError(res.status, type, code, message));
+          return httplib::Server::HandlerResponse::Handled;
+        }));
     http.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
       count(req, res);
       if (opt.verbose)
@@ -626,8 +623,8 @@ struct HttpServer::Impl {
     LoadedModel lm = load_model(opt.model_dir, lo);
     const double seconds = lm.seconds;
     std::set<int32_t> eos = lm.eos_ids;
-    loaded = std::make_unique<Loaded>(Loaded{std::move(lm.model), std::move(lm.tokenizer),
-                                             std::move(*lm.chat_template), eos});
+    loaded = std::make_unique<Loaded>(
+        Loaded{std::move(lm.model), std::move(lm.tokenizer), std::move(*lm.chat_template), eos});
     SchedulerOptions so;
     so.n_parallel = opt.n_parallel;
     so.cache_bytes = opt.cache_bytes;

@@ -26,7 +26,7 @@ struct ServerOptions {
   std::string host = "127.0.0.1";
   int port = 8080;  // 0: any free port (the one chosen is printed and returned by bind())
   int n_parallel = 4;
-  int threads = 0;  // kernel threads; 0 = one per physical core
+  int threads = 0;                             // kernel threads; 0 = one per physical core
   WeightFormat format = WeightFormat::Stored;  // --dtype
   int http_threads = 0;  // 0: enough for every slot plus waiting and idle connections
   std::string api_key;   // empty: no authentication

@@ -225,8 +225,7 @@ void Scheduler::start(const std::shared_ptr<Job>& job) {
   {
     std::lock_guard<std::mutex> lock(stats_mu_);
     stats_.prompt_tokens += a->usage.prompt_tokens;
-    stats_.prompt_tokens_processed +=
-        a->usage.prompt_tokens - a->usage.cached_tokens;
+    stats_.prompt_tokens_processed += a->usage.prompt_tokens - a->usage.cached_tokens;
     (a->usage.cached_tokens > 0 ? stats_.cache_hits : stats_.cache_misses) += 1;
   }
   if (a->fed == job->prompt.size()) fork_choices(*a);
@@ -312,8 +311,8 @@ void Scheduler::step() {
   while (!recent_.empty() && t1 - recent_.front().first > kWindow) recent_.pop_front();
   int64_t sum = 0;
   for (const auto& e : recent_) sum += e.second;
-  const double span = std::max(
-      1e-3, std::chrono::duration<double>(t1 - recent_.front().first).count());
+  const double span =
+      std::max(1e-3, std::chrono::duration<double>(t1 - recent_.front().first).count());
   stats_.tokens_per_second = recent_.size() > 1 ? static_cast<double>(sum) / span : 0.0;
 }
 
@@ -372,9 +371,8 @@ void Scheduler::retire_finished() {
   bool freed = false;
   for (auto it = active_.begin(); it != active_.end();) {
     Active& a = **it;
-    const bool all_done =
-        !a.prefilling && std::all_of(a.choices.begin(), a.choices.end(),
-                                     [](const auto& c) { return c->done; });
+    const bool all_done = !a.prefilling && std::all_of(a.choices.begin(), a.choices.end(),
+                                                       [](const auto& c) { return c->done; });
     const bool cancelled = a.job->cancelled();
     if (!cancelled && !all_done) {
       ++it;

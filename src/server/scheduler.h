@@ -31,8 +31,8 @@
 
 #include "model/model.h"
 #include "runtime/generator.h"
-#include "runtime/sampler.h"
 #include "runtime/json_prefix.h"
+#include "runtime/sampler.h"
 #include "server/state_cache.h"
 #include "text/tokenizer.h"
 
@@ -93,11 +93,11 @@ class Job {
 };
 
 struct SchedulerOptions {
-  int n_parallel = 4;          // sequences decoded together at most
+  int n_parallel = 4;                // sequences decoded together at most
   size_t cache_bytes = 1024u << 20;  // state cache budget; 0 disables the cache
-  size_t max_queue = 256;      // jobs waiting beyond this are refused (503)
-  int64_t prefill_chunk = 256;  // prompt tokens evaluated per step, all sequences together
-  DiskTierOptions disk;  // the state cache's disk tier (--state-dir)
+  size_t max_queue = 256;            // jobs waiting beyond this are refused (503)
+  int64_t prefill_chunk = 256;       // prompt tokens evaluated per step, all sequences together
+  DiskTierOptions disk;              // the state cache's disk tier (--state-dir)
 };
 
 // Counters for /metrics; read under the scheduler's stats lock.

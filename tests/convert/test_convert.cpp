@@ -1,10 +1,9 @@
 // The conversion component: libtorch models against the engine, stage-0 initial values, losses,
 // and the pretrain / convert commands end to end (loss decreasing, a conversion that beats its
 // stage-0 student, resume after a kill giving the uninterrupted result).
-#include <gtest/gtest.h>
-
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 
 #include <chrono>
@@ -41,7 +40,8 @@ double max_relative_error(const Model& m, const at::Tensor& tokens, const at::Te
   double worst = 0;
   for (int64_t b = 0; b < B; ++b) {
     std::vector<int32_t> ids;
-    for (int64_t i = 0; i < T; ++i) ids.push_back(static_cast<int32_t>(tokens[b][i].item<int64_t>()));
+    for (int64_t i = 0; i < T; ++i)
+      ids.push_back(static_cast<int32_t>(tokens[b][i].item<int64_t>()));
     State st = m.new_state();
     const std::vector<float> ref = forward(m, st, ids, true);
     const at::Tensor got = logits[b].contiguous();
@@ -72,7 +72,8 @@ using test::teacher_dir;
 std::vector<double> step_losses(const std::vector<json>& log, int stage) {
   std::vector<double> out;
   for (const json& j : log)
-    if (j.is_object() && j.contains("loss") && j.value("stage", -9) == stage) out.push_back(j["loss"].get<double>());
+    if (j.is_object() && j.contains("loss") && j.value("stage", -9) == stage)
+      out.push_back(j["loss"].get<double>());
   return out;
 }
 
@@ -143,8 +144,8 @@ TEST(ConvertStage0, InitialValuesFollowTheRecipe) {
   for (int64_t l = 0; l < L; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     const std::string a = p + "self_attn.";
-    for (const char* n : {"q_proj.weight", "q_proj.bias", "k_proj.weight", "k_proj.bias", "v_proj.weight",
-                          "v_proj.bias", "o_proj.weight"})
+    for (const char* n : {"q_proj.weight", "q_proj.bias", "k_proj.weight", "k_proj.bias",
+                          "v_proj.weight", "v_proj.bias", "o_proj.weight"})
       EXPECT_TRUE(s.p(a + n).equal(teacher.p(a + n))) << a + n;
     for (const char* n : {"mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight",
                           "input_layernorm.weight", "post_attention_layernorm.weight"})
@@ -164,8 +165,8 @@ TEST(ConvertStage0, InitialValuesFollowTheRecipe) {
     EXPECT_EQ(s.p(a + "time_decay_w2").sizes(), (std::vector<int64_t>{16, C}));
     const at::Tensor decay = s.p(a + "time_decay").reshape({C});
     for (int64_t n : {0, 1, 17, 40, 63}) {
-      const double expect =
-          -6.0 + 5.0 * std::pow(static_cast<double>(n) / (C - 1), 0.7 + 1.3 * static_cast<double>(l) / (L - 1));
+      const double expect = -6.0 + 5.0 * std::pow(static_cast<double>(n) / (C - 1),
+                                                  0.7 + 1.3 * static_cast<double>(l) / (L - 1));
       EXPECT_NEAR(decay[n].item<double>(), expect, 1e-5) << "layer " << l << " channel " << n;
     }
   }
@@ -196,7 +197,8 @@ TEST(ConvertLoss, KlEqualsTheHandComputedValue) {
   // Two positions, vocabulary 3. Position 0: teacher logits (0, ln 2, ln 3) → p = (1/6, 2/6, 3/6),
   // student logits 0 → q = 1/3 each: KL = Σ p ln(p/q) = (1/6) ln(1/2) + (1/3) ln 1 + (1/2) ln(3/2).
   // Position 1: identical distributions, KL 0. The loss is the mean over positions.
-  const at::Tensor t = at::tensor({0.0, std::log(2.0), std::log(3.0), 1.0, 2.0, 3.0}).reshape({1, 2, 3});
+  const at::Tensor t =
+      at::tensor({0.0, std::log(2.0), std::log(3.0), 1.0, 2.0, 3.0}).reshape({1, 2, 3});
   const at::Tensor s = at::tensor({0.0, 0.0, 0.0, 5.0, 6.0, 7.0}).reshape({1, 2, 3});
   const double kl0 = std::log(0.5) / 6.0 + 0.5 * std::log(1.5);
   EXPECT_NEAR(kl_loss(t, s).item<double>(), kl0 / 2.0, 1e-12);
@@ -208,10 +210,34 @@ TEST(ConvertLoss, KlEqualsTheHandComputedValue) {
 
 TEST(ConvertCli, PretrainLossDecreasesAndTheModelRuns) {
   const std::string out = test::temp_dir() + "/lm";
-  const auto r = test::run_cli({"pretrain", "--tokenizer", test::data_path("tiny_chat"), "--data", kText,
-                                "-o", out, "--hidden", "32", "--layers", "1", "--heads", "2", "--kv-heads",
-                                "1", "--intermediate", "64", "--seq-len", "32", "--batch", "4",
-                                "--tokens", "6400", "--lr", "3e-3", "--quiet", "-t", "1"});
+  const auto r = test::run_cli({"pretrain",
+                                "--tokenizer",
+                                test::data_path("tiny_chat"),
+                                "--data",
+                                kText,
+                                "-o",
+                                out,
+                                "--hidden",
+                                "32",
+                                "--layers",
+                                "1",
+                                "--heads",
+                                "2",
+                                "--kv-heads",
+                                "1",
+                                "--intermediate",
+                                "64",
+                                "--seq-len",
+                                "32",
+                                "--batch",
+                                "4",
+                                "--tokens",
+                                "6400",
+                                "--lr",
+                                "3e-3",
+                                "--quiet",
+                                "-t",
+                                "1"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto log = read_log(out + "/train_log.jsonl");
   const auto losses = step_losses(log, 0);
@@ -227,9 +253,30 @@ TEST(ConvertCli, PretrainLossDecreasesAndTheModelRuns) {
 
 TEST(ConvertCli, Stage1AlignmentLossDecreases) {
   const std::string out = test::temp_dir() + "/student";
-  const auto r = test::run_cli({"convert", "-m", teacher_dir("qwen2_tiny"), "--data", kText, "-o", out,
-                                "--stages", "1", "--stage1-tokens", "2560", "--stage1-lr", "3e-3", "--seq-len", "32", "--batch",
-                                "4", "--lora-tokenshift", "8", "--lora-decay", "16", "--quiet", "-t", "1"});
+  const auto r = test::run_cli({"convert",
+                                "-m",
+                                teacher_dir("qwen2_tiny"),
+                                "--data",
+                                kText,
+                                "-o",
+                                out,
+                                "--stages",
+                                "1",
+                                "--stage1-tokens",
+                                "2560",
+                                "--stage1-lr",
+                                "3e-3",
+                                "--seq-len",
+                                "32",
+                                "--batch",
+                                "4",
+                                "--lora-tokenshift",
+                                "8",
+                                "--lora-decay",
+                                "16",
+                                "--quiet",
+                                "-t",
+                                "1"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto log = read_log(out + "/train_log.jsonl");
   const auto losses = step_losses(log, 1);
@@ -248,21 +295,55 @@ TEST(ConvertCli, Stage1AlignmentLossDecreases) {
 TEST(ConvertCli, TinyConversionBeatsItsStage0Student) {
   // A teacher that has learnt something, then its conversion.
   const std::string teacher = test::temp_dir() + "/teacher";
-  auto r = test::run_cli({"pretrain", "--tokenizer", test::data_path("tiny_chat"), "--data", kText, "-o",
-                          teacher, "--hidden", "64", "--layers", "2", "--heads", "4", "--kv-heads", "2",
-                          "--intermediate", "128", "--seq-len", "64", "--batch", "8", "--tokens", "80000",
-                          "--lr", "3e-3", "--quiet", "-t", "1"});
+  auto r = test::run_cli({"pretrain",
+                          "--tokenizer",
+                          test::data_path("tiny_chat"),
+                          "--data",
+                          kText,
+                          "-o",
+                          teacher,
+                          "--hidden",
+                          "64",
+                          "--layers",
+                          "2",
+                          "--heads",
+                          "4",
+                          "--kv-heads",
+                          "2",
+                          "--intermediate",
+                          "128",
+                          "--seq-len",
+                          "64",
+                          "--batch",
+                          "8",
+                          "--tokens",
+                          "80000",
+                          "--lr",
+                          "3e-3",
+                          "--quiet",
+                          "-t",
+                          "1"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const std::string out = test::temp_dir() + "/student";
-  r = test::run_cli({"convert", "-m", teacher, "--data", kText, "-o", out, "--stage1-tokens", "20000",
-                     "--stage2-tokens", "40000", "--stage2-lr", "1e-3", "--seq-len", "64", "--batch", "8",
-                     "--lora-tokenshift", "16", "--lora-decay", "16", "--dtype", "bf16", "-t", "1"});
+  r = test::run_cli({"convert", "-m",
+                     teacher,   "--data",
+                     kText,     "-o",
+                     out,       "--stage1-tokens",
+                     "20000",   "--stage2-tokens",
+                     "40000",   "--stage2-lr",
+                     "1e-3",    "--seq-len",
+                     "64",      "--batch",
+                     "8",       "--lora-tokenshift",
+                     "16",      "--lora-decay",
+                     "16",      "--dtype",
+                     "bf16",    "-t",
+                     "1"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto log = read_log(out + "/train_log.jsonl");
-  const double teacher_ppl = heldout_ppl(log, -1), ppl0 = heldout_ppl(log, 0), ppl1 = heldout_ppl(log, 1),
-               ppl2 = heldout_ppl(log, 2);
-  std::printf("held-out perplexity: teacher %.2f, stage 0 %.2f, stage 1 %.2f, stage 2 %.2f\n", teacher_ppl, ppl0,
-              ppl1, ppl2);
+  const double teacher_ppl = heldout_ppl(log, -1), ppl0 = heldout_ppl(log, 0),
+               ppl1 = heldout_ppl(log, 1), ppl2 = heldout_ppl(log, 2);
+  std::printf("held-out perplexity: teacher %.2f, stage 0 %.2f, stage 1 %.2f, stage 2 %.2f\n",
+              teacher_ppl, ppl0, ppl1, ppl2);
   // The tiny teacher leans on its MLPs more than on attention, so its stage-0 student is already
   // close; both stages must still bring the student measurably nearer to the teacher.
   EXPECT_LT(ppl1, ppl0);
@@ -286,29 +367,43 @@ TEST(ConvertCli, TinyConversionBeatsItsStage0Student) {
 TEST(ConvertCli, FrozenMlpAndEmbeddingsStayTheTeachers) {
   const std::string teacher = teacher_dir("qwen2_tiny");
   const std::string out = test::temp_dir() + "/student";
-  const auto r = test::run_cli({"convert", "-m", teacher, "--data", kText, "-o", out, "--stages", "2",
-                                "--stage2-tokens", "640", "--stage2-lr", "1e-3", "--seq-len", "32", "--batch",
-                                "4", "--lora-tokenshift", "8", "--lora-decay", "8", "--freeze-mlp-emb",
-                                "--quiet", "-t", "1"});
+  const auto r = test::run_cli(
+      {"convert", "-m",           teacher, "--data",           kText,     "-o",
+       out,       "--stages",     "2",     "--stage2-tokens",  "640",     "--stage2-lr",
+       "1e-3",    "--seq-len",    "32",    "--batch",          "4",       "--lora-tokenshift",
+       "8",       "--lora-decay", "8",     "--freeze-mlp-emb", "--quiet", "-t",
+       "1"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const Net t = load_net(teacher), s = load_net(out);
   EXPECT_TRUE(s.p("model.embed_tokens.weight").equal(t.p("model.embed_tokens.weight")));
   EXPECT_TRUE(s.p("lm_head.weight").equal(t.p("model.embed_tokens.weight")));
   for (const char* n : {"mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"})
-    EXPECT_TRUE(s.p(std::string("model.layers.1.") + n).equal(t.p(std::string("model.layers.1.") + n))) << n;
+    EXPECT_TRUE(
+        s.p(std::string("model.layers.1.") + n).equal(t.p(std::string("model.layers.1.") + n)))
+        << n;
   // The time mix and the norms did train.
   EXPECT_GT(s.p("model.layers.1.self_attn.gate.weight").abs().max().item<double>(), 0.0);
-  EXPECT_FALSE(s.p("model.layers.1.self_attn.k_proj.weight").equal(t.p("model.layers.1.self_attn.k_proj.weight")));
+  EXPECT_FALSE(s.p("model.layers.1.self_attn.k_proj.weight")
+                   .equal(t.p("model.layers.1.self_attn.k_proj.weight")));
   EXPECT_FALSE(s.p("model.norm.weight").equal(t.p("model.norm.weight")));
 }
 
 TEST(ConvertCli, ResumeAfterAKillGivesTheUninterruptedResult) {
   const std::string teacher = teacher_dir("qwen2_tiny");
   auto args = [&](const std::string& out) {
-    return std::vector<std::string>{"convert", "-m", teacher, "--data", kText, "-o", out,
-                                    "--stage1-tokens", "1536", "--stage2-tokens", "2560", "--stage2-lr",
-                                    "1e-3", "--seq-len", "32", "--batch", "4", "--lora-tokenshift", "8",
-                                    "--lora-decay", "8", "--checkpoint-every", "2", "--quiet", "-t", "1"};
+    return std::vector<std::string>{"convert", "-m",
+                                    teacher,   "--data",
+                                    kText,     "-o",
+                                    out,       "--stage1-tokens",
+                                    "1536",    "--stage2-tokens",
+                                    "2560",    "--stage2-lr",
+                                    "1e-3",    "--seq-len",
+                                    "32",      "--batch",
+                                    "4",       "--lora-tokenshift",
+                                    "8",       "--lora-decay",
+                                    "8",       "--checkpoint-every",
+                                    "2",       "--quiet",
+                                    "-t",      "1"};
   };
   const std::string whole = test::temp_dir() + "/whole";
   auto r = test::run_cli(args(whole));
@@ -336,7 +431,8 @@ TEST(ConvertCli, ResumeAfterAKillGivesTheUninterruptedResult) {
   again.push_back("--resume");
   r = test::run_cli(again);
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_EQ(read_text_file(cut + "/model.safetensors"), read_text_file(whole + "/model.safetensors"));
+  EXPECT_EQ(read_text_file(cut + "/model.safetensors"),
+            read_text_file(whole + "/model.safetensors"));
   // The log shows the resume, and no step of stage 2 is missing.
   const auto log = read_log(cut + "/train_log.jsonl");
   bool resumed = false;
@@ -354,17 +450,20 @@ TEST(ConvertCli, ResumeAfterAKillGivesTheUninterruptedResult) {
 
 TEST(ConvertCli, BadInputIsReported) {
   const std::string out = test::temp_dir() + "/x";
-  auto r = test::run_cli({"convert", "-m", test::temp_dir() + "/missing", "--data", kText, "-o", out});
+  auto r =
+      test::run_cli({"convert", "-m", test::temp_dir() + "/missing", "--data", kText, "-o", out});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("missing"), std::string::npos) << r.err;
-  r = test::run_cli({"convert", "-m", teacher_dir("qwen2_tiny"), "--data", kText, "-o", out, "--device", "tpu"});
+  r = test::run_cli(
+      {"convert", "-m", teacher_dir("qwen2_tiny"), "--data", kText, "-o", out, "--device", "tpu"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("unknown device"), std::string::npos) << r.err;
-  r = test::run_cli({"pretrain", "--tokenizer", test::data_path("tiny_chat"), "--data", kText, "-o", out,
-                     "--batch", "0"});
+  r = test::run_cli({"pretrain", "--tokenizer", test::data_path("tiny_chat"), "--data", kText, "-o",
+                     out, "--batch", "0"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("usage"), std::string::npos) << r.err;
-  r = test::run_cli({"convert", "-m", test::data_path("models/qrwkv6_tiny"), "--data", kText, "-o", out});
+  r = test::run_cli(
+      {"convert", "-m", test::data_path("models/qrwkv6_tiny"), "--data", kText, "-o", out});
   EXPECT_EQ(r.exit_code, 1);
   const std::string teacher = teacher_dir("qwen2_tiny");
   r = test::run_cli({"convert", "-m", teacher, "--data", kText, "-o", teacher});

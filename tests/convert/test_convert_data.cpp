@@ -9,8 +9,8 @@
 
 #include "convert/data.h"
 #include "io/error.h"
-#include "text/tokenizer.h"
 #include "tests/cli.h"
+#include "text/tokenizer.h"
 
 namespace fs = std::filesystem;
 using namespace qrwkv;
@@ -36,7 +36,8 @@ TEST(ConvertData, TextDocumentsAreSeparatedByBlankLines) {
 }
 
 TEST(ConvertData, JsonlTakesTheTextField) {
-  const auto docs = read_documents(write_temp("a.jsonl", "{\"text\": \"a b\"}\n\n{\"text\": \"c\\nd\", \"id\": 3}\n"));
+  const auto docs = read_documents(
+      write_temp("a.jsonl", "{\"text\": \"a b\"}\n\n{\"text\": \"c\\nd\", \"id\": 3}\n"));
   ASSERT_EQ(docs.size(), 2u);
   EXPECT_EQ(docs[0], "a b");
   EXPECT_EQ(docs[1], "c\nd");

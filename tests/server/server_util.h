@@ -140,8 +140,8 @@ inline std::string request_text(const std::string& method, const std::string& pa
   std::string req = method + " " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n";
   if (!api_key.empty()) req += "Authorization: Bearer " + api_key + "\r\n";
   if (method == "POST")
-    req += "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
-           "\r\n";
+    req +=
+        "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
   return req + "\r\n" + body;
 }
 
@@ -177,9 +177,9 @@ class ServerProcess {
  public:
   explicit ServerProcess(std::vector<std::string> extra, const std::string& model = "") {
     log_ = temp_dir() + "/server.log";
-    std::vector<std::string> args = {QRWKV_BIN, "serve", "-m",
-                                     model.empty() ? server_chat_model() : model, "--port", "0",
-                                     "-t", "1"};
+    std::vector<std::string> args = {
+        QRWKV_BIN, "serve", "-m", model.empty() ? server_chat_model() : model,
+        "--port",  "0",     "-t", "1"};
     args.insert(args.end(), extra.begin(), extra.end());
     pid_ = ::fork();
     if (pid_ < 0) throw std::runtime_error("fork failed");

@@ -66,8 +66,8 @@ TEST(ServerApi, ParsesChatRequests) {
   EXPECT_EQ(r.gen.sampling.top_k, 3);
   EXPECT_EQ(r.gen.sampling.logit_bias.at(12), -100.0f);
   // Defaults: the server's max_tokens and the sampler's defaults.
-  const ChatRequest d = parse_chat_request(R"({"messages":[{"role":"user","content":"x"}]})",
-                                           limits());
+  const ChatRequest d =
+      parse_chat_request(R"({"messages":[{"role":"user","content":"x"}]})", limits());
   EXPECT_EQ(d.gen.max_tokens, 100);
   EXPECT_FALSE(d.gen.has_seed);
   EXPECT_EQ(d.gen.sampling.temperature, SamplerParams{}.temperature);
@@ -82,7 +82,8 @@ TEST(ServerApi, RefusesMalformedRequestsWithTheRightCode) {
   EXPECT_EQ(chat_error(R"({"messages":{}})"), E(400, "invalid_type"));
   EXPECT_EQ(chat_error(R"({"messages":[]})"), E(400, "invalid_value"));
   EXPECT_EQ(chat_error(R"({"messages":[5]})"), E(400, "invalid_type"));
-  EXPECT_EQ(chat_error(R"({"messages":[{"role":"robot","content":"x"}]})"), E(400, "invalid_value"));
+  EXPECT_EQ(chat_error(R"({"messages":[{"role":"robot","content":"x"}]})"),
+            E(400, "invalid_value"));
   EXPECT_EQ(chat_error(R"({"messages":[{"role":"user"}]})"), E(400, "missing_required_parameter"));
   EXPECT_EQ(chat_error(R"({"messages":[{"role":"user","content":[{"type":"image_url"}]}]})"),
             E(400, "unsupported_content"));
@@ -90,7 +91,8 @@ TEST(ServerApi, RefusesMalformedRequestsWithTheRightCode) {
   EXPECT_EQ(chat_error("{" + m + R"(,"temperature":"1"})"), E(400, "invalid_type"));
   EXPECT_EQ(chat_error("{" + m + R"(,"temperature":-1})"), E(400, "invalid_value"));
   EXPECT_EQ(chat_error("{" + m + R"(,"max_tokens":1.5})"), E(400, "invalid_type"));
-  EXPECT_EQ(chat_error("{" + m + R"(,"max_tokens":18446744073709551615})"), E(400, "invalid_value"));
+  EXPECT_EQ(chat_error("{" + m + R"(,"max_tokens":18446744073709551615})"),
+            E(400, "invalid_value"));
   EXPECT_EQ(chat_error("{" + m + R"(,"n":5})"), E(400, "invalid_value"));
   EXPECT_EQ(chat_error("{" + m + R"(,"n":0})"), E(400, "invalid_value"));
   EXPECT_EQ(chat_error("{" + m + R"(,"stop":[1]})"), E(400, "invalid_type"));
@@ -103,9 +105,11 @@ TEST(ServerApi, RefusesMalformedRequestsWithTheRightCode) {
   EXPECT_EQ(chat_error("{" + m + R"(,"logprobs":true})"), E(400, "unsupported_parameter"));
   EXPECT_EQ(chat_error("{" + m + R"(,"response_format":{"type":"yaml"}})"),
             E(400, "invalid_value"));
-  EXPECT_EQ(chat_error("{" + m +
-                       R"(,"response_format":{"type":"json_schema","json_schema":{"schema":{"type":"string"}}}})"),
-            E(400, "unsupported_parameter"));
+  EXPECT_EQ(
+      chat_error(
+          "{" + m +
+          R"(,"response_format":{"type":"json_schema","json_schema":{"schema":{"type":"string"}}}})"),
+      E(400, "unsupported_parameter"));
   EXPECT_EQ(chat_error("{" + m + R"(,"tools":{}})"), E(400, "invalid_type"));
   EXPECT_EQ(chat_error("{" + m + R"(,"top_p":0})"), E(400, "invalid_value"));
   try {
@@ -269,7 +273,9 @@ TEST(ServerScheduler, BatchedOutputEqualsAloneAndTheGenerator) {
   o.cache_bytes = 0;
   o.prefill_chunk = 3;  // prompts advance a few tokens per step, interleaved with decoding
   Scheduler sched(f.model, f.tok, f.eos, o);
-  auto prompt = [](int i) { return "Prompt number " + std::to_string(i) + (i % 2 ? " and more" : ""); };
+  auto prompt = [](int i) {
+    return "Prompt number " + std::to_string(i) + (i % 2 ? " and more" : "");
+  };
   std::vector<Output> alone;
   for (int i = 0; i < 8; ++i) {
     auto j = make_job(f.tok, prompt(i), 50 + i, 20);

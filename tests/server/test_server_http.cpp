@@ -217,10 +217,12 @@ TEST(ServerHttp, TokenizeDetokenizeApplyTemplateMetrics) {
   ASSERT_FALSE(t["tokens"].empty());
   const json d = post(s.port(), "/detokenize", json({{"tokens", t["tokens"]}}).dump());
   EXPECT_EQ(d["content"], "Hello world");
-  const json a = post(s.port(), "/apply-template",
-                      R"({"messages":[{"role":"system","content":"S"},{"role":"user","content":"U"}]})");
-  EXPECT_EQ(a["prompt"], "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n"
-                         "<|im_start|>assistant\n");
+  const json a =
+      post(s.port(), "/apply-template",
+           R"({"messages":[{"role":"system","content":"S"},{"role":"user","content":"U"}]})");
+  EXPECT_EQ(a["prompt"],
+            "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n"
+            "<|im_start|>assistant\n");
   // Tools reach the template.
   const json tools = post(
       s.port(), "/apply-template",
@@ -263,9 +265,8 @@ TEST(ServerHttp, MultiTurnPromptsOnlyFeedTheNewTokens) {
   int64_t previous_prompt = 0;
   for (int turn = 0; turn < 4; ++turn) {
     messages.push_back({{"role", "user"}, {"content", "Turn " + std::to_string(turn)}});
-    const json r =
-        post(s.port(), "/v1/chat/completions",
-             json({{"messages", messages}, {"max_tokens", 6}, {"seed", turn}}).dump());
+    const json r = post(s.port(), "/v1/chat/completions",
+                        json({{"messages", messages}, {"max_tokens", 6}, {"seed", turn}}).dump());
     const json& u = r["usage"];
     const int64_t prompt = u["prompt_tokens"], cached = u["prompt_tokens_details"]["cached_tokens"];
     if (turn > 0) {
@@ -287,9 +288,9 @@ TEST(ServerHttp, SurvivesHangUpsGarbageHugeBodiesAndMoreClientsThanSlots) {
   // only slot must be freed, or the next request would wait forever.
   {
     test::Socket sock(p);
-    sock.send_all(test::request_text(
-        "POST", "/v1/chat/completions",
-        chat_body("x", 1000000, 1, true, R"({"ignore_eos":true})"), kKey));
+    sock.send_all(test::request_text("POST", "/v1/chat/completions",
+                                     chat_body("x", 1000000, 1, true, R"({"ignore_eos":true})"),
+                                     kKey));
     std::string got;
     while (got.find("\"content\":\"") == std::string::npos || got.size() < 2000)
       ASSERT_TRUE(sock.recv_some(got, 5)) << got;
@@ -300,8 +301,9 @@ TEST(ServerHttp, SurvivesHangUpsGarbageHugeBodiesAndMoreClientsThanSlots) {
               HasSubstr("qrwkv_requests_cancelled_total 1"));
 
   // Garbage instead of HTTP, and a truncated request line.
-  for (const std::string& junk : {std::string("\x01\xff\xfeGARBAGE\r\n\r\n", 14),
-                                 std::string("POST /v1/chat/completions HTTP/1.1\r\nContent-Le")}) {
+  for (const std::string& junk :
+       {std::string("\x01\xff\xfeGARBAGE\r\n\r\n", 14),
+        std::string("POST /v1/chat/completions HTTP/1.1\r\nContent-Le")}) {
     test::Socket sock(p);
     sock.send_all(junk);
     ::shutdown(sock.fd(), SHUT_WR);
@@ -311,9 +313,9 @@ TEST(ServerHttp, SurvivesHangUpsGarbageHugeBodiesAndMoreClientsThanSlots) {
   // while it is still sending.
   {
     test::Socket sock(p);
-    std::string head = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
-                       kKey + "\r\nConnection: close\r\nContent-Length: " +
-                       std::to_string(100u << 20) + "\r\n\r\n";
+    std::string head =
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + kKey +
+        "\r\nConnection: close\r\nContent-Length: " + std::to_string(100u << 20) + "\r\n\r\n";
     sock.send_all(head);
     const std::string chunk(1 << 20, 'a');
     for (int i = 0; i < 100 && sock.send_all(chunk); ++i) {
@@ -379,14 +381,15 @@ TEST(ServerHttp, Curl) {
   const std::string body =
       R"({"messages":[{"role":"user","content":"Hi"}],"max_tokens":8,"seed":3,"stream":true})";
   std::string cmd = "curl -sN -H 'Authorization: Bearer " + std::string(kKey) +
-                    "' -H 'Content-Type: application/json' -d '" + body + "' " + url + " >'" +
-                    dir + "/stream.out'";
+                    "' -H 'Content-Type: application/json' -d '" + body + "' " + url + " >'" + dir +
+                    "/stream.out'";
   ASSERT_EQ(std::system(cmd.c_str()), 0);
   const std::string stream = test::read_file(dir + "/stream.out");
   EXPECT_THAT(stream, HasSubstr("\"role\":\"assistant\""));
   EXPECT_EQ(stream.substr(stream.size() - 14), "data: [DONE]\n\n") << stream;
-  cmd = "curl -s -o '" + dir + "/denied.out' -w '%{http_code}' -H 'Content-Type: application/json' -d '" +
-        body + "' " + url + " >'" + dir + "/status.out'";
+  cmd = "curl -s -o '" + dir +
+        "/denied.out' -w '%{http_code}' -H 'Content-Type: application/json' -d '" + body + "' " +
+        url + " >'" + dir + "/status.out'";
   ASSERT_EQ(std::system(cmd.c_str()), 0);
   EXPECT_EQ(test::read_file(dir + "/status.out"), "401");
   const json err = json::parse(test::read_file(dir + "/denied.out"));

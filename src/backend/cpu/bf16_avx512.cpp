@@ -161,7 +161,8 @@ QRWKV_BF16 void pack_panel(const Tensor& w, int64_t o0, uint32_t* panel, float* 
       scales[b * kPanelRows + r] = w.dtype == DType::Q8_0 ? unpack_block<DType::Q8_0>(blk, qf)
                                                           : unpack_block<DType::Q4_0>(blk, qf);
       for (int j = 0; j < 16; ++j)
-        panel[(b * 16 + j) * kPanelRows + r] = bf16_bits(qf[2 * j]) | (bf16_bits(qf[2 * j + 1]) << 16);
+        panel[(b * 16 + j) * kPanelRows + r] =
+            bf16_bits(qf[2 * j]) | (bf16_bits(qf[2 * j + 1]) << 16);
     }
   }
 }

@@ -33,8 +33,7 @@ std::shared_ptr<Backend> make_cpu_backend(int threads) {
 }
 
 CpuBackend::CpuBackend(const CpuOptions& options)
-    : pool_(std::make_unique<ThreadPool>(options.threads > 0 ? options.threads
-                                                             : physical_cores())),
+    : pool_(std::make_unique<ThreadPool>(options.threads > 0 ? options.threads : physical_cores())),
       kernels_(&cpu::kernels_for(options.level.value_or(cpu::default_isa()))) {}
 
 std::string CpuBackend::name() const {
@@ -59,13 +58,11 @@ double CpuBackend::sum(const float* x, int64_t n) {
   return s;
 }
 
-void* CpuBackend::alloc(size_t bytes) {
-  void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
-  if (p == nullptr) throw std::bad_alloc();
-  return p;
-}
+// Through operator new, so that every allocation of the engine goes one way (and a test can
+// count them all).
+void* CpuBackend::alloc(size_t bytes) { return ::operator new (bytes, std::align_val_t{64}); }
 
-void CpuBackend::free(void* p) noexcept { std::free(p); }
+void CpuBackend::free(void* p) noexcept { ::operator delete (p, std::align_val_t{64}); }
 
 void CpuBackend::download(float* host, const float* src, int64_t n) {
   if (n > 0) std::memcpy(host, src, static_cast<size_t>(n) * sizeof(float));
@@ -127,8 +124,8 @@ void CpuBackend::matmul(const float* x, int64_t T, int64_t ldx, const Tensor& m,
     k.gemm(*pool_, x, T, ldx, m, true, y);
     return;
   }
-  pool_->parallel_for(
-      T, 1, [&](int64_t t0, int64_t t1, int) { k.matmul_rows(x, ldx, m, t0, t1, y); });
+  pool_->parallel_for(T, 1,
+                      [&](int64_t t0, int64_t t1, int) { k.matmul_rows(x, ldx, m, t0, t1, y); });
 }
 
 void CpuBackend::add(float* h, const float* x, int64_t n) {
@@ -234,8 +231,8 @@ void CpuBackend::rope(float* x, int64_t T, int64_t n_heads, int64_t D, int64_t p
   });
 }
 
-void CpuBackend::kv_append(std::vector<float>& k_cache, std::vector<float>& v_cache,
-                           const float* k, const float* v, int64_t T, int64_t kv_dim) {
+void CpuBackend::kv_append(std::vector<float>& k_cache, std::vector<float>& v_cache, const float* k,
+                           const float* v, int64_t T, int64_t kv_dim) {
   k_cache.insert(k_cache.end(), k, k + T * kv_dim);
   v_cache.insert(v_cache.end(), v, v + T * kv_dim);
 }

@@ -14,8 +14,8 @@
 namespace qrwkv {
 
 struct CpuOptions {
-  int threads = 0;                 // 0: one per physical core
-  std::optional<cpu::Isa> level;   // unset: cpu::default_isa() (QRWKV_ISA, else the best)
+  int threads = 0;                // 0: one per physical core
+  std::optional<cpu::Isa> level;  // unset: cpu::default_isa() (QRWKV_ISA, else the best)
 };
 
 class CpuBackend final : public Backend {

@@ -240,7 +240,8 @@ void gemm(ThreadPool& pool, const float* x, int64_t T, int64_t ldx, const Tensor
   xt.resize(static_cast<size_t>(ntiles * K * kTile));
   float* xtp = xt.data();
   pool.parallel_for(ntiles, 1, [&](int64_t a, int64_t b, int) {
-    for (int64_t tile = a; tile < b; ++tile) transpose_tile(x, T, K, ldx, tile, xtp + tile * K * kTile);
+    for (int64_t tile = a; tile < b; ++tile)
+      transpose_tile(x, T, K, ldx, tile, xtp + tile * K * kTile);
   });
   // Whole 6-row groups per thread.
   pool.parallel_for(out, kGroupRows, [&](int64_t r0, int64_t r1, int) {

@@ -159,7 +159,8 @@ QRWKV_TARGET inline void axpy_row(float a, const uint8_t* row, float* y, int64_t
   constexpr int64_t es = kElemBytes<DT>;
   const F av = V::set1(a);
   int64_t j = 0;
-  for (; j + W <= n; j += W) V::store(y + j, V::fmadd(av, load_w<DT>(row + j * es), V::load(y + j)));
+  for (; j + W <= n; j += W)
+    V::store(y + j, V::fmadd(av, load_w<DT>(row + j * es), V::load(y + j)));
   if (j < n) {
     const int m = static_cast<int>(n - j);
     V::store_n(y + j, V::fmadd(av, load_w_n<DT>(row + j * es, m), V::load_n(y + j, m)), m);
@@ -172,7 +173,8 @@ QRWKV_TARGET void matmul_rows_dt(const float* x, int64_t ldx, const Tensor& m, i
   const int64_t in = m.shape[0], out = m.shape[1], rb = out * kElemBytes<DT>;
   std::fill(y + t0 * out, y + t1 * out, 0.0f);
   for (int64_t i = 0; i < in; ++i)
-    for (int64_t t = t0; t < t1; ++t) axpy_row<DT>(x[t * ldx + i], m.data + i * rb, y + t * out, out);
+    for (int64_t t = t0; t < t1; ++t)
+      axpy_row<DT>(x[t * ldx + i], m.data + i * rb, y + t * out, out);
 }
 
 QRWKV_TARGET void matmul_rows(const float* x, int64_t ldx, const Tensor& m, int64_t t0, int64_t t1,

@@ -62,8 +62,8 @@ struct VecAvx2 {
         _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
   }
   QRWKV_TARGET_AVX2 static inline F nib_lo_to_f(const uint8_t* p) {
-    return _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_and_si256(bytes(p), _mm256_set1_epi32(15)),
-                                               _mm256_set1_epi32(8)));
+    return _mm256_cvtepi32_ps(
+        _mm256_sub_epi32(_mm256_and_si256(bytes(p), _mm256_set1_epi32(15)), _mm256_set1_epi32(8)));
   }
   QRWKV_TARGET_AVX2 static inline F nib_hi_to_f(const uint8_t* p) {
     return _mm256_cvtepi32_ps(

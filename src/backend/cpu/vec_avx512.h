@@ -60,8 +60,8 @@ struct VecAvx512 {
     return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
   }
   QRWKV_TARGET_AVX512 static inline F nib_lo_to_f(const uint8_t* p) {
-    return _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_and_si512(bytes(p), _mm512_set1_epi32(15)),
-                                               _mm512_set1_epi32(8)));
+    return _mm512_cvtepi32_ps(
+        _mm512_sub_epi32(_mm512_and_si512(bytes(p), _mm512_set1_epi32(15)), _mm512_set1_epi32(8)));
   }
   QRWKV_TARGET_AVX512 static inline F nib_hi_to_f(const uint8_t* p) {
     return _mm512_cvtepi32_ps(

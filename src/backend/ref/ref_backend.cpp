@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
+#include <new>
 
 #include "backend/host_weights.h"
 #include "backend/wkv.h"
@@ -16,12 +16,13 @@ namespace {
 // A weight vector prepared as F32.
 const float* f32(const Tensor& t) { return reinterpret_cast<const float*>(t.data); }
 
-// Scratch that grows to the largest size asked for and is then reused (one per thread, so that
-// models sharing this backend may run on several threads); `slot` tells simultaneous ones apart.
+// Scratch that grows (doubling) to the largest size asked for and is then reused: one per
+// thread, so that models sharing this backend may run on several threads; `slot` tells
+// simultaneous ones apart.
 float* scratch(int64_t n, int slot = 0) {
   thread_local std::vector<float> buf[2];
   std::vector<float>& b = buf[slot];
-  if (b.size() < static_cast<size_t>(n)) b.resize(static_cast<size_t>(n));
+  if (b.size() < static_cast<size_t>(n)) b.resize(std::max(static_cast<size_t>(n), 2 * b.size()));
   return b.data();
 }
 
@@ -31,13 +32,11 @@ std::shared_ptr<Backend> make_reference_backend(bool bf16_activations) {
   return std::make_shared<RefBackend>(bf16_activations);
 }
 
-void* RefBackend::alloc(size_t bytes) {
-  void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
-  if (p == nullptr) throw std::bad_alloc();
-  return p;
-}
+// Through operator new, so that every allocation of the engine goes one way (and a test can
+// count them all).
+void* RefBackend::alloc(size_t bytes) { return ::operator new (bytes, std::align_val_t{64}); }
 
-void RefBackend::free(void* p) noexcept { std::free(p); }
+void RefBackend::free(void* p) noexcept { ::operator delete (p, std::align_val_t{64}); }
 
 void RefBackend::download(float* host, const float* src, int64_t n) {
   if (n > 0) std::memcpy(host, src, static_cast<size_t>(n) * sizeof(float));
@@ -161,8 +160,8 @@ void RefBackend::wkv(const WkvArgs& a) {
     const int64_t kvh = h / G;  // q-head h reads kv-head ⌊h/G⌋
     const int64_t c = h * a.N;
     wkv_recurrent(WkvHead{a.r + c, C, a.k + kvh * a.N, KVD, a.v + kvh * a.N, KVD, a.w + c,
-                          a.one_minus_w + c, a.log_w + c, C, a.o + c, C, a.S + h * a.N * a.N,
-                          a.N, a.T, a.scale});
+                          a.one_minus_w + c, a.log_w + c, C, a.o + c, C, a.S + h * a.N * a.N, a.N,
+                          a.T, a.scale});
   }
 }
 
@@ -183,8 +182,8 @@ void RefBackend::rope(float* x, int64_t T, int64_t n_heads, int64_t D, int64_t p
     }
 }
 
-void RefBackend::kv_append(std::vector<float>& k_cache, std::vector<float>& v_cache,
-                           const float* k, const float* v, int64_t T, int64_t kv_dim) {
+void RefBackend::kv_append(std::vector<float>& k_cache, std::vector<float>& v_cache, const float* k,
+                           const float* v, int64_t T, int64_t kv_dim) {
   k_cache.insert(k_cache.end(), k, k + T * kv_dim);
   v_cache.insert(v_cache.end(), v, v + T * kv_dim);
 }
