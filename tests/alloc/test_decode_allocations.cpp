@@ -22,8 +22,9 @@ std::atomic<int64_t> g_allocations{0};
 void* counted(size_t n, size_t align) {
   if (g_counting.load(std::memory_order_relaxed)) g_allocations.fetch_add(1);
   if (n == 0) n = 1;
-  void* p = align > alignof(std::max_align_t) ? std::aligned_alloc(align, (n + align - 1) / align * align)
-                                              : std::malloc(n);
+  void* p = align > alignof(std::max_align_t)
+                ? std::aligned_alloc(align, (n + align - 1) / align * align)
+                : std::malloc(n);
   if (p == nullptr) throw std::bad_alloc();
   return p;
 }
@@ -102,8 +103,8 @@ TEST(Allocations, CounterSeesAnAllocation) {
 TEST(Allocations, DecodeStepAllocatesNothing) {
   for (const Case& b : backends()) {
     for (const char* name : {"qrwkv6_tiny", "qwen2_tiny", "llama_tiny"}) {
-      const Model m =
-          Model::load(test::data_path(std::string("models/") + name), {WeightFormat::Stored, b.backend});
+      const Model m = Model::load(test::data_path(std::string("models/") + name),
+                                  {WeightFormat::Stored, b.backend});
       if (!m.arch().recurrent() && b.name == "reference") continue;
       SCOPED_TRACE(b.name + " " + name);
       State st = m.new_state();
@@ -130,7 +131,8 @@ TEST(Allocations, BatchedDecodeStepAllocatesNothing) {
   for (const Case& b : backends()) {
     if (b.name == "reference") continue;
     SCOPED_TRACE(b.name);
-    const Model m = Model::load(test::data_path("models/qrwkv6_tiny"), {WeightFormat::Stored, b.backend});
+    const Model m =
+        Model::load(test::data_path("models/qrwkv6_tiny"), {WeightFormat::Stored, b.backend});
     std::vector<State> states(4, m.new_state());
     std::vector<std::vector<float>> logits(4, std::vector<float>(m.config.vocab_size));
     std::vector<int32_t> next = {1, 2, 3, 4};

@@ -6,8 +6,8 @@
 #include <cstring>
 #include <new>
 
+#include "backend/elementwise.h"
 #include "backend/host_weights.h"
-#include "backend/ref/ref_backend.h"
 #include "io/error.h"
 
 namespace qrwkv {
@@ -74,23 +74,14 @@ void CpuBackend::prepare(const std::vector<WeightRef>& weights, WeightFormat for
 }
 
 void CpuBackend::embed(const Tensor& table, const int32_t* ids, int64_t T, float* h) {
-  const int64_t C = table.cols();
-  parallel(T, 1, C, [&](int64_t t0, int64_t t1, int) {
-    for (int64_t t = t0; t < t1; ++t) load_f32(table, int64_t{ids[t]} * C, C, h + t * C);
-  });
+  parallel(T, 1, table.cols(),
+           [&](int64_t t0, int64_t t1, int) { elementwise::embed(table, ids, t0, t1, h); });
 }
 
 void CpuBackend::rmsnorm(const float* x, int64_t T, int64_t C, const Tensor& w, float eps,
                          float* y) {
-  const float* g = f32(w);
   parallel(T, 1, 2 * C, [&](int64_t t0, int64_t t1, int) {
-    for (int64_t t = t0; t < t1; ++t) {
-      const float* xt = x + t * C;
-      double ss = 0.0;
-      for (int64_t i = 0; i < C; ++i) ss += static_cast<double>(xt[i]) * xt[i];
-      const float inv = 1.0f / std::sqrt(static_cast<float>(ss / C) + eps);
-      for (int64_t i = 0; i < C; ++i) y[t * C + i] = g[i] * (xt[i] * inv);
-    }
+    elementwise::rmsnorm(x, t0, t1, C, f32(w), eps, y);
   });
 }
 
@@ -129,15 +120,11 @@ void CpuBackend::matmul(const float* x, int64_t T, int64_t ldx, const Tensor& m,
 }
 
 void CpuBackend::add(float* h, const float* x, int64_t n) {
-  parallel(n, 4096, 1, [&](int64_t b, int64_t e, int) {
-    for (int64_t j = b; j < e; ++j) h[j] += x[j];
-  });
+  parallel(n, 4096, 1, [&](int64_t b, int64_t e, int) { elementwise::add(h, x, b, e); });
 }
 
 void CpuBackend::swiglu(float* g, const float* u, int64_t n) {
-  parallel(n, 4096, 16, [&](int64_t b, int64_t e, int) {
-    for (int64_t j = b; j < e; ++j) g[j] = silu(g[j]) * u[j];
-  });
+  parallel(n, 4096, 16, [&](int64_t b, int64_t e, int) { elementwise::swiglu(g, u, b, e); });
 }
 
 void CpuBackend::gather_rows(const float* src, int64_t C, const int64_t* rows, int64_t R,
@@ -147,54 +134,32 @@ void CpuBackend::gather_rows(const float* src, int64_t C, const int64_t* rows, i
 
 void CpuBackend::token_shift(const float* a, int64_t T, int64_t C, float* x_prev,
                              const Tensor& maa_x, float* d, float* xx) {
-  const float* mx = f32(maa_x);
   parallel(T, 1, 2 * C, [&](int64_t t0, int64_t t1, int) {
-    for (int64_t t = t0; t < t1; ++t) {
-      const float* prev = t == 0 ? x_prev : a + (t - 1) * C;
-      for (int64_t i = 0; i < C; ++i) {
-        d[t * C + i] = prev[i] - a[t * C + i];
-        xx[t * C + i] = a[t * C + i] + d[t * C + i] * mx[i];
-      }
-    }
+    elementwise::token_shift(a, t0, t1, C, x_prev, f32(maa_x), d, xx);
   });
   if (T > 0) std::memcpy(x_prev, a + (T - 1) * C, C * sizeof(float));
 }
 
 void CpuBackend::tanh(float* x, int64_t n) {
-  parallel(n, 4096, 16, [&](int64_t b, int64_t e, int) {
-    for (int64_t j = b; j < e; ++j) x[j] = std::tanh(x[j]);
-  });
+  parallel(n, 4096, 16, [&](int64_t b, int64_t e, int) { elementwise::tanh(x, b, e); });
 }
 
 void CpuBackend::lerp(const float* a, const float* d, const float* m, int64_t ldm,
                       const Tensor& maa, int64_t T, int64_t C, float* x) {
-  const float* mu = f32(maa);
   parallel(T, 1, C, [&](int64_t t0, int64_t t1, int) {
-    for (int64_t t = t0; t < t1; ++t)
-      for (int64_t i = 0; i < C; ++i)
-        x[t * C + i] = a[t * C + i] + d[t * C + i] * (mu[i] + m[t * ldm + i]);
+    elementwise::lerp(a, d, m, ldm, f32(maa), t0, t1, C, x);
   });
 }
 
 void CpuBackend::decay(const float* dd, const Tensor& time_decay, int64_t T, int64_t C, float* w,
                        float* one_minus_w, float* log_w) {
-  const float* td = f32(time_decay);
   parallel(T, 1, 48 * C, [&](int64_t t0, int64_t t1, int) {
-    for (int64_t t = t0; t < t1; ++t)
-      for (int64_t i = 0; i < C; ++i) {
-        const int64_t j = t * C + i;
-        const float lw = -std::exp(td[i] + dd[j]);
-        w[j] = std::exp(lw);
-        one_minus_w[j] = -std::expm1(lw);
-        log_w[j] = lw;
-      }
+    elementwise::decay(dd, f32(time_decay), t0, t1, C, w, one_minus_w, log_w);
   });
 }
 
 void CpuBackend::gate(float* o, const float* g, int64_t n) {
-  parallel(n, 4096, 16, [&](int64_t b, int64_t e, int) {
-    for (int64_t j = b; j < e; ++j) o[j] *= sigmoid(g[j]);
-  });
+  parallel(n, 4096, 16, [&](int64_t b, int64_t e, int) { elementwise::gate(o, g, b, e); });
 }
 
 void CpuBackend::wkv(const WkvArgs& a) {
@@ -214,20 +179,8 @@ void CpuBackend::wkv(const WkvArgs& a) {
 
 void CpuBackend::rope(float* x, int64_t T, int64_t n_heads, int64_t D, int64_t pos0,
                       const double* inv_freq) {
-  const int64_t half = D / 2;
-  parallel(T, 1, 32 * n_heads * half, [&](int64_t t0, int64_t t1, int) {
-    for (int64_t t = t0; t < t1; ++t)
-      for (int64_t h = 0; h < n_heads; ++h) {
-        float* xh = x + (t * n_heads + h) * D;
-        for (int64_t i = 0; i < half; ++i) {
-          const double angle = static_cast<double>(pos0 + t) * inv_freq[i];
-          const float cs = static_cast<float>(std::cos(angle));
-          const float sn = static_cast<float>(std::sin(angle));
-          const float x1 = xh[i], x2 = xh[i + half];
-          xh[i] = x1 * cs - x2 * sn;
-          xh[i + half] = x2 * cs + x1 * sn;
-        }
-      }
+  parallel(T, 1, 16 * n_heads * D, [&](int64_t t0, int64_t t1, int) {
+    elementwise::rope(x, t0, t1, n_heads, D, pos0, inv_freq);
   });
 }
 

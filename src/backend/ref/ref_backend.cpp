@@ -5,6 +5,7 @@
 #include <cstring>
 #include <new>
 
+#include "backend/elementwise.h"
 #include "backend/host_weights.h"
 #include "backend/wkv.h"
 #include "io/error.h"
@@ -48,20 +49,12 @@ void RefBackend::prepare(const std::vector<WeightRef>& weights, WeightFormat for
 }
 
 void RefBackend::embed(const Tensor& table, const int32_t* ids, int64_t T, float* h) {
-  const int64_t C = table.cols();
-  for (int64_t t = 0; t < T; ++t) load_f32(table, int64_t{ids[t]} * C, C, h + t * C);
+  elementwise::embed(table, ids, 0, T, h);
 }
 
 void RefBackend::rmsnorm(const float* x, int64_t T, int64_t C, const Tensor& w, float eps,
                          float* y) {
-  const float* g = f32(w);
-  for (int64_t t = 0; t < T; ++t) {
-    const float* xt = x + t * C;
-    double ss = 0.0;
-    for (int64_t i = 0; i < C; ++i) ss += static_cast<double>(xt[i]) * xt[i];
-    const float inv = 1.0f / std::sqrt(static_cast<float>(ss / C) + eps);
-    for (int64_t i = 0; i < C; ++i) y[t * C + i] = g[i] * (xt[i] * inv);
-  }
+  elementwise::rmsnorm(x, 0, T, C, f32(w), eps, y);
 }
 
 void RefBackend::linear(const float* x, int64_t T, const Tensor& w, const Tensor& b, float* y) {
@@ -99,13 +92,9 @@ void RefBackend::matmul(const float* x, int64_t T, int64_t ldx, const Tensor& m,
   }
 }
 
-void RefBackend::add(float* h, const float* x, int64_t n) {
-  for (int64_t j = 0; j < n; ++j) h[j] += x[j];
-}
+void RefBackend::add(float* h, const float* x, int64_t n) { elementwise::add(h, x, 0, n); }
 
-void RefBackend::swiglu(float* g, const float* u, int64_t n) {
-  for (int64_t j = 0; j < n; ++j) g[j] = silu(g[j]) * u[j];
-}
+void RefBackend::swiglu(float* g, const float* u, int64_t n) { elementwise::swiglu(g, u, 0, n); }
 
 void RefBackend::gather_rows(const float* src, int64_t C, const int64_t* rows, int64_t R,
                              float* dst) {
@@ -114,45 +103,23 @@ void RefBackend::gather_rows(const float* src, int64_t C, const int64_t* rows, i
 
 void RefBackend::token_shift(const float* a, int64_t T, int64_t C, float* x_prev,
                              const Tensor& maa_x, float* d, float* xx) {
-  const float* mx = f32(maa_x);
-  for (int64_t t = 0; t < T; ++t) {
-    const float* prev = t == 0 ? x_prev : a + (t - 1) * C;
-    for (int64_t i = 0; i < C; ++i) {
-      d[t * C + i] = prev[i] - a[t * C + i];
-      xx[t * C + i] = a[t * C + i] + d[t * C + i] * mx[i];
-    }
-  }
+  elementwise::token_shift(a, 0, T, C, x_prev, f32(maa_x), d, xx);
   if (T > 0) std::copy_n(a + (T - 1) * C, C, x_prev);
 }
 
-void RefBackend::tanh(float* x, int64_t n) {
-  for (int64_t j = 0; j < n; ++j) x[j] = std::tanh(x[j]);
-}
+void RefBackend::tanh(float* x, int64_t n) { elementwise::tanh(x, 0, n); }
 
 void RefBackend::lerp(const float* a, const float* d, const float* m, int64_t ldm,
                       const Tensor& maa, int64_t T, int64_t C, float* x) {
-  const float* mu = f32(maa);
-  for (int64_t t = 0; t < T; ++t)
-    for (int64_t i = 0; i < C; ++i)
-      x[t * C + i] = a[t * C + i] + d[t * C + i] * (mu[i] + m[t * ldm + i]);
+  elementwise::lerp(a, d, m, ldm, f32(maa), 0, T, C, x);
 }
 
 void RefBackend::decay(const float* dd, const Tensor& time_decay, int64_t T, int64_t C, float* w,
                        float* one_minus_w, float* log_w) {
-  const float* td = f32(time_decay);
-  for (int64_t t = 0; t < T; ++t)
-    for (int64_t i = 0; i < C; ++i) {
-      const int64_t j = t * C + i;
-      const float lw = -std::exp(td[i] + dd[j]);
-      w[j] = std::exp(lw);
-      one_minus_w[j] = -std::expm1(lw);
-      log_w[j] = lw;
-    }
+  elementwise::decay(dd, f32(time_decay), 0, T, C, w, one_minus_w, log_w);
 }
 
-void RefBackend::gate(float* o, const float* g, int64_t n) {
-  for (int64_t j = 0; j < n; ++j) o[j] *= sigmoid(g[j]);
-}
+void RefBackend::gate(float* o, const float* g, int64_t n) { elementwise::gate(o, g, 0, n); }
 
 void RefBackend::wkv(const WkvArgs& a) {
   const int64_t C = a.H * a.N, KVD = a.Hkv * a.N, G = a.H / a.Hkv;
@@ -167,19 +134,7 @@ void RefBackend::wkv(const WkvArgs& a) {
 
 void RefBackend::rope(float* x, int64_t T, int64_t n_heads, int64_t D, int64_t pos0,
                       const double* inv_freq) {
-  const int64_t half = D / 2;
-  for (int64_t t = 0; t < T; ++t)
-    for (int64_t h = 0; h < n_heads; ++h) {
-      float* xh = x + (t * n_heads + h) * D;
-      for (int64_t i = 0; i < half; ++i) {
-        const double angle = static_cast<double>(pos0 + t) * inv_freq[i];
-        const float cs = static_cast<float>(std::cos(angle));
-        const float sn = static_cast<float>(std::sin(angle));
-        const float x1 = xh[i], x2 = xh[i + half];
-        xh[i] = x1 * cs - x2 * sn;
-        xh[i + half] = x2 * cs + x1 * sn;
-      }
-    }
+  elementwise::rope(x, 0, T, n_heads, D, pos0, inv_freq);
 }
 
 void RefBackend::kv_append(std::vector<float>& k_cache, std::vector<float>& v_cache, const float* k,

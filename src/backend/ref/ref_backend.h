@@ -2,8 +2,6 @@
 // to be read next to docs/model.md. Every other backend is tested against it.
 #pragma once
 
-#include <cmath>
-
 #include "backend/backend.h"
 
 namespace qrwkv {
@@ -52,9 +50,5 @@ class RefBackend final : public Backend {
  private:
   bool bf16_activations_;
 };
-
-// Scalar definitions shared with other backends, so that element-wise stages agree exactly.
-inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
-inline float silu(float x) { return x * sigmoid(x); }
 
 }  // namespace qrwkv
