@@ -45,8 +45,8 @@ void token_shift(const float* a, int64_t t0, int64_t t1, int64_t C, const float*
   }
 }
 
-void lerp(const float* a, const float* d, const float* m, int64_t ldm, const float* maa,
-          int64_t t0, int64_t t1, int64_t C, float* x) {
+void lerp(const float* a, const float* d, const float* m, int64_t ldm, const float* maa, int64_t t0,
+          int64_t t1, int64_t C, float* x) {
   for (int64_t t = t0; t < t1; ++t)
     for (int64_t i = 0; i < C; ++i)
       x[t * C + i] = a[t * C + i] + d[t * C + i] * (maa[i] + m[t * ldm + i]);

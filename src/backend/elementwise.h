@@ -16,7 +16,8 @@ inline float silu(float x) { return x * sigmoid(x); }
 
 // Rows [t0, t1) of the T-row operations; values [b, e) of the flat ones.
 void embed(const Tensor& table, const int32_t* ids, int64_t t0, int64_t t1, float* h);
-void rmsnorm(const float* x, int64_t t0, int64_t t1, int64_t C, const float* w, float eps, float* y);
+void rmsnorm(const float* x, int64_t t0, int64_t t1, int64_t C, const float* w, float eps,
+             float* y);
 void add(float* h, const float* x, int64_t b, int64_t e);
 void swiglu(float* g, const float* u, int64_t b, int64_t e);
 void tanh(float* x, int64_t b, int64_t e);
@@ -25,8 +26,8 @@ void gate(float* o, const float* g, int64_t b, int64_t e);
 // x_prev itself is not changed here.
 void token_shift(const float* a, int64_t t0, int64_t t1, int64_t C, const float* x_prev,
                  const float* maa_x, float* d, float* xx);
-void lerp(const float* a, const float* d, const float* m, int64_t ldm, const float* maa,
-          int64_t t0, int64_t t1, int64_t C, float* x);
+void lerp(const float* a, const float* d, const float* m, int64_t ldm, const float* maa, int64_t t0,
+          int64_t t1, int64_t C, float* x);
 void decay(const float* dd, const float* time_decay, int64_t t0, int64_t t1, int64_t C, float* w,
            float* one_minus_w, float* log_w);
 void rope(float* x, int64_t t0, int64_t t1, int64_t n_heads, int64_t D, int64_t pos0,
