@@ -108,6 +108,24 @@ TEST(Sampler, RepeatWindowOnlySeesLastN) {
   EXPECT_EQ(s.sample(std::vector<float>{3.0f, 1.0f, 2.9f}), 1);
 }
 
+// The window stays the last N tokens however many come (the history drops old tokens in
+// batches), and a window as large as a request may ask for costs nothing up front.
+TEST(Sampler, RepeatWindowSlidesOverLongHistories) {
+  SamplerParams p = plain(0.0f);
+  p.repeat_penalty = 100.0f;
+  p.repeat_last_n = 3;
+  Sampler s(p);
+  for (int i = 0; i < 1000; ++i) s.accept(1);
+  for (int32_t t : {2, 2, 2}) s.accept(t);  // token 1 just left the window
+  EXPECT_EQ(s.sample(std::vector<float>{0.5f, 3.0f, 2.9f}), 1);
+  s.accept(1);
+  EXPECT_EQ(s.sample(std::vector<float>{0.5f, 3.0f, 2.9f}), 0);
+  p.repeat_last_n = 2147483647;
+  Sampler huge(p);
+  huge.accept(1);
+  EXPECT_EQ(huge.sample(std::vector<float>{0.5f, 3.0f, 2.9f}), 2);
+}
+
 TEST(Sampler, LogitBiasAppliesBeforeGreedy) {
   SamplerParams p = plain(0.0f);
   p.logit_bias[2] = 10.0f;

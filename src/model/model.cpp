@@ -20,7 +20,8 @@ namespace qrwkv {
 // What forward passes reuse: the activation buffers and the host-side index vectors, kept at
 // their largest size; and the lock that serializes passes of one model.
 struct Model::Runner {
-  explicit Runner(Backend& b) : ws(b) {}
+  explicit Runner(std::shared_ptr<Backend> b) : backend(std::move(b)), ws(*backend) {}
+  std::shared_ptr<Backend> backend;  // outlives ws, whatever order a Model drops them in
   std::mutex mu;
   Workspace ws;
   std::vector<int64_t> offset;  // first row of each sequence in the stacked activations
@@ -49,7 +50,7 @@ Model Model::load(const std::string& dir, const LoadOptions& options) {
   m.format = options.format;
   m.backend_ = options.backend ? options.backend : make_cpu_backend(options.threads);
   m.backend_->prepare(m.weights.all(), options.format, m.weights.owned);
-  m.runner_ = std::make_unique<Runner>(*m.backend_);
+  m.runner_ = std::make_unique<Runner>(m.backend_);
   m.fingerprint_ = model_fingerprint(m.config);
   return m;
 }

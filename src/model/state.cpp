@@ -1,5 +1,6 @@
 #include "model/state.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "io/bytes.h"
@@ -77,7 +78,9 @@ void truncate_state(State& s, const Config& c, int64_t n) {
 bool states_can_truncate(const Config& c) { return !architecture(c.arch).recurrent(); }
 
 void reserve_state(State& s, const Config& c, int64_t n) {
-  const size_t floats = architecture(c.arch).state_bytes_per_token(c) / sizeof(float) / 2;
+  // Per layer and token: half the bytes are keys, half values.
+  const size_t floats = architecture(c.arch).state_bytes_per_token(c) / sizeof(float) / 2 /
+                        static_cast<size_t>(std::max<int64_t>(1, c.num_layers));
   for (auto& l : s.layers) {
     l.k_cache.reserve(static_cast<size_t>(n) * floats);
     l.v_cache.reserve(static_cast<size_t>(n) * floats);

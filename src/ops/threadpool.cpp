@@ -68,7 +68,7 @@ void ThreadPool::worker(int index) {
     const auto [b, e] = share(n_, grain_, index, size());
     t_running = this;
     if (b < e) (*job_)(b, e, index);
-    t_running = nullptr;
+    t_running = nullptr;  // a worker runs nothing else
     if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
       std::lock_guard<std::mutex> lock(mu_);
       done_cv_.notify_one();
@@ -85,8 +85,9 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, Job fn) {
   }
   std::lock_guard<std::mutex> call(call_mu_);
   struct Running {
-    explicit Running(const ThreadPool* p) { t_running = p; }
-    ~Running() { t_running = nullptr; }
+    explicit Running(const ThreadPool* p) : outer(t_running) { t_running = p; }
+    ~Running() { t_running = outer; }
+    const ThreadPool* outer;  // a job of another pool this call is made from
   } running(this);
   job_ = &fn;
   n_ = n;

@@ -51,7 +51,7 @@ class ThreadPool {
   // Calls fn(begin, end, thread_index) on disjoint ranges covering [0, n), each range a multiple
   // of `grain` long (but the last), and returns when all are done. Calls from several threads
   // are serialized (one job runs at a time); a call made from inside a job of this pool runs
-  // its whole range on the calling thread instead of waiting for itself.
+  // its whole range on the calling thread (as thread_index 0) instead of waiting for itself.
   void parallel_for(int64_t n, int64_t grain, Job fn);
 
  private:

@@ -6,18 +6,33 @@
 
 namespace qrwkv {
 
+namespace {
+// Windows up to this size get their memory when the sampler is made; larger ones (a request may
+// ask for any) grow as tokens come.
+constexpr size_t kReservedWindow = 4096;
+}  // namespace
+
 Sampler::Sampler(SamplerParams params) : params_(std::move(params)), rng_(params_.seed) {
-  // The penalties' window, plus the token that pushes the oldest one out.
-  if (params_.repeat_last_n >= 0) history_.reserve(static_cast<size_t>(params_.repeat_last_n) + 1);
+  // The history holds up to twice the window before the older half is dropped at once.
+  if (window() <= kReservedWindow) history_.reserve(2 * window() + 1);
+}
+
+size_t Sampler::window() const {
+  // -1 means the whole history.
+  return params_.repeat_last_n < 0 ? SIZE_MAX / 4 : static_cast<size_t>(params_.repeat_last_n);
+}
+
+std::span<const int32_t> Sampler::recent() const {
+  const size_t n = std::min(history_.size(), window());
+  return std::span<const int32_t>(history_.data() + (history_.size() - n), n);
 }
 
 void Sampler::accept(int32_t token) {
   history_.push_back(token);
-  // Keep what the penalties can look at; -1 means the whole history.
-  const size_t keep =
-      params_.repeat_last_n < 0 ? SIZE_MAX : static_cast<size_t>(params_.repeat_last_n);
-  if (history_.size() > keep)
-    history_.erase(history_.begin(), history_.end() - static_cast<std::ptrdiff_t>(keep));
+  // Keep what the penalties can look at, dropping old tokens in batches of a window so that each
+  // accepted token costs O(1) on average.
+  if (history_.size() > 2 * window())
+    history_.erase(history_.begin(), history_.end() - static_cast<std::ptrdiff_t>(window()));
 }
 
 void Sampler::apply_penalties(std::vector<Candidate>& c, std::span<const int32_t> recent,
@@ -88,7 +103,7 @@ int32_t Sampler::sample(std::span<const float> logits) {
   for (size_t i = 0; i < logits.size(); ++i) c[i] = {static_cast<int32_t>(i), logits[i], 0.0f};
   for (const auto& [id, bias] : params_.logit_bias)
     if (id >= 0 && static_cast<size_t>(id) < c.size()) c[id].logit += bias;
-  apply_penalties(c, history_, params_);
+  apply_penalties(c, recent(), params_);
 
   if (params_.temperature <= 0.0f) {
     const auto best =

@@ -65,7 +65,9 @@ class Sampler {
  private:
   SamplerParams params_;
   std::mt19937_64 rng_;
-  std::vector<int32_t> history_;  // the last repeat_last_n accepted tokens
+  size_t window() const;                  // repeat_last_n as a count
+  std::span<const int32_t> recent() const;  // the last window() accepted tokens
+  std::vector<int32_t> history_;            // accepted tokens, at least the last window()
   std::vector<Candidate> candidates_;
 };
 

@@ -17,6 +17,7 @@
 #include <set>
 #include <sstream>
 
+#include "backend/cpu/features.h"
 #include "io/bytes.h"
 #include "io/error.h"
 #include "io/mapped_file.h"
@@ -108,11 +109,14 @@ bool peer_closed(int fd) {
 }
 
 // Identifies the model for the disk tier of the state cache: a state file is only used by the
-// same shapes and the same weights. The weights are sampled (their sizes and first and last
-// megabyte), which tells apart any two checkpoints met in practice without reading them all.
-uint64_t model_key(const std::string& dir, const Config& c) {
+// same shapes, the same weights and the same numerics (`variant`: the --dtype format and the
+// kernels' level, both of which change the states a prompt leads to). The weights are sampled
+// (their sizes and first and last megabyte), which tells apart any two checkpoints met in
+// practice without reading them all.
+uint64_t model_key(const std::string& dir, const Config& c, const std::string& variant) {
   uint64_t h = model_fingerprint(c);
   auto mix = [&h](const void* data, size_t n) { h = fnv1a(data, n, h); };
+  mix(variant.data(), variant.size());
   std::vector<std::filesystem::path> files;
   std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
@@ -633,7 +637,9 @@ struct HttpServer::Impl {
     if (!opt.state_dir.empty()) {
       so.disk.dir = opt.state_dir;
       so.disk.budget_bytes = opt.state_dir_bytes;
-      so.disk.model_key = model_key(opt.model_dir, loaded->model.config);
+      so.disk.model_key = model_key(opt.model_dir, loaded->model.config,
+                                    std::string(weight_format_name(opt.format)) + " " +
+                                        cpu::isa_name(cpu::default_isa()));
     }
     scheduler = std::make_unique<Scheduler>(loaded->model, loaded->tokenizer, std::move(eos), so);
     std::fprintf(stderr, "model %s loaded in %.2f s (%s); %d slots\n", model_id.c_str(), seconds,
