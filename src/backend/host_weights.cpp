@@ -1,5 +1,7 @@
 #include "backend/host_weights.h"
 
+#include <cstdint>
+
 #include "io/error.h"
 #include "ops/quant.h"
 
@@ -68,10 +70,13 @@ void prepare_host_weights(const std::vector<WeightRef>& weights, WeightFormat fo
     Tensor& t = *ref.tensor;
     if (t.empty()) continue;
     DType target = t.dtype;
+    // Vectors are read as float arrays: F32 ones that a checkpoint stores at an address that is
+    // not a multiple of 4 are copied too.
+    const bool misaligned = reinterpret_cast<uintptr_t>(t.data) % alignof(float) != 0;
     if (ref.role == WeightRole::Vector) target = DType::F32;
     if (ref.role == WeightRole::Projection || ref.role == WeightRole::MlpProjection)
       target = projection_dtype(t, ref.role, format);
-    if (target == t.dtype) continue;
+    if (target == t.dtype && !(ref.role == WeightRole::Vector && misaligned)) continue;
     auto bytes = std::make_shared<std::vector<uint8_t>>();
     if (ref.role == WeightRole::Vector) {
       // Vectors are small; widen them in one piece.

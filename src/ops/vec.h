@@ -7,8 +7,8 @@
 //   F zero(), set1(float), load(const float*), store(float*, F)
 //   F load_n(const float*, int n), store_n(float*, F, int n)   first n < W lanes, others zero
 //   F add(F, F), mul(F, F), fmadd(a, b, c) = a·b + c, float reduce(F) = Σ lanes
-//   F load_bf16(const uint8_t*), load_f16(const uint8_t*)       W 16-bit floats, widened
-//   F load_bf16_n(const uint8_t*, int n), load_f16_n(...)
+//   F load_f32(const uint8_t*), load_bf16(...), load_f16(...)   W weights at any alignment
+//   F load_f32_n(const uint8_t*, int n), load_bf16_n(...), load_f16_n(...)
 //   F i8_to_f(const uint8_t*)      W int8 as float
 //   F nib_lo_to_f(const uint8_t*)  W bytes: (b & 15) − 8;  nib_hi_to_f: (b >> 4) − 8
 //   float f16_scalar(uint16_t),  void prefetch(const void*)
@@ -41,6 +41,12 @@ struct VecScalar {
   static F mul(F a, F b) { return a * b; }
   static F fmadd(F a, F b, F c) { return a * b + c; }
   static float reduce(F v) { return v; }
+  static F load_f32(const uint8_t* p) {
+    float v;
+    std::memcpy(&v, p, 4);
+    return v;
+  }
+  static F load_f32_n(const uint8_t* p, int n) { return n > 0 ? load_f32(p) : 0.0f; }
   static F load_bf16(const uint8_t* p) {
     uint16_t h;
     std::memcpy(&h, p, 2);

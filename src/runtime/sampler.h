@@ -65,7 +65,7 @@ class Sampler {
  private:
   SamplerParams params_;
   std::mt19937_64 rng_;
-  size_t window() const;                  // repeat_last_n as a count
+  size_t window() const;                    // repeat_last_n as a count
   std::span<const int32_t> recent() const;  // the last window() accepted tokens
   std::vector<int32_t> history_;            // accepted tokens, at least the last window()
   std::vector<Candidate> candidates_;

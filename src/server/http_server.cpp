@@ -637,9 +637,9 @@ struct HttpServer::Impl {
     if (!opt.state_dir.empty()) {
       so.disk.dir = opt.state_dir;
       so.disk.budget_bytes = opt.state_dir_bytes;
-      so.disk.model_key = model_key(opt.model_dir, loaded->model.config,
-                                    std::string(weight_format_name(opt.format)) + " " +
-                                        cpu::isa_name(cpu::default_isa()));
+      so.disk.model_key = model_key(
+          opt.model_dir, loaded->model.config,
+          std::string(weight_format_name(opt.format)) + " " + cpu::isa_name(cpu::default_isa()));
     }
     scheduler = std::make_unique<Scheduler>(loaded->model, loaded->tokenizer, std::move(eos), so);
     std::fprintf(stderr, "model %s loaded in %.2f s (%s); %d slots\n", model_id.c_str(), seconds,

@@ -25,7 +25,7 @@ constexpr int64_t kElemBytes = DT == DType::F32 ? 4 : 2;
 template <DType DT>
 QRWKV_TARGET inline F load_w(const uint8_t* p) {
   if constexpr (DT == DType::F32)
-    return V::load(reinterpret_cast<const float*>(p));
+    return V::load_f32(p);
   else if constexpr (DT == DType::BF16)
     return V::load_bf16(p);
   else
@@ -35,7 +35,7 @@ QRWKV_TARGET inline F load_w(const uint8_t* p) {
 template <DType DT>
 QRWKV_TARGET inline F load_w_n(const uint8_t* p, int n) {
   if constexpr (DT == DType::F32)
-    return V::load_n(reinterpret_cast<const float*>(p), n);
+    return V::load_f32_n(p, n);
   else if constexpr (DT == DType::BF16)
     return V::load_bf16_n(p, n);
   else

@@ -37,6 +37,14 @@ struct VecAvx2 {
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
   }
+  QRWKV_TARGET_AVX2 static inline F load_f32(const uint8_t* p) {
+    return _mm256_loadu_ps(reinterpret_cast<const float*>(p));
+  }
+  QRWKV_TARGET_AVX2 static inline F load_f32_n(const uint8_t* p, int n) {
+    float b[8] = {};
+    std::memcpy(b, p, static_cast<size_t>(n) * 4);
+    return _mm256_loadu_ps(b);
+  }
   QRWKV_TARGET_AVX2 static inline F load_bf16(const uint8_t* p) {
     const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));

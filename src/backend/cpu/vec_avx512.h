@@ -40,6 +40,10 @@ struct VecAvx512 {
   QRWKV_TARGET_AVX512 static inline F widen_bf16(__m256i h) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
   }
+  QRWKV_TARGET_AVX512 static inline F load_f32(const uint8_t* p) { return _mm512_loadu_ps(p); }
+  QRWKV_TARGET_AVX512 static inline F load_f32_n(const uint8_t* p, int n) {
+    return _mm512_maskz_loadu_ps(first(n), p);
+  }
   QRWKV_TARGET_AVX512 static inline F load_bf16(const uint8_t* p) {
     return widen_bf16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
   }
