@@ -11,6 +11,7 @@
 #include "server/tool_calls.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  using namespace qrwkv;
   using namespace qrwkv::server;
   const std::string_view body(reinterpret_cast<const char*>(data), size);
   RequestLimits limits;
