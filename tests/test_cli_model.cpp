@@ -2,6 +2,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <sstream>
@@ -36,6 +37,21 @@ TEST(CliInfo, DescribesQrwkvAndTransformer) {
   EXPECT_THAT(r.out, HasSubstr("tied embeddings:  yes"));
   // 2 (K and V) · 3 layers · 2 kv heads · 16 · 4 bytes.
   EXPECT_THAT(r.out, HasSubstr("kv cache:         768 bytes"));
+}
+
+// QRWKV_ISA sets the CPU backend's level (shown by info); an unknown level is refused by name.
+TEST(CliInfo, IsaVariableSetsTheKernelLevel) {
+  ::setenv("QRWKV_ISA", "portable", 1);
+  auto r = run_cli({"info", "-m", kRwkv, "-t", "1"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("backend:          cpu portable (1 thread)"));
+  ::setenv("QRWKV_ISA", "avx9", 1);
+  r = run_cli({"info", "-m", kRwkv});
+  ::unsetenv("QRWKV_ISA");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("QRWKV_ISA: unknown instruction-set level 'avx9'"));
+  r = run_cli({"info", "-m", kRwkv, "-t", "1"});
+  EXPECT_THAT(r.out, HasSubstr("backend:          cpu "));
 }
 
 TEST(CliLogits, WritesSafetensorsEqualToLibrary) {

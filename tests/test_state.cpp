@@ -5,6 +5,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <thread>
 
 #include "io/error.h"
 #include "io/mapped_file.h"
@@ -229,6 +230,31 @@ namespace {
 
 // A 512-token prefill (chunked WKV on the fast path) agrees with token-by-token evaluation in
 // logits and final state, on the golden sequence whose decays reach w ≈ 6e-4.
+// Several threads using one model (as library users and the server's threads may): the model
+// serializes its passes, and each thread's results equal the same work done alone.
+TEST(State, ConcurrentForwardCallsGiveTheSequentialResults) {
+  for (const char* name : {"qrwkv6_tiny", "qwen2_tiny"}) {
+    const Model m =
+        Model::load(test::data_path(std::string("models/") + name), test::float32_load(2));
+    const int64_t V = m.config.vocab_size;
+    std::vector<std::vector<float>> want(4), got(4);
+    for (size_t i = 0; i < 4; ++i) {
+      State st = m.new_state();
+      want[i] = forward(m, st, test_tokens(30, V, static_cast<uint32_t>(i)));
+    }
+    std::vector<std::thread> threads;
+    for (size_t i = 0; i < 4; ++i)
+      threads.emplace_back([&, i] {
+        for (int rep = 0; rep < 5; ++rep) {
+          State st = m.new_state();
+          got[i] = forward(m, st, test_tokens(30, V, static_cast<uint32_t>(i)));
+        }
+      });
+    for (auto& t : threads) t.join();
+    for (size_t i = 0; i < 4; ++i) EXPECT_EQ(got[i], want[i]) << name << " thread " << i;
+  }
+}
+
 TEST(State, ChunkedPrefillEqualsTokenByToken) {
   Model m = Model::load(test::data_path("models/qrwkv6_tiny"));
   SafetensorsFile e(test::data_path("models/qrwkv6_tiny.expected.safetensors"));

@@ -28,7 +28,9 @@ std::string human_bytes(double b) {
 int run_info(int argc, char** argv) {
   Args args(
       "info", "-m DIR",
-      {{{"-m", "--model"}, "DIR", "model directory (config.json + safetensors)"}, dtype_flag()});
+      {{{"-m", "--model"}, "DIR", "model directory (config.json + safetensors)"},
+       dtype_flag(),
+       {{"-t", "--threads"}, "N", "threads of the CPU backend (default: one per physical core)"}});
   args.parse(argc, argv);
   const Model m = Model::load(model_dir(args), load_options(args));
   const Config& c = m.config;
@@ -36,6 +38,7 @@ int run_info(int argc, char** argv) {
   std::printf("architecture:     %s\n", arch_name(c.arch));
   std::printf("parameters:       %lld\n", static_cast<long long>(m.n_params()));
   std::printf("storage dtype:    %s\n", m.storage_dtype().c_str());
+  std::printf("backend:          %s\n", m.backend().name().c_str());
   std::printf("layers:           %lld\n", static_cast<long long>(c.num_layers));
   std::printf("hidden size:      %lld\n", static_cast<long long>(c.hidden_size));
   std::printf("heads:            %lld (kv heads %lld, head size %lld)\n",
