@@ -190,9 +190,6 @@ class Workspace {
   Mark mark() const { return {current_, used_, total_}; }
   void release(const Mark& m);
 
-  // Bytes held now (for tests and metrics).
-  size_t capacity() const;
-
  private:
   struct Block {
     void* p;

@@ -35,6 +35,10 @@ const char* weight_format_name(WeightFormat f) {
   return "?";
 }
 
+namespace {
+
+// The dtype a projection of this role is stored in under `format` (the stored dtype for
+// WeightFormat::Stored and for matrices a block format cannot hold).
 DType projection_dtype(const Tensor& t, WeightRole role, WeightFormat format) {
   DType target = t.dtype;
   switch (format) {
@@ -63,6 +67,8 @@ DType projection_dtype(const Tensor& t, WeightRole role, WeightFormat format) {
   const bool block = target == DType::Q8_0 || target == DType::Q4_0;
   return block && !quantizable(t) ? t.dtype : target;
 }
+
+}  // namespace
 
 void prepare_host_weights(const std::vector<WeightRef>& weights, WeightFormat format,
                           WeightArena& arena, ThreadPool* pool) {

@@ -9,10 +9,6 @@
 
 namespace qrwkv {
 
-// The dtype a projection of this role is stored in under `format` (the stored dtype for
-// WeightFormat::Stored and for matrices a block format cannot hold).
-DType projection_dtype(const Tensor& t, WeightRole role, WeightFormat format);
-
 // Converts what needs converting (rows split across the pool's threads when one is given).
 void prepare_host_weights(const std::vector<WeightRef>& weights, WeightFormat format,
                           WeightArena& arena, ThreadPool* pool);

@@ -52,10 +52,4 @@ void Workspace::release(const Mark& m) {
   total_ = m.total;
 }
 
-size_t Workspace::capacity() const {
-  size_t n = 0;
-  for (const Block& b : blocks_) n += b.bytes;
-  return n;
-}
-
 }  // namespace qrwkv

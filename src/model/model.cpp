@@ -21,7 +21,7 @@ namespace qrwkv {
 // their largest size; and the lock that serializes passes of one model.
 struct Model::Runner {
   explicit Runner(std::shared_ptr<Backend> b) : backend(std::move(b)), ws(*backend) {}
-  std::shared_ptr<Backend> backend;  // outlives ws, whatever order a Model drops them in
+  std::shared_ptr<Backend> backend;  // declared before ws, so it outlives it
   std::mutex mu;
   Workspace ws;
   std::vector<int64_t> offset;  // first row of each sequence in the stacked activations
@@ -48,9 +48,9 @@ Model Model::load(const std::string& dir, const LoadOptions& options) {
   m.store = WeightStore::open(dir);
   m.weights = bind_weights(m.config, m.store);
   m.format = options.format;
-  m.backend_ = options.backend ? options.backend : make_cpu_backend(options.threads);
-  m.backend_->prepare(m.weights.all(), options.format, m.weights.owned);
-  m.runner_ = std::make_unique<Runner>(m.backend_);
+  m.runner_ = std::make_unique<Runner>(options.backend ? options.backend
+                                                       : make_cpu_backend(options.threads));
+  m.backend().prepare(m.weights.all(), options.format, m.weights.owned);
   m.fingerprint_ = model_fingerprint(m.config);
   return m;
 }
@@ -74,14 +74,11 @@ std::string Model::storage_dtype() const {
   return out;
 }
 
+Backend& Model::backend() const { return *runner_->backend; }
+
 size_t Model::state_bytes() const { return new_state().bytes(); }
 
 size_t Model::kv_bytes_per_token() const { return arch().state_bytes_per_token(config); }
-
-size_t Model::workspace_bytes() const {
-  std::lock_guard<std::mutex> lock(runner_->mu);
-  return runner_->ws.capacity();
-}
 
 void forward_batch(const Model& m, std::span<SequenceInput> batch) {
   const Config& c = m.config;

@@ -41,8 +41,7 @@ class Model {
   WeightFormat format = WeightFormat::Stored;
 
   const Architecture& arch() const { return architecture(config.arch); }
-  Backend& backend() const { return *backend_; }
-  const std::shared_ptr<Backend>& shared_backend() const { return backend_; }
+  Backend& backend() const;
 
   State new_state() const { return qrwkv::new_state(config); }
   // Parameters counted once (a tied lm_head is not counted twice).
@@ -53,15 +52,12 @@ class Model {
   // Per-sequence memory: the fixed QRWKV6 state, or the KV cache per token of a transformer.
   size_t state_bytes() const;
   size_t kv_bytes_per_token() const;
-  // Bytes held by the activation buffers of the passes run so far.
-  size_t workspace_bytes() const;
 
  private:
   Model();
   struct Runner;
   friend struct ForwardAccess;
-  std::shared_ptr<Backend> backend_;
-  std::unique_ptr<Runner> runner_;  // the workspace and the lock of forward passes
+  std::unique_ptr<Runner> runner_;  // the backend, the workspace and the lock of forward passes
   uint64_t fingerprint_ = 0;        // model_fingerprint(config)
 };
 

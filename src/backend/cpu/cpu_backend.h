@@ -24,8 +24,6 @@ class CpuBackend final : public Backend {
 
   std::string name() const override;
   cpu::Isa level() const { return kernels_->level; }
-  const cpu::Kernels& kernels() const { return *kernels_; }
-  ThreadPool& pool() { return *pool_; }
   int threads() const { return pool_->size(); }
   // Σ x[i] read with every thread at full vector width: the bandwidth probe of `qrwkv bench`.
   double sum(const float* x, int64_t n);
