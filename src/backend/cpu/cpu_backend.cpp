@@ -2,19 +2,14 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
-#include <new>
 
 #include "backend/elementwise.h"
-#include "backend/host_weights.h"
 #include "io/error.h"
 
 namespace qrwkv {
 
 namespace {
-
-const float* f32(const Tensor& t) { return reinterpret_cast<const float*>(t.data); }
 
 // Work below this many (roughly scalar-operation-sized) units runs on the calling thread:
 // waking the pool costs about a microsecond, which small element-wise stages of a decode step
@@ -56,16 +51,6 @@ double CpuBackend::sum(const float* x, int64_t n) {
   double s = 0;
   for (double p : partial) s += p;
   return s;
-}
-
-// Through operator new, so that every allocation of the engine goes one way (and a test can
-// count them all).
-void* CpuBackend::alloc(size_t bytes) { return ::operator new (bytes, std::align_val_t{64}); }
-
-void CpuBackend::free(void* p) noexcept { ::operator delete (p, std::align_val_t{64}); }
-
-void CpuBackend::download(float* host, const float* src, int64_t n) {
-  if (n > 0) std::memcpy(host, src, static_cast<size_t>(n) * sizeof(float));
 }
 
 void CpuBackend::prepare(const std::vector<WeightRef>& weights, WeightFormat format,
@@ -127,11 +112,6 @@ void CpuBackend::swiglu(float* g, const float* u, int64_t n) {
   parallel(n, 4096, 16, [&](int64_t b, int64_t e, int) { elementwise::swiglu(g, u, b, e); });
 }
 
-void CpuBackend::gather_rows(const float* src, int64_t C, const int64_t* rows, int64_t R,
-                             float* dst) {
-  for (int64_t r = 0; r < R; ++r) std::memcpy(dst + r * C, src + rows[r] * C, C * sizeof(float));
-}
-
 void CpuBackend::token_shift(const float* a, int64_t T, int64_t C, float* x_prev,
                              const Tensor& maa_x, float* d, float* xx) {
   parallel(T, 1, 2 * C, [&](int64_t t0, int64_t t1, int) {
@@ -182,12 +162,6 @@ void CpuBackend::rope(float* x, int64_t T, int64_t n_heads, int64_t D, int64_t p
   parallel(T, 1, 16 * n_heads * D, [&](int64_t t0, int64_t t1, int) {
     elementwise::rope(x, t0, t1, n_heads, D, pos0, inv_freq);
   });
-}
-
-void CpuBackend::kv_append(std::vector<float>& k_cache, std::vector<float>& v_cache, const float* k,
-                           const float* v, int64_t T, int64_t kv_dim) {
-  k_cache.insert(k_cache.end(), k, k + T * kv_dim);
-  v_cache.insert(v_cache.end(), v, v + T * kv_dim);
 }
 
 // Causal attention in blocks of keys with a running softmax (as flash attention does), so that

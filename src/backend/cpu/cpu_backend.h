@@ -7,8 +7,8 @@
 #include <memory>
 #include <optional>
 
-#include "backend/backend.h"
 #include "backend/cpu/kernels.h"
+#include "backend/host.h"
 #include "ops/threadpool.h"
 
 namespace qrwkv {
@@ -18,7 +18,7 @@ struct CpuOptions {
   std::optional<cpu::Isa> level;  // unset: cpu::default_isa() (QRWKV_ISA, else the best)
 };
 
-class CpuBackend final : public Backend {
+class CpuBackend final : public HostBackend {
  public:
   explicit CpuBackend(const CpuOptions& options = {});
 
@@ -28,9 +28,6 @@ class CpuBackend final : public Backend {
   // Σ x[i] read with every thread at full vector width: the bandwidth probe of `qrwkv bench`.
   double sum(const float* x, int64_t n);
 
-  void* alloc(size_t bytes) override;
-  void free(void* p) noexcept override;
-  void download(float* host, const float* src, int64_t n) override;
   void prepare(const std::vector<WeightRef>& weights, WeightFormat format,
                WeightArena& arena) override;
 
@@ -40,8 +37,6 @@ class CpuBackend final : public Backend {
   void matmul(const float* x, int64_t T, int64_t ldx, const Tensor& m, float* y) override;
   void add(float* h, const float* x, int64_t n) override;
   void swiglu(float* g, const float* u, int64_t n) override;
-  void gather_rows(const float* src, int64_t C, const int64_t* rows, int64_t R,
-                   float* dst) override;
 
   void token_shift(const float* a, int64_t T, int64_t C, float* x_prev, const Tensor& maa_x,
                    float* d, float* xx) override;
@@ -55,8 +50,6 @@ class CpuBackend final : public Backend {
 
   void rope(float* x, int64_t T, int64_t n_heads, int64_t D, int64_t pos0,
             const double* inv_freq) override;
-  void kv_append(std::vector<float>& k_cache, std::vector<float>& v_cache, const float* k,
-                 const float* v, int64_t T, int64_t kv_dim) override;
   void attention(const AttentionArgs& a) override;
 
  private:

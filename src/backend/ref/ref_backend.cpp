@@ -2,20 +2,14 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
-#include <new>
 
 #include "backend/elementwise.h"
-#include "backend/host_weights.h"
 #include "backend/wkv.h"
 #include "io/error.h"
 
 namespace qrwkv {
 
 namespace {
-
-// A weight vector prepared as F32.
-const float* f32(const Tensor& t) { return reinterpret_cast<const float*>(t.data); }
 
 // Scratch that grows (doubling) to the largest size asked for and is then reused: one per
 // thread, so that models sharing this backend may run on several threads; `slot` tells
@@ -31,16 +25,6 @@ float* scratch(int64_t n, int slot = 0) {
 
 std::shared_ptr<Backend> make_reference_backend(bool bf16_activations) {
   return std::make_shared<RefBackend>(bf16_activations);
-}
-
-// Through operator new, so that every allocation of the engine goes one way (and a test can
-// count them all).
-void* RefBackend::alloc(size_t bytes) { return ::operator new (bytes, std::align_val_t{64}); }
-
-void RefBackend::free(void* p) noexcept { ::operator delete (p, std::align_val_t{64}); }
-
-void RefBackend::download(float* host, const float* src, int64_t n) {
-  if (n > 0) std::memcpy(host, src, static_cast<size_t>(n) * sizeof(float));
 }
 
 void RefBackend::prepare(const std::vector<WeightRef>& weights, WeightFormat format,
@@ -96,11 +80,6 @@ void RefBackend::add(float* h, const float* x, int64_t n) { elementwise::add(h, 
 
 void RefBackend::swiglu(float* g, const float* u, int64_t n) { elementwise::swiglu(g, u, 0, n); }
 
-void RefBackend::gather_rows(const float* src, int64_t C, const int64_t* rows, int64_t R,
-                             float* dst) {
-  for (int64_t r = 0; r < R; ++r) std::copy_n(src + rows[r] * C, C, dst + r * C);
-}
-
 void RefBackend::token_shift(const float* a, int64_t T, int64_t C, float* x_prev,
                              const Tensor& maa_x, float* d, float* xx) {
   elementwise::token_shift(a, 0, T, C, x_prev, f32(maa_x), d, xx);
@@ -135,12 +114,6 @@ void RefBackend::wkv(const WkvArgs& a) {
 void RefBackend::rope(float* x, int64_t T, int64_t n_heads, int64_t D, int64_t pos0,
                       const double* inv_freq) {
   elementwise::rope(x, 0, T, n_heads, D, pos0, inv_freq);
-}
-
-void RefBackend::kv_append(std::vector<float>& k_cache, std::vector<float>& v_cache, const float* k,
-                           const float* v, int64_t T, int64_t kv_dim) {
-  k_cache.insert(k_cache.end(), k, k + T * kv_dim);
-  v_cache.insert(v_cache.end(), v, v + T * kv_dim);
 }
 
 void RefBackend::attention(const AttentionArgs& a) {

@@ -2,11 +2,11 @@
 // to be read next to docs/model.md. Every other backend is tested against it.
 #pragma once
 
-#include "backend/backend.h"
+#include "backend/host.h"
 
 namespace qrwkv {
 
-class RefBackend final : public Backend {
+class RefBackend final : public HostBackend {
  public:
   // With bf16_activations, linear rounds X to bfloat16 (nearest even) for BF16, Q8_0 and Q4_0
   // weights first: the function the CPU backend computes at its AVX512BF16 level, here as plain
@@ -16,9 +16,6 @@ class RefBackend final : public Backend {
     return bf16_activations_ ? "reference (bf16 activations)" : "reference";
   }
 
-  void* alloc(size_t bytes) override;
-  void free(void* p) noexcept override;
-  void download(float* host, const float* src, int64_t n) override;
   void prepare(const std::vector<WeightRef>& weights, WeightFormat format,
                WeightArena& arena) override;
 
@@ -28,8 +25,6 @@ class RefBackend final : public Backend {
   void matmul(const float* x, int64_t T, int64_t ldx, const Tensor& m, float* y) override;
   void add(float* h, const float* x, int64_t n) override;
   void swiglu(float* g, const float* u, int64_t n) override;
-  void gather_rows(const float* src, int64_t C, const int64_t* rows, int64_t R,
-                   float* dst) override;
 
   void token_shift(const float* a, int64_t T, int64_t C, float* x_prev, const Tensor& maa_x,
                    float* d, float* xx) override;
@@ -43,8 +38,6 @@ class RefBackend final : public Backend {
 
   void rope(float* x, int64_t T, int64_t n_heads, int64_t D, int64_t pos0,
             const double* inv_freq) override;
-  void kv_append(std::vector<float>& k_cache, std::vector<float>& v_cache, const float* k,
-                 const float* v, int64_t T, int64_t kv_dim) override;
   void attention(const AttentionArgs& a) override;
 
  private:

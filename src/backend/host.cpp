@@ -1,6 +1,8 @@
-#include "backend/host_weights.h"
+#include "backend/host.h"
 
 #include <cstdint>
+#include <cstring>
+#include <new>
 
 #include "io/error.h"
 #include "ops/quant.h"
@@ -95,6 +97,26 @@ void prepare_host_weights(const std::vector<WeightRef>& weights, WeightFormat fo
     }
     arena.push_back(std::move(bytes));
   }
+}
+
+void* HostBackend::alloc(size_t bytes) { return ::operator new (bytes, std::align_val_t{64}); }
+
+void HostBackend::free(void* p) noexcept { ::operator delete (p, std::align_val_t{64}); }
+
+void HostBackend::download(float* host, const float* src, int64_t n) {
+  if (n > 0) std::memcpy(host, src, static_cast<size_t>(n) * sizeof(float));
+}
+
+void HostBackend::gather_rows(const float* src, int64_t C, const int64_t* rows, int64_t R,
+                              float* dst) {
+  for (int64_t r = 0; r < R; ++r)
+    std::memcpy(dst + r * C, src + rows[r] * C, static_cast<size_t>(C) * sizeof(float));
+}
+
+void HostBackend::kv_append(std::vector<float>& k_cache, std::vector<float>& v_cache,
+                            const float* k, const float* v, int64_t T, int64_t kv_dim) {
+  k_cache.insert(k_cache.end(), k, k + T * kv_dim);
+  v_cache.insert(v_cache.end(), v, v + T * kv_dim);
 }
 
 }  // namespace qrwkv
