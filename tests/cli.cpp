@@ -156,4 +156,13 @@ LoadOptions float32_load(int threads) {
   return o;
 }
 
+std::vector<NamedBackend> every_backend(int threads) {
+  std::vector<NamedBackend> out = {{"reference", make_reference_backend(), std::nullopt}};
+  for (cpu::Isa isa : cpu::kAllIsas)
+    if (isa <= cpu::max_isa())
+      out.push_back({std::string("cpu ") + cpu::isa_name(isa),
+                     std::make_shared<CpuBackend>(CpuOptions{threads, isa}), isa});
+  return out;
+}
+
 }  // namespace qrwkv::test

@@ -3,9 +3,12 @@
 #pragma once
 
 #include <atomic>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "backend/cpu/features.h"
 #include "model/model.h"
 
 namespace qrwkv::test {
@@ -51,5 +54,14 @@ std::string temp_dir();
 // tests of model logic whose tolerances are below what bf16 activations would round away (on a
 // CPU whose default level is AVX512BF16); that level has its own tests.
 LoadOptions float32_load(int threads = 0);
+
+// The reference backend, then the CPU backend at every level this machine runs (`threads`
+// threads each): what the tests that run on every backend iterate over.
+struct NamedBackend {
+  std::string name;  // "reference", "cpu avx2", ...
+  std::shared_ptr<Backend> backend;
+  std::optional<cpu::Isa> level;  // unset for the reference
+};
+std::vector<NamedBackend> every_backend(int threads = 2);
 
 }  // namespace qrwkv::test

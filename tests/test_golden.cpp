@@ -7,7 +7,6 @@
 #include <cmath>
 #include <cstring>
 
-#include "backend/cpu/cpu_backend.h"
 #include "io/safetensors.h"
 #include "model/model.h"
 #include "tests/cli.h"
@@ -65,12 +64,10 @@ struct Level {
 };
 
 std::vector<Level> levels() {
-  std::vector<Level> out = {{"reference", make_reference_backend(), nullptr}};
-  for (cpu::Isa isa : cpu::kAllIsas)
-    if (isa <= cpu::max_isa())
-      out.push_back({std::string("cpu ") + cpu::isa_name(isa),
-                     std::make_shared<CpuBackend>(CpuOptions{2, isa}),
-                     isa == cpu::Isa::AVX512BF16 ? make_reference_backend(true) : nullptr});
+  std::vector<Level> out;
+  for (auto& b : test::every_backend())
+    out.push_back({b.name, b.backend,
+                   b.level == cpu::Isa::AVX512BF16 ? make_reference_backend(true) : nullptr});
   return out;
 }
 

@@ -9,7 +9,6 @@
 #include <cstdlib>
 #include <new>
 
-#include "backend/cpu/cpu_backend.h"
 #include "model/model.h"
 #include "runtime/sampler.h"
 #include "tests/cli.h"
@@ -66,21 +65,6 @@ class Counting {
   int64_t allocations() const { return g_allocations.load(); }
 };
 
-struct Case {
-  std::string name;
-  std::shared_ptr<Backend> backend;
-};
-
-// The reference backend and the CPU backend at every level this machine runs.
-std::vector<Case> backends() {
-  std::vector<Case> out = {{"reference", make_reference_backend()}};
-  for (cpu::Isa isa : cpu::kAllIsas)
-    if (isa <= cpu::max_isa())
-      out.push_back({std::string("cpu ") + cpu::isa_name(isa),
-                     std::make_shared<CpuBackend>(CpuOptions{2, isa})});
-  return out;
-}
-
 std::vector<int32_t> tokens(int64_t n, int64_t vocab) {
   std::vector<int32_t> t(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) t[i] = static_cast<int32_t>((i * 37 + 11) % vocab);
@@ -101,11 +85,11 @@ TEST(Allocations, CounterSeesAnAllocation) {
 // context (grown by doubling), so transformers are checked on the CPU backend, whose attention
 // works in fixed blocks.
 TEST(Allocations, DecodeStepAllocatesNothing) {
-  for (const Case& b : backends()) {
+  for (const auto& b : test::every_backend()) {
     for (const char* name : {"qrwkv6_tiny", "qwen2_tiny", "llama_tiny"}) {
       const Model m = Model::load(test::data_path(std::string("models/") + name),
                                   {WeightFormat::Stored, b.backend});
-      if (!m.arch().recurrent() && b.name == "reference") continue;
+      if (!m.arch().recurrent() && !b.level) continue;
       SCOPED_TRACE(b.name + " " + name);
       State st = m.new_state();
       reserve_state(st, m.config, 100);
@@ -128,8 +112,8 @@ TEST(Allocations, DecodeStepAllocatesNothing) {
 
 // Batched decoding as the server runs it: four sequences, one token each per step.
 TEST(Allocations, BatchedDecodeStepAllocatesNothing) {
-  for (const Case& b : backends()) {
-    if (b.name == "reference") continue;
+  for (const auto& b : test::every_backend()) {
+    if (!b.level) continue;
     SCOPED_TRACE(b.name);
     const Model m =
         Model::load(test::data_path("models/qrwkv6_tiny"), {WeightFormat::Stored, b.backend});

@@ -11,6 +11,39 @@
 
 namespace qrwkv::test {
 
+// The training text of the conversion tests.
+inline const std::string kText = data_path("convert/brown_slice.txt");
+
+// `qrwkv pretrain` of a one-layer Qwen2 of width 32 on kText for `tokens` tokens, into `out`.
+inline std::vector<std::string> tiny_pretrain(const std::string& out, const std::string& tokens) {
+  return {"pretrain",
+          "--tokenizer",
+          test::data_path("tiny_chat"),
+          "--data",
+          kText,
+          "-o",
+          out,
+          "--hidden",
+          "32",
+          "--layers",
+          "1",
+          "--heads",
+          "2",
+          "--kv-heads",
+          "1",
+          "--intermediate",
+          "64",
+          "--seq-len",
+          "32",
+          "--batch",
+          "4",
+          "--tokens",
+          tokens,
+          "--lr",
+          "3e-3",
+          "--quiet"};
+}
+
 // A teacher directory: a golden transformer with the 1000-id test tokenizer beside it.
 inline std::string teacher_dir(const std::string& model = "qwen2_tiny") {
   namespace fs = std::filesystem;

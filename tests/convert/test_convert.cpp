@@ -97,7 +97,8 @@ double mean(const std::vector<double>& v, size_t from, size_t to) {
   return s / static_cast<double>(to - from);
 }
 
-const std::string kText = test::data_path("convert/brown_slice.txt");
+using test::kText;
+using test::tiny_pretrain;
 
 }  // namespace
 
@@ -210,34 +211,9 @@ TEST(ConvertLoss, KlEqualsTheHandComputedValue) {
 
 TEST(ConvertCli, PretrainLossDecreasesAndTheModelRuns) {
   const std::string out = test::temp_dir() + "/lm";
-  const auto r = test::run_cli({"pretrain",
-                                "--tokenizer",
-                                test::data_path("tiny_chat"),
-                                "--data",
-                                kText,
-                                "-o",
-                                out,
-                                "--hidden",
-                                "32",
-                                "--layers",
-                                "1",
-                                "--heads",
-                                "2",
-                                "--kv-heads",
-                                "1",
-                                "--intermediate",
-                                "64",
-                                "--seq-len",
-                                "32",
-                                "--batch",
-                                "4",
-                                "--tokens",
-                                "6400",
-                                "--lr",
-                                "3e-3",
-                                "--quiet",
-                                "-t",
-                                "1"});
+  std::vector<std::string> args = tiny_pretrain(out, "6400");
+  args.insert(args.end(), {"-t", "1"});
+  const auto r = test::run_cli(args);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto log = read_log(out + "/train_log.jsonl");
   const auto losses = step_losses(log, 0);

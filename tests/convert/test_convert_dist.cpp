@@ -25,10 +25,10 @@ using namespace qrwkv::convert;
 
 namespace {
 
-const std::string kText = test::data_path("convert/brown_slice.txt");
-
+using test::kText;
 using test::read_log;
 using test::teacher_dir;
+using test::tiny_pretrain;
 
 const json* eval_record(const std::vector<json>& log, int stage) {
   for (const json& j : log)
@@ -69,35 +69,6 @@ bool wait_until(const std::function<bool()>& done, double seconds) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   return done();
-}
-
-std::vector<std::string> tiny_pretrain(const std::string& out, const std::string& tokens) {
-  return {"pretrain",
-          "--tokenizer",
-          test::data_path("tiny_chat"),
-          "--data",
-          kText,
-          "-o",
-          out,
-          "--hidden",
-          "32",
-          "--layers",
-          "1",
-          "--heads",
-          "2",
-          "--kv-heads",
-          "1",
-          "--intermediate",
-          "64",
-          "--seq-len",
-          "32",
-          "--batch",
-          "4",
-          "--tokens",
-          tokens,
-          "--lr",
-          "3e-3",
-          "--quiet"};
 }
 
 }  // namespace
