@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <limits>
 
 #include "io/error.h"
 #include "runtime/stop.h"
@@ -339,9 +338,7 @@ void Scheduler::fork_choices(Active& a) {
 
 // Draws the next token of a choice from its logits and decides whether it goes on.
 void Scheduler::sample(Active& a, Choice& c) {
-  const size_t before = c.reply.tokens().size();
-  c.reply.next(c.logits);
-  a.usage.completion_tokens += static_cast<int64_t>(c.reply.tokens().size() - before);
+  if (c.reply.next(c.logits)) ++a.usage.completion_tokens;
   std::string text = c.reply.take_text();
   if (c.reply.done()) {
     finish_choice(a, c, std::move(text));
