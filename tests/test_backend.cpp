@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <cstring>
@@ -100,7 +101,7 @@ class CpuBackendLevel : public ::testing::TestWithParam<cpu::Isa> {
 };
 
 // The table holds what its level promises: a packed GEMM from AVX512 on, bf16 dot products
-// only at AVX512BF16, and every other entry everywhere.
+// from AVX512BF16 on, int8 dot products at AVX512VNNI, and every other entry everywhere.
 TEST_P(CpuBackendLevel, TableHasTheLevelsEntries) {
   const cpu::Kernels& k = cpu::kernels_for(GetParam());
   EXPECT_EQ(k.level, GetParam());
@@ -109,26 +110,32 @@ TEST_P(CpuBackendLevel, TableHasTheLevelsEntries) {
   EXPECT_NE(k.wkv_head, nullptr);
   EXPECT_NE(k.sum, nullptr);
   EXPECT_EQ(k.gemm != nullptr, GetParam() >= cpu::Isa::AVX512);
-  EXPECT_EQ(k.linear_bf16 != nullptr, GetParam() == cpu::Isa::AVX512BF16);
+  EXPECT_EQ(k.linear_bf16 != nullptr, GetParam() >= cpu::Isa::AVX512BF16);
+  EXPECT_EQ(k.linear_int8 != nullptr, GetParam() >= cpu::Isa::AVX512VNNI);
   EXPECT_EQ(cpu(2).level(), GetParam());
 }
 
-// Y = X Wᵀ + b for every weight dtype. At the AVX512BF16 level, BF16 and block-quantized
-// weights round the activations to bfloat16 (kernels.h); the reference then gets the same
-// rounded activations, and both must agree to float32 rounding. Token counts on both sides of
-// kGemmMinTokens exercise the row-dot kernels and the packed GEMM, with row counts that leave
-// partial row blocks, panels and token tiles.
+// Y = X Wᵀ + b for every weight dtype, against the reference computing the level's function:
+// at AVX512BF16 BF16 and block-quantized weights see bf16-rounded activations, at AVX512VNNI
+// block-quantized weights see int8 activations (backend.h, ActivationRounding), so both sides
+// round X identically and differ only in the order of float32 operations. Each side's sum of
+// `in` products (plus the bias, plus two roundings of an int8 block's scale product) is within
+// (in + 3)·u·S of the exact sum of its terms, S = Σ |terms| + |b| and u = 2⁻²⁴; S is bounded by
+// Σ_i |w_i| (|x_i| + m_i / 127) + |b| with m_i the largest |x| of element i's block of 32
+// (a rounded activation is within m_i / 127 of x_i in either format). Token counts on both
+// sides of kGemmMinTokens exercise the row-dot kernels and the packed GEMMs, with row counts
+// that leave partial row blocks, panels and token tiles.
 TEST_P(CpuBackendLevel, LinearMatchesReferenceForEveryDtype) {
+  RefBackend rounded_ref(cpu::activation_rounding(GetParam()));
   for (DType dt : {DType::F32, DType::BF16, DType::F16, DType::Q8_0, DType::Q4_0}) {
     SCOPED_TRACE(dtype_name(dt));
-    const bool rounds_x = GetParam() == cpu::Isa::AVX512BF16 && (dt == DType::BF16 || is_block(dt));
     const std::vector<std::tuple<int64_t, int64_t, int64_t>> shapes =
         is_block(dt)
             ? std::vector<std::tuple<int64_t, int64_t, int64_t>>{{1, 1, 32},    {1, 37, 64},
                                                                  {3, 5, 96},    {5, 67, 128},
                                                                  {9, 131, 32},  {8, 64, 64},
                                                                  {23, 18, 224}, {61, 45, 160},
-                                                                 {150, 13, 64}}
+                                                                 {150, 13, 64}, {40, 70, 4864}}
             : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
                   {1, 1, 1},   {1, 37, 53},   {3, 5, 16},   {5, 67, 129}, {9, 131, 31},
                   {4, 64, 64}, {17, 18, 200}, {29, 70, 45}, {131, 61, 33}};
@@ -139,16 +146,31 @@ TEST_P(CpuBackendLevel, LinearMatchesReferenceForEveryDtype) {
         const auto bv = random_vec(out, 5);
         const Tensor bias = f32_tensor(bv, {out});
         const auto x = random_vec(T * in, static_cast<uint32_t>(T + in));
-        auto x_ref = x;
-        if (rounds_x)
-          for (auto& v : x_ref) v = bf16_to_f32(f32_to_bf16(v));
         std::vector<float> want(static_cast<size_t>(T * out)), got(want.size(), NAN);
-        ref.linear(x_ref.data(), T, w.t, bias, want.data());
+        rounded_ref.linear(x.data(), T, w.t, bias, want.data());
         be.linear(x.data(), T, w.t, bias, got.data());
-        for (size_t i = 0; i < want.size(); ++i)
-          ASSERT_NEAR(got[i], want[i], 1e-4 * (1 + std::sqrt(double(in))))
-              << "T=" << T << " out=" << out << " in=" << in << " i=" << i
-              << " threads=" << threads;
+        // |x_i| + m_i / 127 per token and element.
+        std::vector<double> xa(x.size());
+        for (int64_t t = 0; t < T; ++t)
+          for (int64_t i0 = 0; i0 < in; i0 += 32) {
+            double m = 0;
+            for (int64_t i = i0; i < std::min(in, i0 + 32); ++i)
+              m = std::max(m, std::fabs(double{x[t * in + i]}));
+            for (int64_t i = i0; i < std::min(in, i0 + 32); ++i)
+              xa[t * in + i] = std::fabs(double{x[t * in + i]}) + m / 127;
+          }
+        std::vector<float> row(static_cast<size_t>(in));
+        for (int64_t o = 0; o < out; ++o) {
+          load_f32(w.t, o * in, in, row.data());
+          for (int64_t t = 0; t < T; ++t) {
+            double S = std::fabs(double{bv[o]});
+            for (int64_t i = 0; i < in; ++i) S += std::fabs(double{row[i]}) * xa[t * in + i];
+            const double tol = 2.0 * double(in + 3) * 0x1p-24 * S;
+            const size_t k = static_cast<size_t>(t * out + o);
+            ASSERT_NEAR(got[k], want[k], tol) << "T=" << T << " out=" << out << " in=" << in
+                                              << " t=" << t << " o=" << o << " threads=" << threads;
+          }
+        }
       }
     }
   }
@@ -294,9 +316,14 @@ TEST_P(CpuBackendLevel, WkvMatchesReference) {
 // for tokens at the start of a sequence and far into it.
 TEST_P(CpuBackendLevel, AttentionMatchesReference) {
   CpuBackend be = cpu(3);
-  const int64_t H = 4, Hkv = 2, D = 16;
-  for (const auto& [pos0, T] :
-       std::vector<std::pair<int64_t, int64_t>>{{0, 5}, {600, 3}, {0, 300}}) {
+  // Groups of 2, of Qwen2.5-0.5B's 7 and of 9 (more than one work item per kv head), head sizes
+  // with and without a partial vector.
+  for (const auto& [H, Hkv, D, pos0, T] : std::vector<std::array<int64_t, 5>>{{4, 2, 16, 0, 5},
+                                                                              {4, 2, 16, 600, 3},
+                                                                              {4, 2, 16, 0, 300},
+                                                                              {14, 2, 64, 0, 37},
+                                                                              {14, 2, 64, 130, 2},
+                                                                              {9, 1, 20, 3, 140}}) {
     const int64_t n = pos0 + T;
     const auto kc = random_vec(n * Hkv * D, 1), vc = random_vec(n * Hkv * D, 2);
     auto q = random_vec(T * H * D, 3);
@@ -304,7 +331,8 @@ TEST_P(CpuBackendLevel, AttentionMatchesReference) {
     std::vector<float> want(T * H * D), got(want.size(), NAN);
     ref.attention({q.data(), kc.data(), vc.data(), T, pos0, H, Hkv, D, want.data()});
     be.attention({q.data(), kc.data(), vc.data(), T, pos0, H, Hkv, D, got.data()});
-    EXPECT_LT(rel_diff(got, want), 1e-5) << "pos0=" << pos0 << " T=" << T;
+    EXPECT_LT(rel_diff(got, want), 1e-5)
+        << "H=" << H << " D=" << D << " pos0=" << pos0 << " T=" << T;
   }
 }
 

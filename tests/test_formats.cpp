@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/kernels.h"
 #include "io/safetensors.h"
 #include "model/model.h"
 #include "tests/cli.h"
@@ -66,16 +67,27 @@ class FormatsBase : public ::testing::TestWithParam<FormatCase> {
     for (size_t l = 0; l < whole.layers.size(); ++l)
       EXPECT_LT(max_rel(steps.layers[l].wkv, whole.layers[l].wkv), tolerance()) << "layer " << l;
   }
-  // The bf16 dot-product level rounds activations to bfloat16, so two evaluations of the same
-  // function may round a few activations differently; the float32 levels agree to rounding.
-  double tolerance() const { return GetParam().isa == cpu::Isa::AVX512BF16 ? 2e-3 : 1e-5; }
+  // The bf16 and int8 dot-product levels round activations (to bfloat16, or to int8 per
+  // block), so two evaluations of the same function may round a few activations differently;
+  // the float32 levels agree to rounding.
+  double tolerance() const {
+    switch (cpu::activation_rounding(GetParam().isa)) {
+      case ActivationRounding::BF16:
+        return 2e-3;
+      case ActivationRounding::Int8:
+        return 1e-2;
+      default:
+        return 1e-5;
+    }
+  }
 };
 
 // Float32 levels: the fast kernels compute the reference function on the converted weights.
 class Formats : public FormatsBase {};
-// The bf16 dot-product level rounds activations (fast.h); its kernels are checked against a
-// reference with rounded activations in test_fast_kernels.cpp, and here for self-consistency.
-class FormatsBf16Dot : public FormatsBase {};
+// The bf16 and int8 dot-product levels round activations (backend.h, ActivationRounding); their
+// kernels are checked against a reference with the same rounding in test_backend.cpp, and here
+// for self-consistency and, through whole models, against that reference.
+class FormatsRounded : public FormatsBase {};
 
 // The same converted weights through the reference kernels and the fast ones.
 TEST_P(Formats, FastPathMatchesReferenceOnConvertedWeights) {
@@ -92,7 +104,35 @@ TEST_P(Formats, FastPathMatchesReferenceOnConvertedWeights) {
 
 // A 512-token prefill (packed GEMM) against token-by-token decoding (row-dot kernels).
 TEST_P(Formats, PrefillEqualsTokenByToken) { prefill_equals_token_by_token(); }
-TEST_P(FormatsBf16Dot, PrefillEqualsTokenByToken) { prefill_equals_token_by_token(); }
+TEST_P(FormatsRounded, PrefillEqualsTokenByToken) { prefill_equals_token_by_token(); }
+
+// The converted golden models through the level, through the reference computing the same
+// rounded function (RefBackend(activation_rounding(level))) and through the exact reference.
+// Two evaluations of a rounded function may round a few activations to neighbouring values
+// (float32 sums in another order) and such a flip grows through the layers like the rounding
+// itself, so the level must be closer to the rounded reference than the rounding moves the
+// logits away from the exact ones (a level that skipped the rounding would be as far), and never
+// needs to be closer than 1e-4.
+TEST_P(FormatsRounded, MatchesTheReferenceWithTheSameRounding) {
+  for (const char* name : {"qrwkv6_tiny", "qwen2_tiny"}) {
+    auto logits = [&](std::shared_ptr<Backend> be) {
+      LoadOptions o;
+      o.format = GetParam().format;
+      o.backend = std::move(be);
+      Model m = Model::load(test::data_path("models/") + name, o);
+      State st = m.new_state();
+      return forward(m, st, golden_long_ids(40), true);
+    };
+    const auto fast = logits(std::make_shared<CpuBackend>(CpuOptions{2, GetParam().isa}));
+    const auto rounded = logits(make_reference_backend(cpu::activation_rounding(GetParam().isa)));
+    const auto exact = logits(make_reference_backend());
+    const double rounding = max_rel(rounded, exact);
+    EXPECT_GT(rounding, 0.0) << name;
+    EXPECT_LT(max_rel(fast, rounded), std::max(1e-4, rounding)) << name;
+    RecordProperty(
+        name, std::to_string(max_rel(fast, rounded)) + " of rounding " + std::to_string(rounding));
+  }
+}
 
 INSTANTIATE_TEST_SUITE_P(AllFormats, Formats,
                          ::testing::Values(FormatCase{WeightFormat::BF16, cpu::Isa::AVX512},
@@ -103,10 +143,12 @@ INSTANTIATE_TEST_SUITE_P(AllFormats, Formats,
                                            FormatCase{WeightFormat::Q8_0, cpu::Isa::AVX2},
                                            FormatCase{WeightFormat::Q4_0, cpu::Isa::Portable}),
                          case_name);
-INSTANTIATE_TEST_SUITE_P(AllFormats, FormatsBf16Dot,
+INSTANTIATE_TEST_SUITE_P(AllFormats, FormatsRounded,
                          ::testing::Values(FormatCase{WeightFormat::BF16, cpu::Isa::AVX512BF16},
                                            FormatCase{WeightFormat::Q8_0, cpu::Isa::AVX512BF16},
-                                           FormatCase{WeightFormat::Q4_0, cpu::Isa::AVX512BF16}),
+                                           FormatCase{WeightFormat::Q4_0, cpu::Isa::AVX512BF16},
+                                           FormatCase{WeightFormat::Q8_0, cpu::Isa::AVX512VNNI},
+                                           FormatCase{WeightFormat::Q4_0, cpu::Isa::AVX512VNNI}),
                          case_name);
 
 // Mean KL(P_stored ‖ P_format) of the next-token distributions over a golden sequence.
@@ -204,6 +246,24 @@ TEST(FormatCli, KlAgainstAnotherModel) {
   EXPECT_NE(j["base"].get<std::string>().find("qwen2_tiny"), std::string::npos) << other.out;
   const auto neither = test::run_cli({"kl", "-m", f32, "-n", "8"});
   EXPECT_EQ(neither.exit_code, 2);
+}
+
+// --kernels and --base-kernels compare the same weights through two kernel levels: two float32
+// levels agree to rounding, an unknown level prints usage.
+TEST(FormatCli, KlBetweenKernelLevels) {
+  const std::string m = test::data_path("models/qwen2_tiny");
+  const auto f32 =
+      test::run_cli({"kl", "-m", m, "--dtype", "q8_0", "--base-dtype", "q8_0", "--kernels", "avx2",
+                     "--base-kernels", "portable", "-n", "64", "-o", "json"});
+  ASSERT_EQ(f32.exit_code, 0) << f32.err;
+  const auto j = json::parse(f32.out);
+  EXPECT_EQ(j["kernels"], "avx2");
+  EXPECT_EQ(j["base_kernels"], "portable");
+  EXPECT_LT(j["kl_mean"].get<double>(), 1e-8);
+  EXPECT_EQ(j["top1_agreement_pct"].get<double>(), 100.0);
+  const auto bad = test::run_cli({"kl", "-m", m, "--kernels", "sse9", "-n", "8"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("--kernels must be one of portable"), std::string::npos) << bad.err;
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "backend/cpu/kernels.h"
 #include "io/safetensors.h"
 #include "model/model.h"
 #include "tests/cli.h"
@@ -49,14 +50,15 @@ double max_rel_error(const float* got, const float* want, int64_t T, int64_t V) 
 // The golden checks run on every backend: the reference, and the CPU backend at every
 // instruction-set level this machine runs.
 //
-// One level computes another function than the references: at AVX512BF16, BF16 and quantized
-// projections round their activations to bfloat16 (backend/cpu/kernels.h). How far that
-// rounding alone moves the logits is measured by the reference backend computing the same
-// rounded function; at that level a model with such weights must stay within 1.25 times that
-// distance of the golden logits (and at least within the usual 1e-3), and differ from the
-// rounded reference by at most a quarter of it: two evaluations of the rounded function may
-// round a few activations to neighbouring bf16 values (float32 sums in another order), and on
-// these small random models such a flip grows through the layers and the recurrence.
+// Two levels compute another function than the references: at AVX512BF16, BF16 and quantized
+// projections round their activations to bfloat16, and at AVX512VNNI quantized projections
+// quantize them to int8 per block (backend.h, ActivationRounding). How far that rounding alone
+// moves the logits is measured by the reference backend computing the same rounded function; at
+// such a level a model with such weights must stay within 1.25 times that distance of the
+// golden logits (and at least within the usual 1e-3), and differ from the rounded reference by
+// at most a quarter of it: two evaluations of the rounded function may round a few activations
+// to neighbouring values (float32 sums in another order), and on these small random models such
+// a flip grows through the layers and the recurrence.
 struct Level {
   std::string name;
   std::shared_ptr<Backend> backend;
@@ -67,7 +69,9 @@ std::vector<Level> levels() {
   std::vector<Level> out;
   for (auto& b : test::every_backend())
     out.push_back({b.name, b.backend,
-                   b.level == cpu::Isa::AVX512BF16 ? make_reference_backend(true) : nullptr});
+                   b.level && cpu::activation_rounding(*b.level) != ActivationRounding::Exact
+                       ? make_reference_backend(cpu::activation_rounding(*b.level))
+                       : nullptr});
   return out;
 }
 

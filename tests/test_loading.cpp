@@ -115,6 +115,37 @@ TEST(Safetensors, WriterRoundTripsAndAlignsData) {
   EXPECT_EQ(i2[1], -9);
 }
 
+// RssFile of this process, in kB, from /proc/self/status.
+int64_t rss_file_kb() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("RssFile:", 0) == 0) return std::stoll(line.substr(8));
+  return -1;
+}
+
+// release_pages takes a mapped file's pages out of resident memory (what loading does with a
+// checkpoint's converted weights) and loses nothing there or in ordinary heap memory.
+TEST(MappedFile, ReleasedPagesLeaveMemoryAndKeepTheirBytes) {
+  const std::string path = test::temp_dir() + "/pages.bin";
+  std::vector<uint8_t> bytes(32 << 20);
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<uint8_t>(i * 2654435761u >> 13);
+  write_file_atomic(path, bytes.data(), bytes.size(), false);
+  MappedFile m(path);
+  ASSERT_EQ(m.size(), bytes.size());
+  uint64_t sum = 0;
+  for (size_t i = 0; i < m.size(); i += 4096) sum += m.data()[i];  // every page resident
+  const int64_t before = rss_file_kb();
+  release_pages(m.data(), m.size());
+  const int64_t after = rss_file_kb();
+  EXPECT_LT(after, before - 16 * 1024) << "RssFile " << before << " kB → " << after << " kB";
+  EXPECT_EQ(std::memcmp(m.data(), bytes.data(), bytes.size()), 0);
+  const std::vector<uint8_t> copy = bytes;
+  release_pages(bytes.data() + 3, bytes.size() - 5);
+  EXPECT_EQ(bytes, copy);
+  EXPECT_GT(sum, 0u);
+}
+
 TEST(DType, HalfAndBFloatConversions) {
   EXPECT_EQ(f16_to_f32(0x3c00), 1.0f);
   EXPECT_EQ(f16_to_f32(0xc000), -2.0f);

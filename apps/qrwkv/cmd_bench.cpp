@@ -254,10 +254,21 @@ double measure_bandwidth(CpuBackend& cpu) {
   return best;
 }
 
+// The process's peak resident memory since the last reset_peak_rss() (VmHWM), so that the
+// bandwidth probe's buffer, measured first, does not count; getrusage's maximum where /proc is
+// not there.
 int64_t peak_rss_bytes() {
+  std::ifstream f("/proc/self/status");
+  for (std::string line; std::getline(f, line);)
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
   return static_cast<int64_t>(ru.ru_maxrss) * 1024;
+}
+
+void reset_peak_rss() {
+  std::ofstream f("/proc/self/clear_refs");
+  f << "5";
 }
 
 int run_bench(int argc, char** argv) {
@@ -293,8 +304,9 @@ int run_bench(int argc, char** argv) {
   LoadOptions lo = load_options(a);
   auto cpu_be = std::make_shared<CpuBackend>(CpuOptions{threads, std::nullopt});
   if (!lo.backend) lo.backend = cpu_be;
-  const Model m = Model::load(model_dir(a), lo);
   const double bandwidth = measure_bandwidth(*cpu_be);
+  reset_peak_rss();
+  const Model m = Model::load(model_dir(a), lo);
 
   // Bytes of weights read per generated token, as held in memory (the embedding contributes
   // one row), and the multiply-adds of the matrices per token.

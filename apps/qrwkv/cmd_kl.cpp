@@ -5,7 +5,9 @@
 //   KL(P ‖ Q) = Σ_v P(v) · (log P(v) − log Q(v))
 //
 // and reports its mean and maximum over positions, how often the two agree on the most likely
-// token, and, when the tokens come from a text, each model's perplexity on it.
+// token, and, when the tokens come from a text, each model's perplexity on it. --kernels and
+// --base-kernels run either side at a given kernel level, so that the same weights can be
+// compared through a rounded path (bf16 or int8 activations) and the exact float32 one.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -14,6 +16,7 @@
 
 #include "apps/qrwkv/args.h"
 #include "apps/qrwkv/command.h"
+#include "backend/cpu/cpu_backend.h"
 #include "io/mapped_file.h"
 #include "model/model.h"
 #include "text/tokenizer.h"
@@ -35,26 +38,35 @@ std::vector<double> log_softmax(const float* z, int64_t V) {
 }
 
 int run_kl(int argc, char** argv) {
-  Args a("kl",
-         "-m DIR (--dtype TYPE | --base-model DIR) [--base-dtype TYPE] [-f TEXT | -n N] [-c CTX]",
-         {{{"-m", "--model"}, "DIR", "model directory"},
-          dtype_flag(),
-          {{"--base-model"},
-           "DIR",
-           "reference model with the same vocabulary, e.g. the teacher of a converted model "
-           "(default: the model itself, in --base-dtype)"},
-          {{"--base-dtype"}, "TYPE", "format of the reference model (default: as stored)"},
-          {{"-f", "--file"}, "FILE", "text to evaluate (tokenized with the model's tokenizer)"},
-          {{"-n", "--n-tokens"}, "N", "without -f: N pseudo-random token ids (default 512)"},
-          {{"-c", "--ctx-size"}, "N", "tokens per evaluated sequence (default 512)"},
-          {{"-s", "--seed"}, "N", "seed of the pseudo-random tokens (default 1)"},
-          {{"-t", "--threads"}, "N", "threads (default: physical cores)"},
-          {{"-o", "--output"}, "md|json", "output format (default md)"}});
+  Args a(
+      "kl",
+      "-m DIR (--dtype TYPE | --base-model DIR | --kernels L) [--base-dtype TYPE] [--base-kernels "
+      "L] "
+      "[-f TEXT | -n N] [-c CTX]",
+      {{{"-m", "--model"}, "DIR", "model directory"},
+       dtype_flag(),
+       {{"--base-model"},
+        "DIR",
+        "reference model with the same vocabulary, e.g. the teacher of a converted model "
+        "(default: the model itself, in --base-dtype)"},
+       {{"--base-dtype"}, "TYPE", "format of the reference model (default: as stored)"},
+       {{"-f", "--file"}, "FILE", "text to evaluate (tokenized with the model's tokenizer)"},
+       {{"-n", "--n-tokens"}, "N", "without -f: N pseudo-random token ids (default 512)"},
+       {{"-c", "--ctx-size"}, "N", "tokens per evaluated sequence (default 512)"},
+       {{"-s", "--seed"}, "N", "seed of the pseudo-random tokens (default 1)"},
+       {{"--kernels"},
+        "LEVEL",
+        "kernel level of the compared model: portable, avx2, avx512 (float32 activations), "
+        "avx512bf16, avx512vnni (default: QRWKV_ISA, else the CPU's default)"},
+       {{"--base-kernels"}, "LEVEL", "kernel level of the reference model (default: as --kernels)"},
+       {{"-t", "--threads"}, "N", "threads (default: physical cores)"},
+       {{"-o", "--output"}, "md|json", "output format (default md)"}});
   a.parse(argc, argv);
   const std::string dir = model_dir(a);
   const std::string base_dir = a.get("--base-model", dir);
-  if (!a.has("--dtype") && !a.has("--base-model"))
-    throw UsageError("kl needs --dtype (the format to compare) or --base-model");
+  if (!a.has("--dtype") && !a.has("--base-model") && !a.has("--kernels") &&
+      !a.has("--base-kernels"))
+    throw UsageError("kl needs --dtype (the format to compare), --base-model or --kernels");
   const WeightFormat fq = weight_format(a);
   WeightFormat fp = WeightFormat::Stored;
   try {
@@ -69,11 +81,27 @@ int run_kl(int argc, char** argv) {
   const std::string fmt = a.get("--output", "md");
   if (fmt != "md" && fmt != "json") throw UsageError("-o must be md or json");
 
-  // Both models on one backend: its threads serve either.
+  auto level = [&](const char* flag, cpu::Isa fallback) {
+    if (!a.has(flag)) return fallback;
+    const std::optional<cpu::Isa> l = cpu::parse_isa(a.get(flag));
+    if (!l) throw UsageError(std::string(flag) + " must be one of " + cpu::isa_names());
+    if (*l > cpu::max_isa())
+      throw UsageError(std::string(flag) + " " + a.get(flag) + " is not supported by this CPU (" +
+                       cpu::isa_name(cpu::max_isa()) + " is the highest)");
+    return *l;
+  };
+  const cpu::Isa level_q = level("--kernels", cpu::default_isa());
+  const cpu::Isa level_p = level("--base-kernels", level_q);
+
+  // One backend per level; with the same level both models share it (and its threads).
+  auto be_q = std::make_shared<CpuBackend>(CpuOptions{threads, level_q});
+  auto be_p =
+      level_p == level_q ? be_q : std::make_shared<CpuBackend>(CpuOptions{threads, level_p});
   LoadOptions lo;
-  lo.backend = make_cpu_backend(threads);
+  lo.backend = be_p;
   lo.format = fp;
   Model base = Model::load(base_dir, lo);
+  lo.backend = be_q;
   lo.format = fq;
   Model quant = Model::load(dir, lo);
   const int64_t V = base.config.vocab_size;
@@ -135,12 +163,15 @@ int run_kl(int argc, char** argv) {
       fq == WeightFormat::Stored ? quant.storage_dtype() : weight_format_name(fq);
   std::string base_name =
       fp == WeightFormat::Stored ? base.storage_dtype() : weight_format_name(fp);
+  const std::string kernels = cpu::isa_name(level_q), base_kernels = cpu::isa_name(level_p);
   if (base_dir != dir)
     base_name = std::filesystem::path(base_dir).filename().string() + " " + base_name;
   if (fmt == "json") {
     nlohmann::ordered_json j = {{"model", name},
                                 {"base", base_name},
                                 {"dtype", quant_name},
+                                {"base_kernels", base_kernels},
+                                {"kernels", kernels},
                                 {"base_bytes_per_token", base.weights.bytes_per_token()},
                                 {"bytes_per_token", quant.weights.bytes_per_token()},
                                 {"positions", positions},
@@ -154,12 +185,14 @@ int run_kl(int argc, char** argv) {
     std::printf("%s\n", j.dump(2).c_str());
   } else {
     std::printf(
-        "| model | base | dtype | MB/token | positions | mean KL | max KL | top-1 agree |%s\n",
+        "| model | base | dtype | kernels | MB/token | positions | mean KL | max KL | top-1 agree "
+        "|%s\n",
         from_text ? " ppl base | ppl |" : "");
-    std::printf("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |%s\n",
+    std::printf("| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |%s\n",
                 from_text ? " ---: | ---: |" : "");
-    std::printf("| %s | %s | %s | %.2f | %lld | %.3g | %.3g | %.2f %% |", name.c_str(),
-                base_name.c_str(), quant_name.c_str(),
+    const std::string kcol = base_kernels == kernels ? kernels : base_kernels + " → " + kernels;
+    std::printf("| %s | %s | %s | %s | %.2f | %lld | %.3g | %.3g | %.2f %% |", name.c_str(),
+                base_name.c_str(), quant_name.c_str(), kcol.c_str(),
                 static_cast<double>(quant.weights.bytes_per_token()) / 1e6,
                 static_cast<long long>(positions), kl_mean, kl_max, top1);
     if (from_text)

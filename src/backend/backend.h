@@ -161,9 +161,21 @@ class Backend {
   virtual void attention(const AttentionArgs& a) = 0;
 };
 
-// A reference backend, and a CPU backend with `threads` threads (0: one per physical core) at
-// the instruction-set level QRWKV_ISA names, else the best for this CPU (backend/cpu/cpu.h).
-std::shared_ptr<Backend> make_reference_backend(bool bf16_activations = false);
+// What linear does to its activations X before the products, by weight dtype (docs/model.md,
+// "Weight formats and precision"):
+//   Exact  nothing: float32 X for every dtype
+//   BF16   X rounded to bfloat16 (nearest even) for BF16, Q8_0 and Q4_0 weights
+//   Int8   X quantized to int8 per block of 32 (quantize_act_int8, ops/quant.h) for Q8_0 and
+//          Q4_0 weights, each block's integer dot product scaled by both scales; rounded to
+//          bfloat16 for BF16 weights
+// F32 and F16 weights always see float32 activations.
+enum class ActivationRounding { Exact, BF16, Int8 };
+
+// A reference backend computing linear with the given activation rounding, and a CPU backend
+// with `threads` threads (0: one per physical core) at the instruction-set level QRWKV_ISA
+// names, else the default for this CPU (backend/cpu/features.h).
+std::shared_ptr<Backend> make_reference_backend(
+    ActivationRounding rounding = ActivationRounding::Exact);
 std::shared_ptr<Backend> make_cpu_backend(int threads = 0);
 
 // Activation buffers for forward passes, taken from a backend's alloc(): a bump allocator whose

@@ -5,6 +5,7 @@
 #include <new>
 
 #include "io/error.h"
+#include "io/mapped_file.h"
 #include "ops/quant.h"
 
 namespace qrwkv {
@@ -93,7 +94,11 @@ void prepare_host_weights(const std::vector<WeightRef>& weights, WeightFormat fo
       t.dtype = DType::F32;
       t.data = bytes->data();
     } else {
-      t = convert_tensor(t, target, *bytes, pool);
+      const Tensor src = t;
+      t = convert_tensor(src, target, *bytes, pool);
+      // The source bytes (usually mapped from the checkpoint) are not read again by this
+      // weight: let them leave memory, so that the peak stays near the converted size.
+      release_pages(src.data, static_cast<size_t>(tensor_bytes(src.dtype, src.numel())));
     }
     arena.push_back(std::move(bytes));
   }

@@ -62,6 +62,15 @@ void MappedFile::reset() {
   size_ = 0;
 }
 
+void release_pages(const void* p, size_t n) {
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t b = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
+  const uintptr_t e = (reinterpret_cast<uintptr_t>(p) + n) / page * page;
+#ifdef MADV_PAGEOUT
+  if (e > b) ::madvise(reinterpret_cast<void*>(b), e - b, MADV_PAGEOUT);
+#endif
+}
+
 std::string read_text_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) fail(path, std::string("cannot open: ") + std::strerror(errno));

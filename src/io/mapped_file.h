@@ -30,6 +30,13 @@ class MappedFile {
   size_t size_ = 0;
 };
 
+// Asks the kernel to take the whole pages inside [p, p + n) out of this process's resident
+// memory (madvise MADV_PAGEOUT): clean pages of a file mapping are dropped and read from the
+// file again if touched, other pages are written to swap or kept; nothing is lost. Loading
+// calls it on the mapped bytes of each weight it has converted, so that a checkpoint's pages do
+// not stay resident next to their converted copy. Best effort: failures are ignored.
+void release_pages(const void* p, size_t n);
+
 // Reads a whole (small) file into a string; throws Error naming the path on failure.
 std::string read_text_file(const std::string& path);
 

@@ -41,6 +41,13 @@ void quantize_row_q8_0(const float* x, int64_t n, BlockQ8_0* out);
 // Q4_0 chooses each block's scale by least squares over a few candidate ranges, not simply
 // max / 8: with 16 levels the choice of range changes the error noticeably.
 void quantize_row_q4_0(const float* x, int64_t n, BlockQ4_0* out);
+// Activations of the int8 kernels (the CPU backend's AVX512VNNI level), quantized per block of
+// 32 values x_j, all in float32:
+//   a = max_j |x_j|,   d = a / 127,   q_j = nearest-even(x_j · (127 / a)) ∈ [-127, 127]
+// (d = q_j = 0 where a = 0), and s = Σ_j q_j, which kernels with offset weights need. Unlike a
+// Q8_0 weight's, the scale stays float32: |x_j − d · q_j| ≤ d / 2 (plus float32 rounding).
+// n is a multiple of 32; d and s get n / 32 values.
+void quantize_act_int8(const float* x, int64_t n, int8_t* q, float* d, int32_t* s);
 // Dequantizes blocks [b0, b0 + nb) of a Q8_0 or Q4_0 row at `blocks` into 32 · nb floats.
 void dequantize_blocks(DType dt, const uint8_t* blocks, int64_t b0, int64_t nb, float* out);
 

@@ -74,8 +74,11 @@ void CpuBackend::linear(const float* x, int64_t T, const Tensor& w, const Tensor
   if (!computable(w.dtype)) fail(w.name, std::string("unsupported dtype ") + dtype_name(w.dtype));
   const cpu::Kernels& k = *kernels_;
   const int64_t out = w.shape[0];
-  const bool low = w.dtype == DType::BF16 || w.dtype == DType::Q8_0 || w.dtype == DType::Q4_0;
-  if (k.linear_bf16 != nullptr && low) {
+  const bool block = w.dtype == DType::Q8_0 || w.dtype == DType::Q4_0;
+  const bool low = w.dtype == DType::BF16 || block;
+  if (k.linear_int8 != nullptr && block) {
+    k.linear_int8(*pool_, x, T, w, y);
+  } else if (k.linear_bf16 != nullptr && low) {
     k.linear_bf16(*pool_, x, T, w, y);
   } else if (k.gemm != nullptr && T >= cpu::kGemmMinTokens) {
     k.gemm(*pool_, x, T, w.shape[1], w, false, y);
@@ -164,51 +167,10 @@ void CpuBackend::rope(float* x, int64_t T, int64_t n_heads, int64_t D, int64_t p
   });
 }
 
-// Causal attention in blocks of keys with a running softmax (as flash attention does), so that
-// no buffer grows with the context: per (token, head), over blocks of kBlock keys,
-//   m' = max(m, max_j s_j);  acc ← acc · e^(m − m') + Σ_j e^(s_j − m') v_j;  l likewise
-// and o = acc / l at the end. Pairs of (token, head) are split across the threads.
 void CpuBackend::attention(const AttentionArgs& a) {
-  constexpr int64_t kBlock = 256;
-  const int64_t QD = a.H * a.D, KVD = a.Hkv * a.D, G = a.H / a.Hkv, D = a.D;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  pool_->parallel_for(a.T * a.H, 1, [&](int64_t p0, int64_t p1, int) {
-    float s[kBlock];
-    for (int64_t p = p0; p < p1; ++p) {
-      const int64_t t = p / a.H, h = p % a.H, kvh = h / G;
-      const int64_t n_ctx = a.pos0 + t + 1;
-      const float* qh = a.q + t * QD + h * D;
-      float* oh = a.o + t * QD + h * D;
-      std::fill(oh, oh + D, 0.0f);
-      float m = -INFINITY;
-      double l = 0.0;
-      for (int64_t j0 = 0; j0 < n_ctx; j0 += kBlock) {
-        const int64_t nb = std::min(kBlock, n_ctx - j0);
-        float block_max = -INFINITY;
-        for (int64_t j = 0; j < nb; ++j) {
-          const float* kj = a.k_cache + (j0 + j) * KVD + kvh * D;
-          float dot = 0.0f;
-          for (int64_t i = 0; i < D; ++i) dot += qh[i] * kj[i];
-          s[j] = dot * scale;
-          block_max = std::max(block_max, s[j]);
-        }
-        if (block_max > m) {
-          const float rescale = std::exp(m - block_max);  // 0 for the first block
-          for (int64_t i = 0; i < D; ++i) oh[i] *= rescale;
-          l *= rescale;
-          m = block_max;
-        }
-        for (int64_t j = 0; j < nb; ++j) {
-          const float pj = std::exp(s[j] - m);
-          l += pj;
-          const float* vj = a.v_cache + (j0 + j) * KVD + kvh * D;
-          for (int64_t i = 0; i < D; ++i) oh[i] += pj * vj[i];
-        }
-      }
-      const float inv = static_cast<float>(1.0 / l);
-      for (int64_t i = 0; i < D; ++i) oh[i] *= inv;
-    }
-  });
+  const cpu::Kernels& k = *kernels_;
+  pool_->parallel_for(cpu::attention_items(a), 1,
+                      [&](int64_t i0, int64_t i1, int) { k.attention(a, i0, i1); });
 }
 
 }  // namespace qrwkv

@@ -43,8 +43,16 @@ const char* isa_name(Isa isa) {
       return "avx512";
     case Isa::AVX512BF16:
       return "avx512bf16";
+    case Isa::AVX512VNNI:
+      return "avx512vnni";
   }
   return "?";
+}
+
+std::string isa_names() {
+  std::string s;
+  for (Isa i : kAllIsas) s += (s.empty() ? "" : ", ") + std::string(isa_name(i));
+  return s;
 }
 
 std::optional<Isa> parse_isa(const std::string& name) {
@@ -57,6 +65,7 @@ Isa max_isa() {
   const CpuFeatures& f = cpu_features();
   const bool avx2 = f.avx2 && f.fma && f.f16c;
   const bool avx512 = avx2 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq;
+  if (avx512 && f.avx512bf16 && f.avx512vnni) return Isa::AVX512VNNI;
   if (avx512 && f.avx512bf16) return Isa::AVX512BF16;
   if (avx512) return Isa::AVX512;
   if (avx2) return Isa::AVX2;
@@ -67,12 +76,13 @@ Isa default_isa() {
   if (const char* env = std::getenv("QRWKV_ISA")) {
     const std::optional<Isa> i = parse_isa(env);
     if (!i)
-      fail("QRWKV_ISA", std::string("unknown instruction-set level '") + env +
-                            "' (portable, avx2, avx512, avx512bf16)");
+      fail("QRWKV_ISA",
+           std::string("unknown instruction-set level '") + env + "' (" + isa_names() + ")");
     return std::min(*i, max_isa());
   }
-  if (max_isa() == Isa::AVX512BF16 && !cpu_features().amd) return Isa::AVX512;
-  return max_isa();
+  if (max_isa() >= Isa::AVX512BF16 && !cpu_features().amd) return Isa::AVX512;
+  // int8 activations cost more accuracy than Q8_0 weights do (docs/model.md): opt-in only.
+  return std::min(max_isa(), Isa::AVX512BF16);
 }
 
 Isa float32_isa() { return std::min(default_isa(), Isa::AVX512); }

@@ -24,18 +24,25 @@ const CpuFeatures& cpu_features();
 //   AVX512      AVX-512 F/BW/VL/DQ, 16 float lanes, the packed float32 GEMM
 //   AVX512BF16  + bf16 dot products (vdpbf16ps) for BF16 and block-quantized weights, with
 //               activations rounded to bf16
-enum class Isa { Portable = 0, AVX2 = 1, AVX512 = 2, AVX512BF16 = 3 };
-constexpr Isa kAllIsas[] = {Isa::Portable, Isa::AVX2, Isa::AVX512, Isa::AVX512BF16};
+//   AVX512VNNI  + int8 dot products (vpdpbusd) for block-quantized weights (Q8_0, Q4_0), with
+//               activations quantized to int8 per block of 32; BF16 weights as at AVX512BF16
+enum class Isa { Portable = 0, AVX2 = 1, AVX512 = 2, AVX512BF16 = 3, AVX512VNNI = 4 };
+constexpr Isa kAllIsas[] = {Isa::Portable, Isa::AVX2, Isa::AVX512, Isa::AVX512BF16,
+                            Isa::AVX512VNNI};
 
 const char* isa_name(Isa isa);
 std::optional<Isa> parse_isa(const std::string& name);
+// "portable, avx2, …": every level's name, for messages.
+std::string isa_names();
 
 // The highest level this CPU can run.
 Isa max_isa();
-// The level used when none is asked for: max_isa(), except that AVX512BF16 is only chosen on
+// The level used when none is asked for: max_isa() up to AVX512BF16, and AVX512BF16 only on
 // CPUs whose bf16 dot products outrun float32 FMAs (AMD Zen 4/5; on Intel Xeons vdpbf16ps runs
-// at half the FMA rate). The environment variable QRWKV_ISA (portable, avx2, avx512,
-// avx512bf16) overrides the choice, capped at max_isa(); an unknown name throws Error.
+// at half the FMA rate). AVX512VNNI is never the default: its int8 activations move a model's
+// predictions more than Q8_0 weights do (docs/model.md, "Weight formats and precision"). The
+// environment variable QRWKV_ISA (a level's name) overrides the choice, capped at max_isa();
+// an unknown name throws Error.
 Isa default_isa();
 // The highest level at or below default_isa() whose kernels compute in float32 throughout (no
 // bf16 activations): what tests and tools that compare against float32 references use.

@@ -28,11 +28,20 @@ const Kernels& kernels_for(Isa level) {
         case Isa::AVX512BF16:
           k.linear_bf16 = avx512bf16::linear;
           break;
+        case Isa::AVX512VNNI:
+          k.linear_int8 = avx512vnni::linear;
+          break;
       }
     }
     return t;
   }();
   return tables[static_cast<size_t>(std::min(level, max_isa()))];
+}
+
+ActivationRounding activation_rounding(Isa level) {
+  if (level >= Isa::AVX512VNNI) return ActivationRounding::Int8;
+  if (level >= Isa::AVX512BF16) return ActivationRounding::BF16;
+  return ActivationRounding::Exact;
 }
 
 }  // namespace qrwkv::cpu

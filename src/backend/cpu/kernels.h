@@ -5,6 +5,7 @@
 
 #include <cstdint>
 
+#include "backend/backend.h"
 #include "backend/cpu/features.h"
 #include "backend/wkv.h"
 #include "ops/tensor.h"
@@ -37,6 +38,11 @@ struct Kernels {
   // value channels: S stays in L1 and each element costs two fused multiply-adds.
   void (*wkv_head)(const WkvHead& h) = nullptr;
 
+  // Work items [i0, i1) of causal attention (backend.h): items are (token, kv head, chunk of
+  // kAttentionGroup of its query heads), attention_items(a) of them, ordered so that equal ranges
+  // hold about equal work; the heads of a chunk share each key and value row.
+  void (*attention)(const AttentionArgs& a, int64_t i0, int64_t i1) = nullptr;
+
   // Σ x[i] at full vector width: the memory-bandwidth probe of `qrwkv bench`.
   double (*sum)(const float* x, int64_t n) = nullptr;
 
@@ -49,7 +55,16 @@ struct Kernels {
   // products (bf16_avx512.cpp); no bias. Null below AVX512BF16.
   void (*linear_bf16)(ThreadPool& pool, const float* x, int64_t T, const Tensor& w,
                       float* y) = nullptr;
+
+  // Y = X Wᵀ for W in Q8_0 or Q4_0 with X quantized to int8 per block of 32 once per call and
+  // int8 dot products (int8_vnni.cpp); no bias. Null below AVX512VNNI.
+  void (*linear_int8)(ThreadPool& pool, const float* x, int64_t T, const Tensor& w,
+                      float* y) = nullptr;
 };
+
+// What linear does to activations at `level` (backend.h): Exact below AVX512BF16, BF16 there,
+// Int8 at AVX512VNNI. RefBackend(activation_rounding(l)) computes the level's function.
+ActivationRounding activation_rounding(Isa level);
 
 // The table for `level` (capped at max_isa()).
 const Kernels& kernels_for(Isa level);
@@ -58,6 +73,12 @@ const Kernels& kernels_for(Isa level);
 namespace portable {
 void fill(Kernels& k);
 }
+// Query heads per work item of Kernels::attention, and the items of a call.
+constexpr int64_t kAttentionGroup = 8;
+inline int64_t attention_items(const AttentionArgs& a) {
+  return a.T * a.Hkv * ((a.H / a.Hkv + kAttentionGroup - 1) / kAttentionGroup);
+}
+
 namespace avx2 {
 void fill(Kernels& k);
 }
@@ -69,6 +90,9 @@ void gemm(ThreadPool& pool, const float* x, int64_t T, int64_t ldx, const Tensor
           bool transposed, float* y);
 }  // namespace avx512
 namespace avx512bf16 {
+void linear(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, float* y);
+}
+namespace avx512vnni {
 void linear(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, float* y);
 }
 

@@ -1,5 +1,6 @@
 // The AVX2 level: the generic kernels over VecAvx2 (8 lanes), no packed GEMM.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <string>
 

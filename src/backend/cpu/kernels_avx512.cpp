@@ -1,6 +1,7 @@
 // The AVX-512 level: the generic kernels over VecAvx512 (16 lanes) and the packed float32 GEMM
 // of gemm_avx512.cpp.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <string>
 

@@ -241,6 +241,98 @@ QRWKV_TARGET void wkv_head(const WkvHead& h) {
   }
 }
 
+// ---- causal softmax attention ------------------------------------------------------------------
+//
+// The heads of one kv-head group (up to kAttentionGroup at a time) at one token share every key and
+// value row they read. Keys come in blocks of kKeys with a running softmax per head (flash
+// attention):
+//   s_j = q · k_j / sqrt(D);  m' = max(m, max_j s_j);  o ← o · e^(m − m') + Σ_j e^(s_j − m') v_j
+// and l likewise; o /= l at the end. q · k_j is D/W fused multiply-adds and one reduction, and
+// o += p_j v_j is D/W more, with o of every head of the group in L1.
+constexpr int64_t kAttnKeys = 128;
+
+QRWKV_TARGET void attention_item(const AttentionArgs& a, int64_t t, int64_t kvh, int64_t g0,
+                                 int64_t gn) {
+  const int64_t D = a.D, QD = a.H * D, KVD = a.Hkv * D, G = a.H / a.Hkv;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  const int64_t n_ctx = a.pos0 + t + 1;
+  const int64_t nv = (D + W - 1) / W;
+  const int tail = static_cast<int>(D - (nv - 1) * W);  // lanes of the last vector
+  float s[kAttentionGroup][kAttnKeys];
+  float m[kAttentionGroup];
+  double l[kAttentionGroup];
+  const float* q[kAttentionGroup];
+  float* o[kAttentionGroup];
+  for (int64_t g = 0; g < gn; ++g) {
+    const int64_t h = kvh * G + g0 + g;
+    q[g] = a.q + t * QD + h * D;
+    o[g] = a.o + t * QD + h * D;
+    std::fill(o[g], o[g] + D, 0.0f);
+    m[g] = -INFINITY;
+    l[g] = 0.0;
+  }
+  auto ld = [&](const float* p, int64_t v) {
+    return v + 1 < nv ? V::load(p + v * W) : V::load_n(p + v * W, tail);
+  };
+  for (int64_t j0 = 0; j0 < n_ctx; j0 += kAttnKeys) {
+    const int64_t nb = std::min(kAttnKeys, n_ctx - j0);
+    for (int64_t j = 0; j < nb; ++j) {
+      const float* kj = a.k_cache + (j0 + j) * KVD + kvh * D;
+      for (int64_t g = 0; g < gn; ++g) {
+        F acc = V::zero();
+        for (int64_t v = 0; v < nv; ++v) acc = V::fmadd(ld(q[g], v), ld(kj, v), acc);
+        s[g][j] = V::reduce(acc) * scale;
+      }
+    }
+    for (int64_t g = 0; g < gn; ++g) {
+      float block_max = -INFINITY;
+      for (int64_t j = 0; j < nb; ++j) block_max = std::max(block_max, s[g][j]);
+      if (block_max > m[g]) {
+        const float rescale = std::exp(m[g] - block_max);  // 0 for the first block
+        const F r = V::set1(rescale);
+        for (int64_t v = 0; v < nv; ++v) {
+          const int n = v + 1 < nv ? W : tail;
+          V::store_n(o[g] + v * W, V::mul(r, V::load_n(o[g] + v * W, n)), n);
+        }
+        l[g] *= rescale;
+        m[g] = block_max;
+      }
+      for (int64_t j = 0; j < nb; ++j) {
+        s[g][j] = std::exp(s[g][j] - m[g]);
+        l[g] += s[g][j];
+      }
+    }
+    for (int64_t j = 0; j < nb; ++j) {
+      const float* vj = a.v_cache + (j0 + j) * KVD + kvh * D;
+      for (int64_t g = 0; g < gn; ++g) {
+        const F p = V::set1(s[g][j]);
+        for (int64_t v = 0; v + 1 < nv; ++v)
+          V::store(o[g] + v * W, V::fmadd(p, V::load(vj + v * W), V::load(o[g] + v * W)));
+        const int64_t v = nv - 1;
+        V::store_n(o[g] + v * W,
+                   V::fmadd(p, V::load_n(vj + v * W, tail), V::load_n(o[g] + v * W, tail)), tail);
+      }
+    }
+  }
+  for (int64_t g = 0; g < gn; ++g) {
+    const float inv = static_cast<float>(1.0 / l[g]);
+    for (int64_t i = 0; i < D; ++i) o[g][i] *= inv;
+  }
+}
+
+// Work items [i0, i1) of attention: item i is one chunk of kAttentionGroup heads of one kv-head at
+// one token. Token order alternates between the two ends of the sequence (t = 0, T−1, 1, T−2,
+// …), so that contiguous ranges of items (one per thread) hold about the same causal work.
+QRWKV_TARGET void attention(const AttentionArgs& a, int64_t i0, int64_t i1) {
+  const int64_t G = a.H / a.Hkv, chunks = (G + kAttentionGroup - 1) / kAttentionGroup;
+  for (int64_t i = i0; i < i1; ++i) {
+    const int64_t slot = i / (a.Hkv * chunks), rest = i % (a.Hkv * chunks);
+    const int64_t t = slot % 2 == 0 ? slot / 2 : a.T - 1 - slot / 2;
+    const int64_t kvh = rest / chunks, g0 = rest % chunks * kAttentionGroup;
+    attention_item(a, t, kvh, g0, std::min(kAttentionGroup, G - g0));
+  }
+}
+
 // ---- Σ x -------------------------------------------------------------------------------------
 
 QRWKV_TARGET double sum(const float* x, int64_t n) {
@@ -262,5 +354,6 @@ void fill_generic(Kernels& k) {
   k.rowdot = rowdot;
   k.matmul_rows = matmul_rows;
   k.wkv_head = wkv_head;
+  k.attention = attention;
   k.sum = sum;
 }

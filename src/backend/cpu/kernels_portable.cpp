@@ -1,5 +1,6 @@
 // The portable level: the generic kernels over VecScalar (one lane), no packed GEMM.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <string>
 

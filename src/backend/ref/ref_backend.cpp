@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "backend/elementwise.h"
 #include "backend/wkv.h"
 #include "io/error.h"
+#include "ops/quant.h"
 
 namespace qrwkv {
 
@@ -23,8 +25,19 @@ float* scratch(int64_t n, int slot = 0) {
 
 }  // namespace
 
-std::shared_ptr<Backend> make_reference_backend(bool bf16_activations) {
-  return std::make_shared<RefBackend>(bf16_activations);
+std::shared_ptr<Backend> make_reference_backend(ActivationRounding rounding) {
+  return std::make_shared<RefBackend>(rounding);
+}
+
+std::string RefBackend::name() const {
+  switch (rounding_) {
+    case ActivationRounding::BF16:
+      return "reference (bf16 activations)";
+    case ActivationRounding::Int8:
+      return "reference (int8 activations)";
+    default:
+      return "reference";
+  }
 }
 
 void RefBackend::prepare(const std::vector<WeightRef>& weights, WeightFormat format,
@@ -43,8 +56,9 @@ void RefBackend::rmsnorm(const float* x, int64_t T, int64_t C, const Tensor& w, 
 
 void RefBackend::linear(const float* x, int64_t T, const Tensor& w, const Tensor& b, float* y) {
   const int64_t out = w.shape[0], in = w.shape[1];
-  if (bf16_activations_ &&
-      (w.dtype == DType::BF16 || w.dtype == DType::Q8_0 || w.dtype == DType::Q4_0)) {
+  const bool block = w.dtype == DType::Q8_0 || w.dtype == DType::Q4_0;
+  if (rounding_ == ActivationRounding::Int8 && block) return linear_int8(x, T, w, b, y);
+  if (rounding_ != ActivationRounding::Exact && (w.dtype == DType::BF16 || block)) {
     float* xr = scratch(T * in, 1);
     for (int64_t i = 0; i < T * in; ++i) xr[i] = bf16_to_f32(f32_to_bf16(x[i]));
     x = xr;
@@ -57,6 +71,41 @@ void RefBackend::linear(const float* x, int64_t T, const Tensor& w, const Tensor
       const float* xt = x + t * in;
       float acc = 0.0f;
       for (int64_t i = 0; i < in; ++i) acc += xt[i] * row[i];
+      y[t * out + o] = acc + bias;
+    }
+  }
+}
+
+// Y = X Wᵀ + b with X quantized per block (quantize_act_int8) and W's blocks as stored:
+//   y[t][o] = Σ_b (d_w[o][b] · d_x[t][b]) · Σ_j q_w[o][32b + j] · q_x[t][32b + j]
+// with each block's integer dot product exact and the blocks summed in order.
+void RefBackend::linear_int8(const float* x, int64_t T, const Tensor& w, const Tensor& b,
+                             float* y) {
+  const int64_t out = w.shape[0], in = w.shape[1], nb = in / kQuantBlock;
+  std::vector<int8_t> qx(static_cast<size_t>(T * in));
+  std::vector<float> dx(static_cast<size_t>(T * nb));
+  std::vector<int32_t> sx(static_cast<size_t>(T * nb));
+  for (int64_t t = 0; t < T; ++t)
+    quantize_act_int8(x + t * in, in, &qx[t * in], &dx[t * nb], &sx[t * nb]);
+  const int64_t row_bytes = tensor_bytes(w.dtype, in), block_bytes = row_bytes / nb;
+  for (int64_t o = 0; o < out; ++o) {
+    const float bias = b.empty() ? 0.0f : f32(b)[o];
+    for (int64_t t = 0; t < T; ++t) {
+      float acc = 0.0f;
+      for (int64_t blk = 0; blk < nb; ++blk) {
+        const uint8_t* wb = w.data + o * row_bytes + blk * block_bytes;
+        uint16_t dbits;
+        std::memcpy(&dbits, wb, 2);
+        const int8_t* xq = &qx[t * in + blk * kQuantBlock];
+        int32_t dot = 0;
+        for (int j = 0; j < 32; ++j) {
+          const int32_t qw = w.dtype == DType::Q8_0
+                                 ? static_cast<int8_t>(wb[2 + j])
+                                 : ((j < 16 ? wb[2 + j] : wb[2 + j - 16] >> 4) & 15) - 8;
+          dot += qw * xq[j];
+        }
+        acc += static_cast<float>(dot) * (f16_to_f32(dbits) * dx[t * nb + blk]);
+      }
       y[t * out + o] = acc + bias;
     }
   }

@@ -8,13 +8,12 @@ namespace qrwkv {
 
 class RefBackend final : public HostBackend {
  public:
-  // With bf16_activations, linear rounds X to bfloat16 (nearest even) for BF16, Q8_0 and Q4_0
-  // weights first: the function the CPU backend computes at its AVX512BF16 level, here as plain
-  // loops, so that the level can be checked against the same function.
-  explicit RefBackend(bool bf16_activations = false) : bf16_activations_(bf16_activations) {}
-  std::string name() const override {
-    return bf16_activations_ ? "reference (bf16 activations)" : "reference";
-  }
+  // With a rounding other than Exact, linear rounds X as backend.h describes: the functions
+  // the CPU backend computes at its AVX512BF16 and AVX512VNNI levels, here as plain loops, so
+  // that those levels can be checked against the same function.
+  explicit RefBackend(ActivationRounding rounding = ActivationRounding::Exact)
+      : rounding_(rounding) {}
+  std::string name() const override;
 
   void prepare(const std::vector<WeightRef>& weights, WeightFormat format,
                WeightArena& arena) override;
@@ -41,7 +40,9 @@ class RefBackend final : public HostBackend {
   void attention(const AttentionArgs& a) override;
 
  private:
-  bool bf16_activations_;
+  void linear_int8(const float* x, int64_t T, const Tensor& w, const Tensor& b, float* y);
+
+  ActivationRounding rounding_;
 };
 
 }  // namespace qrwkv
