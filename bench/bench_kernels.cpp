@@ -55,12 +55,15 @@ void BM_Linear(benchmark::State& state) {
 }
 
 void LinearArgs(benchmark::internal::Benchmark* b) {
-  for (int isa : {2, 3})
-    for (int dt : {0, 1, 2})
+  for (int isa : {2, 3, 4})
+    for (int dt : {0, 1, 2}) {
       for (int64_t T : {1, 4, 16, 64, 512}) {
         b->Args({T, 4864, 896, isa, dt});  // MLP up/gate
         b->Args({T, 896, 4864, isa, dt});  // MLP down
       }
+      // lm_head: larger than the last-level cache, so decode reads it from memory.
+      b->Args({1, 151936, 896, isa, dt});
+    }
 }
 BENCHMARK(BM_Linear)->Apply(LinearArgs)->UseRealTime();
 

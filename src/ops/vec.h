@@ -11,7 +11,8 @@
 //   F load_f32_n(const uint8_t*, int n), load_bf16_n(...), load_f16_n(...)
 //   F i8_to_f(const uint8_t*)      W int8 as float
 //   F nib_lo_to_f(const uint8_t*)  W bytes: (b & 15) − 8;  nib_hi_to_f: (b >> 4) − 8
-//   float f16_scalar(uint16_t),  void prefetch(const void*)
+//   float f16_scalar(uint16_t),  void prefetch(const void*) (into L1),
+//   void prefetch_far(const void*) (into L2)
 //
 // Code over V lives in fragments (*.inl) that are included once per instruction set, inside a
 // namespace of that set and with QRWKV_TARGET set to its target attribute: GCC and clang only
@@ -64,6 +65,7 @@ struct VecScalar {
   static F nib_hi_to_f(const uint8_t* p) { return static_cast<float>((*p >> 4) - 8); }
   static float f16_scalar(uint16_t h) { return f16_to_f32(h); }
   static void prefetch(const void*) {}
+  static void prefetch_far(const void*) {}
 };
 
 }  // namespace qrwkv

@@ -90,7 +90,11 @@ QRWKV_BF16 void rowdot_bf16(const uint16_t* xb, int64_t xs, const uint16_t* w, i
     __m512bh xv[TT];
     for (int t = 0; t < TT; ++t) xv[t] = (__m512bh)_mm512_loadu_si512(xb + t * xs + i);
     for (int r = 0; r < RT; ++r) {
-      const __m512bh wv = (__m512bh)_mm512_maskz_loadu_epi16(m, w + r * K + i);
+      const uint16_t* p = w + r * K + i;
+      // As the float32 row-dot kernels: the next block of rows into L1, further ahead into L2.
+      _mm_prefetch(reinterpret_cast<const char*>(p + RT * K), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(p) + kPrefetchFar, _MM_HINT_T1);
+      const __m512bh wv = (__m512bh)_mm512_maskz_loadu_epi16(m, p);
       for (int t = 0; t < TT; ++t) acc[r][t] = _mm512_dpbf16_ps(acc[r][t], xv[t], wv);
     }
   }

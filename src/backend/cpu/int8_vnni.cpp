@@ -118,8 +118,9 @@ QRWKV_VNNI void dot_block(const Act& a, int64_t t0, const uint8_t* w, int64_t rb
     for (int r = 0; r < RT; ++r) {
       const uint8_t* blk = w + r * rb + b * bb;
       // The next block of rows follows these in memory: fetch its bytes at the same position
-      // now, so that decode streams W at memory speed.
+      // now, and those kPrefetchFar ahead into L2, so that decode streams W at memory speed.
       _mm_prefetch(reinterpret_cast<const char*>(blk + RT * rb), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchFar), _MM_HINT_T1);
       uint16_t dh;
       std::memcpy(&dh, blk, 2);
       const float dw = _cvtsh_ss(dh);

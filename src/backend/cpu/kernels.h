@@ -17,13 +17,20 @@ namespace qrwkv::cpu {
 // instead of the row-dot kernels.
 constexpr int64_t kGemmMinTokens = 16;
 
+// Decode streams each weight matrix once. One core keeps only a few dozen cache-line misses in
+// flight, which at the memory's latency caps it near half of its share of the bandwidth; so the
+// row-dot kernels, besides fetching the next block of rows into L1, ask for the bytes this far
+// ahead into L2 (+25-30% decode speed on Zen 4, one or two threads).
+constexpr int64_t kPrefetchFar = 16384;
+
 struct Kernels {
   Isa level = Isa::Portable;
 
   // Rows [r0, r1) of Y = X Wᵀ: Y[t, r] = Σ_i X[t, i] W[r, i] for X [T, in] and W [out, in] in
   // any dtype (F32, BF16, F16, Q8_0, Q4_0), Y [T, out]. Weights are widened exactly to float32,
   // sums are float32. Blocks of rows × tokens share every load of W and X; decode (T = 1) is
-  // bound by streaming W once, which these kernels do with prefetches one block ahead.
+  // bound by streaming W once, which these kernels do with prefetches one block of rows ahead
+  // (into L1) and kPrefetchFar bytes ahead (into L2).
   void (*rowdot)(const float* x, int64_t T, const Tensor& w, int64_t r0, int64_t r1,
                  float* y) = nullptr;
 

@@ -70,6 +70,7 @@ QRWKV_TARGET void dot_block(const float* x, int64_t K, const uint8_t* w, int64_t
         // The next block of rows follows these in memory: fetch its bytes at the same position
         // now, so that decode streams W at memory speed rather than at the speed of demand misses.
         V::prefetch(blk + RT * rb);
+        V::prefetch_far(blk + kPrefetchFar);
         F wv[NV];
         dequant_block<DT>(blk, wv);
         for (int t = 0; t < TT; ++t)
@@ -85,6 +86,7 @@ QRWKV_TARGET void dot_block(const float* x, int64_t K, const uint8_t* w, int64_t
       for (int r = 0; r < RT; ++r) {
         const uint8_t* p = w + r * rb + i * es;
         V::prefetch(p + RT * rb);
+        V::prefetch_far(p + kPrefetchFar);
         const F wv = load_w<DT>(p);
         for (int t = 0; t < TT; ++t) acc[r][t] = V::fmadd(wv, xv[t], acc[r][t]);
       }

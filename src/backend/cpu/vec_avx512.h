@@ -75,6 +75,9 @@ struct VecAvx512 {
   QRWKV_TARGET_AVX512 static inline void prefetch(const void* p) {
     _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0);
   }
+  QRWKV_TARGET_AVX512 static inline void prefetch_far(const void* p) {
+    _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T1);
+  }
 };
 
 }  // namespace qrwkv
