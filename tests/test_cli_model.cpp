@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "io/safetensors.h"
@@ -52,6 +53,44 @@ TEST(CliInfo, IsaVariableSetsTheKernelLevel) {
   EXPECT_THAT(r.err, HasSubstr("QRWKV_ISA: unknown instruction-set level 'avx9'"));
   r = run_cli({"info", "-m", kRwkv, "-t", "1"});
   EXPECT_THAT(r.out, HasSubstr("backend:          cpu "));
+}
+
+// synth --layers writes a real shape's widths with fewer layers, and refuses counts the shape does
+// not have.
+TEST(CliSynth, TruncatedShapeLoadsWithItsWidths) {
+  const std::string dir = test::temp_dir() + "/synth";
+  auto r =
+      run_cli({"synth", "--shape", "qwen2.5-0.5b", "--arch", "qwen2", "--layers", "1", "-o", dir});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_cli({"info", "-m", dir});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("layers:           1"));
+  EXPECT_THAT(r.out, HasSubstr("heads:            14 (kv heads 2, head size 64)"));
+  r = run_cli({"synth", "--shape", "qwen2.5-72b", "--arch", "qwen2", "--layers", "81", "-o", dir});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--layers must be between 1 and 80 for qwen2.5-72b"));
+}
+
+// bench reports both tests with positive rates, the measured bandwidth and compute peaks, and the
+// bound of prompt processing at this level.
+TEST(CliBench, ReportsRatesAndTheMachinesBounds) {
+  auto r = run_cli({"bench", "-m", kQwen, "-p", "16", "-n", "4", "-r", "2", "-o", "json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_GT(j["bandwidth_gbs"].get<double>(), 0.0);
+  EXPECT_GT(j["peak_gflops"]["fp32_fma"].get<double>(), 0.0);
+  EXPECT_EQ(j["peak_gflops"]["bound"], "fp32 FMA");  // the F32 test model
+  EXPECT_GT(j["peak_rss_bytes"].get<int64_t>(), 0);
+  ASSERT_EQ(j["results"].size(), 2u);
+  EXPECT_EQ(j["results"][0]["test"], "pp16");
+  EXPECT_GT(j["results"][0]["tps_mean"].get<double>(), 0.0);
+  EXPECT_GT(j["results"][0]["gflops"].get<double>(), 0.0);
+  EXPECT_EQ(j["results"][1]["test"], "tg4");
+  EXPECT_GT(j["results"][1]["gbs"].get<double>(), 0.0);
+  r = run_cli({"bench", "-m", kQwen, "-p", "16", "-n", "0", "-r", "1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("% of "));
+  EXPECT_THAT(r.out, HasSubstr("measured compute peak: fp32 FMA "));
 }
 
 TEST(CliLogits, WritesSafetensorsEqualToLibrary) {

@@ -35,6 +35,9 @@ constexpr Shape kShapes[] = {
     {"qwen2.5-0.5b", 896, 24, 14, 2, 4864, 151936, 1e-6, true},
     {"qwen2.5-1.5b", 1536, 28, 12, 2, 8960, 151936, 1e-6, true},
     {"qwen2.5-7b", 3584, 28, 28, 4, 18944, 152064, 1e-6, false},
+    {"qwen2.5-14b", 5120, 48, 40, 8, 13824, 152064, 1e-5, false},
+    {"qwen2.5-32b", 5120, 64, 40, 8, 27648, 152064, 1e-5, false},
+    {"qwen2.5-72b", 8192, 80, 64, 8, 29568, 152064, 1e-6, false},
 };
 
 // A fast deterministic generator: weights need variety, not statistical quality.
@@ -93,19 +96,31 @@ std::vector<Spec> tensor_specs(const Shape& s, bool rwkv, int64_t Dm, int64_t Dd
 }
 
 int run_synth(int argc, char** argv) {
-  Args a("synth", "--shape NAME --arch rwkv6qwen2|qwen2 [--dtype bf16|f16|f32] -o DIR",
-         {{{"--shape"}, "NAME", "qwen2.5-0.5b, qwen2.5-1.5b or qwen2.5-7b"},
+  Args a("synth", "--shape NAME --arch rwkv6qwen2|qwen2 [--dtype bf16|f16|f32] [--layers N] -o DIR",
+         {{{"--shape"},
+           "NAME",
+           "qwen2.5-0.5b, qwen2.5-1.5b, qwen2.5-7b, qwen2.5-14b, qwen2.5-32b or qwen2.5-72b"},
           {{"--arch"}, "ARCH", "rwkv6qwen2 (QRWKV6, untied head) or qwen2"},
+          {{"--layers"}, "N", "only the first N layers (a truncated model; default all)"},
           {{"--dtype"}, "TYPE", "storage dtype: bf16 (default), f16 or f32"},
           {{"-s", "--seed"}, "N", "random seed (default 1)"},
           {{"-o", "--output"}, "DIR", "output model directory (created)"}});
   a.parse(argc, argv);
   const std::string shape_name = a.require("--shape"), arch = a.require("--arch");
   const std::string out = a.require("--output"), dts = a.get("--dtype", "bf16");
-  const Shape* shape = nullptr;
+  const Shape* found = nullptr;
   for (const auto& s : kShapes)
-    if (shape_name == s.name) shape = &s;
-  if (shape == nullptr) throw UsageError("unknown --shape '" + shape_name + "'");
+    if (shape_name == s.name) found = &s;
+  if (found == nullptr) throw UsageError("unknown --shape '" + shape_name + "'");
+  Shape truncated = *found;
+  if (a.has("--layers")) {
+    const int64_t n = a.get_int("--layers", 0);
+    if (n < 1 || n > found->L)
+      throw UsageError("--layers must be between 1 and " + std::to_string(found->L) + " for " +
+                       shape_name);
+    truncated.L = n;
+  }
+  const Shape* shape = &truncated;
   if (arch != "rwkv6qwen2" && arch != "qwen2") throw UsageError("unknown --arch '" + arch + "'");
   DType dt = DType::BF16;
   if (dts == "f16")
@@ -239,12 +254,12 @@ double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// Memory read bandwidth with the backend's threads: summing a 512 MiB buffer, best of 3.
+// Memory read bandwidth with the backend's threads: summing a 512 MiB buffer, best of 5.
 double measure_bandwidth(CpuBackend& cpu) {
   const size_t n = size_t{512} << 20 >> 2;
   std::vector<float> buf(n, 1.0f);
   double best = 0;
-  for (int rep = 0; rep < 3; ++rep) {
+  for (int rep = 0; rep < 5; ++rep) {
     const double t0 = now();
     const double total = cpu.sum(buf.data(), static_cast<int64_t>(n));
     const double dt = now() - t0;
@@ -305,8 +320,27 @@ int run_bench(int argc, char** argv) {
   auto cpu_be = std::make_shared<CpuBackend>(CpuOptions{threads, std::nullopt});
   if (!lo.backend) lo.backend = cpu_be;
   const double bandwidth = measure_bandwidth(*cpu_be);
+  const double peak_fp32 = cpu_be->peak(CpuBackend::Probe::Fp32Fma) / 1e9;
+  const double peak_bf16 = cpu_be->peak(CpuBackend::Probe::Bf16Dot) / 1e9;
+  const double peak_int8 = cpu_be->peak(CpuBackend::Probe::Int8Dot) / 1e9;
   reset_peak_rss();
   const Model m = Model::load(model_dir(a), lo);
+  // The compute bound of prompt processing: the peak of the instructions that the MLP's
+  // projections (most of the work) go through at this level.
+  double peak = peak_fp32;
+  const char* peak_name = "fp32 FMA";
+  if (!a.has("--reference")) {
+    const DType dt = m.weights.layers.empty() ? DType::F32 : m.weights.layers[0].up_proj.dtype;
+    const ActivationRounding rounding = cpu::activation_rounding(cpu_be->level());
+    const bool block = dt == DType::Q8_0 || dt == DType::Q4_0;
+    if (rounding == ActivationRounding::Int8 && block) {
+      peak = peak_int8;
+      peak_name = "int8 dot";
+    } else if (rounding != ActivationRounding::Exact && (block || dt == DType::BF16)) {
+      peak = peak_bf16;
+      peak_name = "bf16 dot";
+    }
+  }
 
   // Bytes of weights read per generated token, as held in memory (the embedding contributes
   // one row), and the multiply-adds of the matrices per token.
@@ -330,6 +364,11 @@ int run_bench(int argc, char** argv) {
   if (n_prompt > 0) {
     for (auto& t : tokens) t = next_token();
     std::vector<double> tps;
+    {
+      // As llama-bench does: one untimed run first (the weights' pages, the buffers).
+      State s = m.new_state();
+      forward(m, s, tokens, false);
+    }
     for (int64_t r = 0; r < reps; ++r) {
       State s = m.new_state();
       const double t0 = now();
@@ -353,18 +392,19 @@ int run_bench(int argc, char** argv) {
         for (auto& t : ctx) t = next_token();
         forward(m, base, ctx, false);
       }
-      for (int64_t r = 0; r < reps; ++r) {
+      for (int64_t r = -1; r < reps; ++r) {  // r = -1: an untimed warm-up of a few steps
         State s = base;
         int32_t tok = next_token();
         const double t0 = now();
         // The decode step as the generation loop runs it: one token in, logits into a buffer
         // kept across steps.
         SequenceInput in{&s, std::span<const int32_t>(&tok, 1), logits.data(), false};
-        for (int64_t i = 0; i < n_gen; ++i) {
+        const int64_t steps = r < 0 ? std::min<int64_t>(n_gen, 4) : n_gen;
+        for (int64_t i = 0; i < steps; ++i) {
           forward_batch(m, std::span<SequenceInput>(&in, 1));
           tok = next_token();
         }
-        tps.push_back(static_cast<double>(n_gen) / (now() - t0));
+        if (r >= 0) tps.push_back(static_cast<double>(n_gen) / (now() - t0));
       }
       const Stats st = stats(tps);
       std::string name = "tg" + std::to_string(n_gen);
@@ -386,6 +426,11 @@ int run_bench(int argc, char** argv) {
                                 {"threads", threads},
                                 {"kernels", kernels},
                                 {"bandwidth_gbs", bandwidth},
+                                {"peak_gflops",
+                                 {{"fp32_fma", peak_fp32},
+                                  {"bf16_dot", peak_bf16},
+                                  {"int8_dot", peak_int8},
+                                  {"bound", peak_name}}},
                                 {"peak_rss_bytes", peak_rss_bytes()},
                                 {"results", json::array()}};
     for (const auto& r : rows)
@@ -404,8 +449,11 @@ int run_bench(int argc, char** argv) {
       if (std::string(r.unit) == "GB/s")
         std::snprintf(achieved, sizeof achieved, "%.1f GB/s (%.0f%% of %.1f)", r.rate,
                       100 * r.rate / bandwidth, bandwidth);
-      else
+      else if (a.has("--reference"))
         std::snprintf(achieved, sizeof achieved, "%.1f GFLOP/s", r.rate);
+      else
+        std::snprintf(achieved, sizeof achieved, "%.1f GFLOP/s (%.0f%% of %.0f %s)", r.rate,
+                      100 * r.rate / peak, peak, peak_name);
       std::printf(
           "| %s | %s | %.2f GiB | %.1fM | %s | %s | %d | %s | %.2f ± %.2f | %s | %.2f GiB |\n",
           model_name.c_str(), arch_name(m.config.arch), size_gib,
@@ -413,6 +461,10 @@ int run_bench(int argc, char** argv) {
           threads, r.test.c_str(), r.ts.mean, r.ts.sd, achieved, rss_gib);
     }
     std::printf("\nmeasured memory read bandwidth: %.1f GB/s (%d threads)\n", bandwidth, threads);
+    std::printf("measured compute peak: fp32 FMA %.0f GFLOP/s", peak_fp32);
+    if (peak_bf16 > 0) std::printf(", bf16 dot %.0f GFLOP/s", peak_bf16);
+    if (peak_int8 > 0) std::printf(", int8 dot %.0f GOP/s", peak_int8);
+    std::printf(" (%d threads)\n", threads);
   }
   return 0;
 }

@@ -7,6 +7,9 @@
 //   F zero(), set1(float), load(const float*), store(float*, F)
 //   F load_n(const float*, int n), store_n(float*, F, int n)   first n < W lanes, others zero
 //   F add(F, F), mul(F, F), fmadd(a, b, c) = a·b + c, float reduce(F) = Σ lanes
+//   F sub(F, F), div(F, F), min(F, F), max(F, F), abs(F), copysign(mag, sign)
+//   F round(F) (to the nearest integer, ties to even), ldexp(r, n) = r · 2^n for integral n
+//   in [-126, 127], select_lt(a, b, x, y) = a < b ? x : y per lane
 //   F load_f32(const uint8_t*), load_bf16(...), load_f16(...)   W weights at any alignment
 //   F load_f32_n(const uint8_t*, int n), load_bf16_n(...), load_f16_n(...)
 //   F i8_to_f(const uint8_t*)      W int8 as float
@@ -20,6 +23,7 @@
 // take its target attribute from a template parameter.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -42,6 +46,15 @@ struct VecScalar {
   static F mul(F a, F b) { return a * b; }
   static F fmadd(F a, F b, F c) { return a * b + c; }
   static float reduce(F v) { return v; }
+  static F sub(F a, F b) { return a - b; }
+  static F div(F a, F b) { return a / b; }
+  static F min(F a, F b) { return a < b ? a : b; }
+  static F max(F a, F b) { return a > b ? a : b; }
+  static F abs(F a) { return std::fabs(a); }
+  static F copysign(F mag, F sign) { return std::copysign(mag, sign); }
+  static F round(F a) { return std::nearbyint(a); }
+  static F ldexp(F r, F n) { return std::ldexp(r, static_cast<int>(n)); }
+  static F select_lt(F a, F b, F x, F y) { return a < b ? x : y; }
   static F load_f32(const uint8_t* p) {
     float v;
     std::memcpy(&v, p, 4);

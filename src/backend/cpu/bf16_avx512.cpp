@@ -277,6 +277,19 @@ QRWKV_BF16 void gemm_panels(const Tensor& w, const uint16_t* xb, int64_t Kp, int
 
 }  // namespace
 
+QRWKV_BF16 double probe(int64_t iters) {
+  __m512 acc[12];
+  for (int i = 0; i < 12; ++i) acc[i] = _mm512_set1_ps(static_cast<float>(i));
+  const __m512bh a = _mm512_cvtne2ps_pbh(_mm512_set1_ps(0.5f), _mm512_set1_ps(0.25f));
+  for (int64_t it = 0; it < iters; ++it)
+    for (int i = 0; i < 12; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], a, a);
+  __m512 s = acc[0];
+  for (int i = 1; i < 12; ++i) s = _mm512_add_ps(s, acc[i]);
+  volatile float sink = _mm512_reduce_add_ps(s);
+  (void)sink;
+  return 2.0 * 12 * 32 * static_cast<double>(iters);
+}
+
 void linear(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, float* y) {
   if (w.dtype != DType::BF16 && w.dtype != DType::Q8_0 && w.dtype != DType::Q4_0)
     fail(w.name, std::string("linear_bf16: unsupported dtype ") + dtype_name(w.dtype));

@@ -1,6 +1,7 @@
 #include "backend/cpu/cpu_backend.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 
@@ -51,6 +52,27 @@ double CpuBackend::sum(const float* x, int64_t n) {
   double s = 0;
   for (double p : partial) s += p;
   return s;
+}
+
+double CpuBackend::peak(Probe which) {
+  double (*probe)(int64_t) = which == Probe::Fp32Fma   ? kernels_->fma_probe
+                             : which == Probe::Bf16Dot ? kernels_->bf16_probe
+                                                       : kernels_->int8_probe;
+  if (probe == nullptr) return 0.0;
+  constexpr int64_t kIters = 1 << 24;
+  double best = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    std::vector<double> ops(static_cast<size_t>(pool_->size()), 0.0);
+    const auto t0 = std::chrono::steady_clock::now();
+    pool_->parallel_for(pool_->size(), 1, [&](int64_t b, int64_t e, int t) {
+      for (int64_t i = b; i < e; ++i) ops[static_cast<size_t>(t)] += probe(kIters);
+    });
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    double total = 0;
+    for (double o : ops) total += o;
+    best = std::max(best, total / dt);
+  }
+  return best;
 }
 
 void CpuBackend::prepare(const std::vector<WeightRef>& weights, WeightFormat format,
@@ -112,7 +134,7 @@ void CpuBackend::add(float* h, const float* x, int64_t n) {
 }
 
 void CpuBackend::swiglu(float* g, const float* u, int64_t n) {
-  parallel(n, 4096, 16, [&](int64_t b, int64_t e, int) { elementwise::swiglu(g, u, b, e); });
+  parallel(n, 4096, 4, [&](int64_t b, int64_t e, int) { kernels_->swiglu(g, u, b, e); });
 }
 
 void CpuBackend::token_shift(const float* a, int64_t T, int64_t C, float* x_prev,
@@ -124,7 +146,7 @@ void CpuBackend::token_shift(const float* a, int64_t T, int64_t C, float* x_prev
 }
 
 void CpuBackend::tanh(float* x, int64_t n) {
-  parallel(n, 4096, 16, [&](int64_t b, int64_t e, int) { elementwise::tanh(x, b, e); });
+  parallel(n, 4096, 4, [&](int64_t b, int64_t e, int) { kernels_->tanh(x, b, e); });
 }
 
 void CpuBackend::lerp(const float* a, const float* d, const float* m, int64_t ldm,
@@ -142,7 +164,7 @@ void CpuBackend::decay(const float* dd, const Tensor& time_decay, int64_t T, int
 }
 
 void CpuBackend::gate(float* o, const float* g, int64_t n) {
-  parallel(n, 4096, 16, [&](int64_t b, int64_t e, int) { elementwise::gate(o, g, b, e); });
+  parallel(n, 4096, 4, [&](int64_t b, int64_t e, int) { kernels_->gate(o, g, b, e); });
 }
 
 void CpuBackend::wkv(const WkvArgs& a) {

@@ -1,7 +1,8 @@
 // The CPU backend: a thread pool and one table of kernels (kernels.h) chosen from the CPU's
 // features when the backend is made. Element-wise stages compute exactly what the reference
 // does (the same scalar expressions), split across threads when they are large enough to pay
-// for it; the matrix products and the WKV recurrence use the table.
+// for it; those with exp or tanh (swiglu, gate, tanh), the matrix products, attention and the
+// WKV recurrence use the table.
 #pragma once
 
 #include <memory>
@@ -27,6 +28,10 @@ class CpuBackend final : public HostBackend {
   int threads() const { return pool_->size(); }
   // Σ x[i] read with every thread at full vector width: the bandwidth probe of `qrwkv bench`.
   double sum(const float* x, int64_t n);
+  // The multiply-add rate of a matrix path with every thread (operations per second, best of
+  // three runs of about 50 ms), or 0 where this level has no such path.
+  enum class Probe { Fp32Fma, Bf16Dot, Int8Dot };
+  double peak(Probe which);
 
   void prepare(const std::vector<WeightRef>& weights, WeightFormat format,
                WeightArena& arena) override;

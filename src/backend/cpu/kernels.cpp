@@ -27,9 +27,11 @@ const Kernels& kernels_for(Isa level) {
           break;
         case Isa::AVX512BF16:
           k.linear_bf16 = avx512bf16::linear;
+          k.bf16_probe = avx512bf16::probe;
           break;
         case Isa::AVX512VNNI:
           k.linear_int8 = avx512vnni::linear;
+          k.int8_probe = avx512vnni::probe;
           break;
       }
     }

@@ -50,6 +50,21 @@ struct Kernels {
   // hold about equal work; the heads of a chunk share each key and value row.
   void (*attention)(const AttentionArgs& a, int64_t i0, int64_t i1) = nullptr;
 
+  // Element-wise stages with a transcendental function, over elements [b, e), vectorized with
+  // a polynomial exp and tanh (a few ulp from the C library's): swiglu g ← silu(g) · u, gate
+  // o ← o · σ(g), tanh x ← tanh(x).
+  void (*swiglu)(float* g, const float* u, int64_t b, int64_t e) = nullptr;
+  void (*gate)(float* o, const float* g, int64_t b, int64_t e) = nullptr;
+  void (*tanh)(float* x, int64_t b, int64_t e) = nullptr;
+
+  // Compute probes of `qrwkv bench`: `iters` rounds of multiply-adds into 12 independent vector
+  // accumulators with the instructions of a matrix path, returning the operations done (two
+  // per multiply-add): float32 FMAs (the float32 GEMM; every level), vdpbf16ps (the bf16 path;
+  // null below AVX512BF16) and vpdpbusd (the int8 path; null below AVX512VNNI).
+  double (*fma_probe)(int64_t iters) = nullptr;
+  double (*bf16_probe)(int64_t iters) = nullptr;
+  double (*int8_probe)(int64_t iters) = nullptr;
+
   // Σ x[i] at full vector width: the memory-bandwidth probe of `qrwkv bench`.
   double (*sum)(const float* x, int64_t n) = nullptr;
 
@@ -98,9 +113,11 @@ void gemm(ThreadPool& pool, const float* x, int64_t T, int64_t ldx, const Tensor
 }  // namespace avx512
 namespace avx512bf16 {
 void linear(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, float* y);
-}
+double probe(int64_t iters);
+}  // namespace avx512bf16
 namespace avx512vnni {
 void linear(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, float* y);
-}
+double probe(int64_t iters);
+}  // namespace avx512vnni
 
 }  // namespace qrwkv::cpu

@@ -243,6 +243,77 @@ QRWKV_TARGET void wkv_head(const WkvHead& h) {
   }
 }
 
+// ---- vectorized exp, sigmoid and tanh --------------------------------------------------------
+//
+// e^x: n = round(x · log2 e), r = x − n · ln 2 (ln 2 in two parts, so r is nearly exact),
+// e^r by Cephes' degree-7 polynomial for expf on |r| ≤ ln2 / 2, then · 2^n. x is clamped to
+// [-87, 88] (2^n stays a normal number): e^x then saturates at e^-87 ≈ 1.6e-38 and e^88 ≈ 1.7e38
+// instead of reaching 0 and inf, which the callers below (1 / (1 + e^x)) do not notice. Within
+// the range, the error is a few ulp.
+QRWKV_TARGET inline F vexp(F x) {
+  x = V::min(V::max(x, V::set1(-87.0f)), V::set1(88.0f));
+  const F n = V::round(V::mul(x, V::set1(1.44269504088896341f)));
+  F r = V::fmadd(n, V::set1(-0.693359375f), x);
+  r = V::fmadd(n, V::set1(2.12194440e-4f), r);
+  F p = V::set1(1.9875691500e-4f);
+  p = V::fmadd(p, r, V::set1(1.3981999507e-3f));
+  p = V::fmadd(p, r, V::set1(8.3334519073e-3f));
+  p = V::fmadd(p, r, V::set1(4.1665795894e-2f));
+  p = V::fmadd(p, r, V::set1(1.6666665459e-1f));
+  p = V::fmadd(p, r, V::set1(5.0000001201e-1f));
+  const F e = V::add(V::fmadd(V::mul(p, r), r, r), V::set1(1.0f));
+  return V::ldexp(e, n);
+}
+
+// σ(x) = 1 / (1 + e^−x).
+QRWKV_TARGET inline F vsigmoid(F x) {
+  const F one = V::set1(1.0f);
+  return V::div(one, V::add(one, vexp(V::sub(V::zero(), x))));
+}
+
+// tanh x: Cephes' odd polynomial x + x³ P(x²) for |x| < 0.625, where 1 − 2 / (e^{2|x|} + 1)
+// would lose the leading digits; that form with x's sign elsewhere.
+QRWKV_TARGET inline F vtanh(F x) {
+  const F a = V::abs(x), x2 = V::mul(x, x), one = V::set1(1.0f);
+  F p = V::set1(-5.70498872745e-3f);
+  p = V::fmadd(p, x2, V::set1(2.06390887954e-2f));
+  p = V::fmadd(p, x2, V::set1(-5.37397155531e-2f));
+  p = V::fmadd(p, x2, V::set1(1.33314422036e-1f));
+  p = V::fmadd(p, x2, V::set1(-3.33332819422e-1f));
+  const F small = V::fmadd(V::mul(p, x2), x, x);
+  const F big = V::sub(one, V::div(V::set1(2.0f), V::add(vexp(V::add(a, a)), one)));
+  return V::select_lt(a, V::set1(0.625f), small, V::copysign(big, x));
+}
+
+// Element-wise stages over [b, e), their tails through partial loads.
+template <typename Op>
+QRWKV_TARGET inline void map_range(int64_t b, int64_t e, Op op) {
+  int64_t j = b;
+  for (; j + W <= e; j += W) op(j, W);
+  if (j < e) op(j, static_cast<int>(e - j));
+}
+
+// g ← silu(g) · u = g · σ(g) · u
+QRWKV_TARGET void swiglu(float* g, const float* u, int64_t b, int64_t e) {
+  map_range(b, e, [&](int64_t j, int n) QRWKV_TARGET {
+    const F gv = V::load_n(g + j, n);
+    V::store_n(g + j, V::mul(V::mul(gv, vsigmoid(gv)), V::load_n(u + j, n)), n);
+  });
+}
+
+// o ← o · σ(g)
+QRWKV_TARGET void gate(float* o, const float* g, int64_t b, int64_t e) {
+  map_range(b, e, [&](int64_t j, int n) QRWKV_TARGET {
+    V::store_n(o + j, V::mul(V::load_n(o + j, n), vsigmoid(V::load_n(g + j, n))), n);
+  });
+}
+
+QRWKV_TARGET void tanh(float* x, int64_t b, int64_t e) {
+  map_range(b, e, [&](int64_t j, int n) QRWKV_TARGET {
+    V::store_n(x + j, vtanh(V::load_n(x + j, n)), n);
+  });
+}
+
 // ---- causal softmax attention ------------------------------------------------------------------
 //
 // The heads of one kv-head group (up to kAttentionGroup at a time) at one token share every key and
@@ -351,11 +422,30 @@ QRWKV_TARGET double sum(const float* x, int64_t n) {
   return s;
 }
 
+// ---- compute probe ---------------------------------------------------------------------------
+
+QRWKV_TARGET double fma_probe(int64_t iters) {
+  F acc[12];
+  for (int i = 0; i < 12; ++i) acc[i] = V::set1(static_cast<float>(i));
+  const F a = V::set1(0.999f), b = V::set1(1e-3f);
+  for (int64_t it = 0; it < iters; ++it)
+    for (int i = 0; i < 12; ++i) acc[i] = V::fmadd(acc[i], a, b);
+  F s = acc[0];
+  for (int i = 1; i < 12; ++i) s = V::add(s, acc[i]);
+  volatile float sink = V::reduce(s);
+  (void)sink;
+  return 2.0 * 12 * W * static_cast<double>(iters);
+}
+
 // The entries this level computes with these kernels.
 void fill_generic(Kernels& k) {
   k.rowdot = rowdot;
   k.matmul_rows = matmul_rows;
   k.wkv_head = wkv_head;
   k.attention = attention;
+  k.swiglu = swiglu;
+  k.gate = gate;
+  k.tanh = tanh;
   k.sum = sum;
+  k.fma_probe = fma_probe;
 }

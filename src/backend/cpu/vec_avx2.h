@@ -37,6 +37,29 @@ struct VecAvx2 {
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
   }
+  QRWKV_TARGET_AVX2 static inline F sub(F a, F b) { return _mm256_sub_ps(a, b); }
+  QRWKV_TARGET_AVX2 static inline F div(F a, F b) { return _mm256_div_ps(a, b); }
+  QRWKV_TARGET_AVX2 static inline F min(F a, F b) { return _mm256_min_ps(a, b); }
+  QRWKV_TARGET_AVX2 static inline F max(F a, F b) { return _mm256_max_ps(a, b); }
+  QRWKV_TARGET_AVX2 static inline F abs(F a) {
+    return _mm256_and_ps(a, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)));
+  }
+  QRWKV_TARGET_AVX2 static inline F copysign(F mag, F sign) {
+    const F m = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    return _mm256_or_ps(_mm256_and_ps(mag, m), _mm256_andnot_ps(m, sign));
+  }
+  QRWKV_TARGET_AVX2 static inline F round(F a) {
+    return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  }
+  // 2^n built in the exponent field: n must be integral in [-126, 127].
+  QRWKV_TARGET_AVX2 static inline F ldexp(F r, F n) {
+    const __m256i e =
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(r, _mm256_castsi256_ps(e));
+  }
+  QRWKV_TARGET_AVX2 static inline F select_lt(F a, F b, F x, F y) {
+    return _mm256_blendv_ps(y, x, _mm256_cmp_ps(a, b, _CMP_LT_OQ));
+  }
   QRWKV_TARGET_AVX2 static inline F load_f32(const uint8_t* p) {
     return _mm256_loadu_ps(reinterpret_cast<const float*>(p));
   }

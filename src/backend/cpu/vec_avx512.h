@@ -37,6 +37,24 @@ struct VecAvx512 {
   QRWKV_TARGET_AVX512 static inline F mul(F a, F b) { return _mm512_mul_ps(a, b); }
   QRWKV_TARGET_AVX512 static inline F fmadd(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
   QRWKV_TARGET_AVX512 static inline float reduce(F v) { return _mm512_reduce_add_ps(v); }
+  QRWKV_TARGET_AVX512 static inline F sub(F a, F b) { return _mm512_sub_ps(a, b); }
+  QRWKV_TARGET_AVX512 static inline F div(F a, F b) { return _mm512_div_ps(a, b); }
+  QRWKV_TARGET_AVX512 static inline F min(F a, F b) { return _mm512_min_ps(a, b); }
+  QRWKV_TARGET_AVX512 static inline F max(F a, F b) { return _mm512_max_ps(a, b); }
+  QRWKV_TARGET_AVX512 static inline F abs(F a) { return _mm512_abs_ps(a); }
+  QRWKV_TARGET_AVX512 static inline F copysign(F mag, F sign) {
+    const __m512i m = _mm512_set1_epi32(0x7fffffff);
+    // Bits of mag where m is set, of sign elsewhere.
+    return _mm512_castsi512_ps(
+        _mm512_ternarylogic_epi32(m, _mm512_castps_si512(mag), _mm512_castps_si512(sign), 0xca));
+  }
+  QRWKV_TARGET_AVX512 static inline F round(F a) {
+    return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  }
+  QRWKV_TARGET_AVX512 static inline F ldexp(F r, F n) { return _mm512_scalef_ps(r, n); }
+  QRWKV_TARGET_AVX512 static inline F select_lt(F a, F b, F x, F y) {
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_LT_OQ), y, x);
+  }
   QRWKV_TARGET_AVX512 static inline F widen_bf16(__m256i h) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
   }
