@@ -56,9 +56,9 @@ double max_rel_error(const float* got, const float* want, int64_t T, int64_t V) 
 // moves the logits is measured by the reference backend computing the same rounded function; at
 // such a level a model with such weights must stay within 1.25 times that distance of the
 // golden logits (and at least within the usual 1e-3), and differ from the rounded reference by
-// at most a quarter of it: two evaluations of the rounded function may round a few activations
-// to neighbouring values (float32 sums in another order), and on these small random models such
-// a flip grows through the layers and the recurrence.
+// at most half of it: two evaluations of the rounded function may round a few activations
+// to neighbouring values (float32 sums in another order, exp and tanh a few ulp apart), and on
+// these small random models such a flip grows through the layers and the recurrence.
 struct Level {
   std::string name;
   std::shared_ptr<Backend> backend;
@@ -105,7 +105,7 @@ class Golden : public ::testing::TestWithParam<std::string> {
       const std::vector<float> same = logits_of(load(lv.rounded_reference));
       const double rounding = max_rel_error(same.data(), want, T, V);
       bound = std::max(kTolerance, 1.25 * rounding);
-      EXPECT_LE(max_rel_error(got.data(), same.data(), T, V), std::max(kTolerance, 0.25 * rounding))
+      EXPECT_LE(max_rel_error(got.data(), same.data(), T, V), std::max(kTolerance, 0.5 * rounding))
           << lv.name << " against the rounded reference, " << what;
     }
     EXPECT_LE(err, bound) << lv.name << ", " << what;
