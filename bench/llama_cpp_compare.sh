@@ -51,7 +51,7 @@ for m in "${models[@]}"; do
   bf16=$WORK/$name-BF16.gguf
   [[ -f $bf16 ]] || "$PY" "$HERE/bench/synth_to_gguf.py" --gguf-py "$LLAMA/gguf-py" -m "$m" -o "$bf16"
   for q in Q8_0 Q4_0; do
-    [[ -f $WORK/$name-$q.gguf ]] || "$B/llama-quantize" "$bf16" "$WORK/$name-$q.gguf" $q "$THREADS" >/dev/null
+    [[ -f $WORK/$name-$q.gguf ]] || "$B/llama-quantize" "$bf16" "$WORK/$name-$q.gguf" $q "$THREADS" >/dev/null 2>&1
   done
   for fmt in BF16 Q8_0 Q4_0; do
     ours=$(echo $fmt | tr 'A-Z' 'a-z')

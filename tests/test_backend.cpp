@@ -188,8 +188,9 @@ TEST_P(CpuBackendLevel, MatmulMatchesReferenceWithStridedRows) {
              {3, 37, 19},
              {7, 33, 65},
              {2, 5, 200},
-             // From kGemmMinTokens on: the packed GEMM reading M transposed.
              {17, 33, 65},
+             // From kGemmMinTokens on: the packed GEMM reading M transposed.
+             {cpu::kGemmMinTokens, 33, 65},
              {70, 160, 37},
              {129, 64, 7}}) {
       for (int64_t pad : {0, 3}) {

@@ -287,12 +287,16 @@ void reset_peak_rss() {
 }
 
 int run_bench(int argc, char** argv) {
-  Args a("bench", "-m DIR [-p 512] [-n 128] [-d 0,4096] [-r 5] [-t N] [-o md|json]",
+  Args a("bench", "-m DIR [-p 512] [-n 128] [-d 0,4096] [-b 1,8] [-r 5] [-t N] [-o md|json]",
          {{{"-m", "--model"}, "DIR", "model directory"},
           dtype_flag(),
           {{"-p", "--n-prompt"}, "N", "prompt-processing test of N tokens; 0 = none (default 512)"},
           {{"-n", "--n-gen"}, "N", "generation test of N tokens; 0 = none (default 128)"},
           {{"-d", "--n-depth"}, "LIST", "context depths for the generation test (default 0)"},
+          {{"-b", "--batch"},
+           "LIST",
+           "sequences decoded together in the generation test, as the server batches them; "
+           "t/s counts every sequence's tokens (default 1)"},
           {{"-r", "--repetitions"}, "N", "repetitions of each test (default 5)"},
           {{"-t", "--threads"}, "N", "threads (default: physical cores)"},
           {{"--reference"}, "", "use the float32 reference kernels"},
@@ -305,17 +309,23 @@ int run_bench(int argc, char** argv) {
   if (fmt != "md" && fmt != "json") throw UsageError("-o must be md or json");
   if (reps < 1 || threads < 1 || n_prompt < 0 || n_gen < 0)
     throw UsageError("counts must be positive");
-  std::vector<int64_t> depths;
-  {
-    std::stringstream ss(a.get("--n-depth", "0"));
+  auto list = [&](const char* flag, const char* fallback, int64_t min) {
+    std::vector<int64_t> v;
+    std::stringstream ss(a.get(flag, fallback));
     for (std::string d; std::getline(ss, d, ',');) {
       try {
-        depths.push_back(std::stoll(d));
+        size_t used = 0;
+        v.push_back(std::stoll(d, &used));
+        if (used != d.size() || v.back() < min) throw std::invalid_argument(d);
       } catch (const std::exception&) {
-        throw UsageError("-d expects comma-separated token counts");
+        throw UsageError(std::string(flag) + " expects comma-separated counts of at least " +
+                         std::to_string(min));
       }
     }
-  }
+    return v;
+  };
+  const std::vector<int64_t> depths = list("--n-depth", "0", 0);
+  const std::vector<int64_t> batches = list("--batch", "1", 1);
   LoadOptions lo = load_options(a);
   auto cpu_be = std::make_shared<CpuBackend>(CpuOptions{threads, std::nullopt});
   if (!lo.backend) lo.backend = cpu_be;
@@ -346,7 +356,6 @@ int run_bench(int argc, char** argv) {
   // one row), and the multiply-adds of the matrices per token.
   const int64_t weight_bytes = m.weights.bytes_per_token();
   const int64_t macs = m.weights.macs_per_token();
-  std::vector<float> logits(static_cast<size_t>(m.config.vocab_size));
 
   std::vector<int32_t> tokens(static_cast<size_t>(std::max<int64_t>({n_prompt, 1})));
   uint32_t x = 12345;
@@ -384,33 +393,43 @@ int run_bench(int argc, char** argv) {
         {"pp" + std::to_string(n_prompt), st, st.mean * flops_per_token / 1e9, "GFLOP/s"});
   }
   if (n_gen > 0) {
-    for (int64_t depth : depths) {
-      std::vector<double> tps;
-      State base = m.new_state();
-      if (depth > 0) {
-        std::vector<int32_t> ctx(static_cast<size_t>(depth));
-        for (auto& t : ctx) t = next_token();
-        forward(m, base, ctx, false);
-      }
-      for (int64_t r = -1; r < reps; ++r) {  // r = -1: an untimed warm-up of a few steps
-        State s = base;
-        int32_t tok = next_token();
-        const double t0 = now();
-        // The decode step as the generation loop runs it: one token in, logits into a buffer
-        // kept across steps.
-        SequenceInput in{&s, std::span<const int32_t>(&tok, 1), logits.data(), false};
-        const int64_t steps = r < 0 ? std::min<int64_t>(n_gen, 4) : n_gen;
-        for (int64_t i = 0; i < steps; ++i) {
-          forward_batch(m, std::span<SequenceInput>(&in, 1));
-          tok = next_token();
+    for (int64_t B : batches)
+      for (int64_t depth : depths) {
+        std::vector<double> tps;
+        State base = m.new_state();
+        if (depth > 0) {
+          std::vector<int32_t> ctx(static_cast<size_t>(depth));
+          for (auto& t : ctx) t = next_token();
+          forward(m, base, ctx, false);
         }
-        if (r >= 0) tps.push_back(static_cast<double>(n_gen) / (now() - t0));
+        std::vector<float> batch_logits(static_cast<size_t>(B * m.config.vocab_size));
+        for (int64_t r = -1; r < reps; ++r) {  // r = -1: an untimed warm-up of a few steps
+          std::vector<State> s(static_cast<size_t>(B), base);
+          std::vector<int32_t> tok(static_cast<size_t>(B));
+          for (auto& t : tok) t = next_token();
+          // The decode step as the generation loop and the server's scheduler run it: one
+          // token per sequence in, logits into buffers kept across steps.
+          std::vector<SequenceInput> in(static_cast<size_t>(B));
+          for (int64_t b = 0; b < B; ++b)
+            in[b] = {&s[b], std::span<const int32_t>(&tok[b], 1),
+                     batch_logits.data() + b * m.config.vocab_size, false};
+          const double t0 = now();
+          const int64_t steps = r < 0 ? std::min<int64_t>(n_gen, 4) : n_gen;
+          for (int64_t i = 0; i < steps; ++i) {
+            forward_batch(m, std::span<SequenceInput>(in));
+            for (auto& t : tok) t = next_token();
+          }
+          if (r >= 0) tps.push_back(static_cast<double>(n_gen * B) / (now() - t0));
+        }
+        const Stats st = stats(tps);
+        std::string name = "tg" + std::to_string(n_gen);
+        if (B > 1) name += " x" + std::to_string(B);
+        if (depth > 0) name += " @ d" + std::to_string(depth);
+        // Weights are read once per step for the whole batch.
+        rows.push_back({name, st,
+                        st.mean / static_cast<double>(B) * static_cast<double>(weight_bytes) / 1e9,
+                        "GB/s"});
       }
-      const Stats st = stats(tps);
-      std::string name = "tg" + std::to_string(n_gen);
-      if (depth > 0) name += " @ d" + std::to_string(depth);
-      rows.push_back({name, st, st.mean * static_cast<double>(weight_bytes) / 1e9, "GB/s"});
-    }
   }
 
   const std::string model_name = std::filesystem::path(m.dir).filename().string();
