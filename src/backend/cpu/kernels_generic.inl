@@ -321,7 +321,8 @@ QRWKV_TARGET void tanh(float* x, int64_t b, int64_t e) {
 // attention):
 //   s_j = q · k_j / sqrt(D);  m' = max(m, max_j s_j);  o ← o · e^(m − m') + Σ_j e^(s_j − m') v_j
 // and l likewise; o /= l at the end. q · k_j is D/W fused multiply-adds and one reduction, and
-// o += p_j v_j is D/W more, with o of every head of the group in L1.
+// o += p_j v_j is D/W more, with o of every head of the group in L1; the exponentials are the
+// vectorized vexp (a few ulp from libm's).
 constexpr int64_t kAttnKeys = 128;
 
 QRWKV_TARGET void attention_item(const AttentionArgs& a, int64_t t, int64_t kvh, int64_t g0,
@@ -370,10 +371,11 @@ QRWKV_TARGET void attention_item(const AttentionArgs& a, int64_t t, int64_t kvh,
         l[g] *= rescale;
         m[g] = block_max;
       }
-      for (int64_t j = 0; j < nb; ++j) {
-        s[g][j] = std::exp(s[g][j] - m[g]);
-        l[g] += s[g][j];
-      }
+      const F mv = V::set1(m[g]);
+      map_range(0, nb, [&](int64_t j, int n) QRWKV_TARGET {
+        V::store_n(&s[g][j], vexp(V::sub(V::load_n(&s[g][j], n), mv)), n);
+      });
+      for (int64_t j = 0; j < nb; ++j) l[g] += s[g][j];
     }
     for (int64_t j = 0; j < nb; ++j) {
       const float* vj = a.v_cache + (j0 + j) * KVD + kvh * D;
