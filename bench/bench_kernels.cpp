@@ -3,7 +3,10 @@
 // Counters: bytes of weights read per second (decode) and FLOP/s.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -66,6 +69,60 @@ void LinearArgs(benchmark::internal::Benchmark* b) {
     }
 }
 BENCHMARK(BM_Linear)->Apply(LinearArgs)->UseRealTime();
+
+// Decode as a model does it: every projection of L layers of the Qwen2.5-0.5B QRWKV6 shapes (r,
+// k, v, o, g, MLP up, gate, down) once per iteration with T tokens, the weights far larger than
+// any cache, so that each call streams from memory and starts cold as in a real decode step.
+// Args: instruction-set level, dtype (0 BF16, 1 Q8_0, 2 Q4_0), T. Counter weight_B/s against
+// the bandwidth probe of the same backend (bandwidth_B/s, measured once per run).
+void BM_DecodeLayers(benchmark::State& state) {
+  const auto isa = static_cast<cpu::Isa>(state.range(0));
+  const DType dt = state.range(1) == 0   ? DType::BF16
+                   : state.range(1) == 1 ? DType::Q8_0
+                                         : DType::Q4_0;
+  const int64_t T = state.range(2);
+  if (isa > cpu::max_isa()) {
+    state.SkipWithError("instruction set not supported here");
+    return;
+  }
+  constexpr int64_t kLayers = 12;
+  const int64_t shapes[][2] = {{896, 896}, {128, 896},  {128, 896},  {896, 896},
+                               {896, 896}, {4864, 896}, {4864, 896}, {896, 4864}};
+  CpuBackend be(CpuOptions{physical_cores(), isa});
+  std::vector<std::unique_ptr<Weights>> ws;
+  int64_t bytes = 0;
+  for (int64_t l = 0; l < kLayers; ++l)
+    for (const auto& s : shapes) {
+      ws.push_back(std::make_unique<Weights>(s[0], s[1], dt));
+      bytes += tensor_bytes(ws.back()->t);
+    }
+  std::vector<float> x(static_cast<size_t>(T * 4864), 0.5f), y(static_cast<size_t>(T * 4864));
+  for (auto _ : state) {
+    for (const auto& w : ws) be.linear(x.data(), T, w->t, Tensor{}, y.data());
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.counters["weight_B/s"] =
+      benchmark::Counter(static_cast<double>(bytes), benchmark::Counter::kIsIterationInvariantRate);
+  static double bandwidth = 0;
+  if (bandwidth == 0) {
+    std::vector<float> big(size_t(1) << 27, 1.0f);  // 512 MiB
+    double best = 0;
+    for (int rep = 0; rep < 5; ++rep) {
+      const auto t0 = std::chrono::steady_clock::now();
+      benchmark::DoNotOptimize(be.sum(big.data(), static_cast<int64_t>(big.size())));
+      const double dt_s =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      best = std::max(best, big.size() * 4.0 / dt_s);
+    }
+    bandwidth = best;
+  }
+  state.counters["bandwidth_B/s"] = bandwidth;
+  state.SetLabel(std::string(cpu::isa_name(isa)) + " " + dtype_name(dt));
+}
+BENCHMARK(BM_DecodeLayers)
+    ->ArgsProduct({{2, 3, 4}, {0, 1, 2}, {1}})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 void BM_Wkv(benchmark::State& state) {
   const int64_t T = state.range(0), N = 64;

@@ -124,7 +124,9 @@ TEST_P(CpuBackendLevel, TableHasTheLevelsEntries) {
 // Σ_i |w_i| (|x_i| + m_i / 127) + |b| with m_i the largest |x| of element i's block of 32
 // (a rounded activation is within m_i / 127 of x_i in either format). Token counts on both
 // sides of kGemmMinTokens exercise the row-dot kernels and the packed GEMMs, with row counts
-// that leave partial row blocks, panels and token tiles.
+// that leave partial row blocks, panels and token tiles. Each weight is used as given
+// (row-major) and as the backend's prepare step holds it (packed into panels from AVX512BF16
+// on, where its rows are a multiple of 32 long).
 TEST_P(CpuBackendLevel, LinearMatchesReferenceForEveryDtype) {
   RefBackend rounded_ref(cpu::activation_rounding(GetParam()));
   for (DType dt : {DType::F32, DType::BF16, DType::F16, DType::Q8_0, DType::Q4_0}) {
@@ -137,42 +139,53 @@ TEST_P(CpuBackendLevel, LinearMatchesReferenceForEveryDtype) {
                                                                  {23, 18, 224}, {61, 45, 160},
                                                                  {150, 13, 64}, {40, 70, 4864}}
             : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
-                  {1, 1, 1},   {1, 37, 53},   {3, 5, 16},   {5, 67, 129}, {9, 131, 31},
-                  {4, 64, 64}, {17, 18, 200}, {29, 70, 45}, {131, 61, 33}};
-    for (int threads : {1, 3}) {
-      CpuBackend be = cpu(threads);
-      for (auto [T, out, in] : shapes) {
-        const auto w = random_weights(out, in, dt, static_cast<uint32_t>(out * 7 + in));
-        const auto bv = random_vec(out, 5);
-        const Tensor bias = f32_tensor(bv, {out});
-        const auto x = random_vec(T * in, static_cast<uint32_t>(T + in));
-        std::vector<float> want(static_cast<size_t>(T * out)), got(want.size(), NAN);
-        rounded_ref.linear(x.data(), T, w.t, bias, want.data());
-        be.linear(x.data(), T, w.t, bias, got.data());
-        // |x_i| + m_i / 127 per token and element.
-        std::vector<double> xa(x.size());
-        for (int64_t t = 0; t < T; ++t)
-          for (int64_t i0 = 0; i0 < in; i0 += 32) {
-            double m = 0;
-            for (int64_t i = i0; i < std::min(in, i0 + 32); ++i)
-              m = std::max(m, std::fabs(double{x[t * in + i]}));
-            for (int64_t i = i0; i < std::min(in, i0 + 32); ++i)
-              xa[t * in + i] = std::fabs(double{x[t * in + i]}) + m / 127;
+                  {1, 1, 1},     {1, 37, 53}, {3, 5, 16},    {5, 67, 129},
+                  {9, 131, 31},  {4, 64, 64}, {17, 18, 200}, {29, 70, 45},
+                  {131, 61, 33}, {2, 40, 96}, {37, 33, 64}};
+    for (int threads : {1, 3})
+      for (bool prepared : {false, true}) {
+        CpuBackend be = cpu(threads);
+        for (auto [T, out, in] : shapes) {
+          const auto w = random_weights(out, in, dt, static_cast<uint32_t>(out * 7 + in));
+          const auto bv = random_vec(out, 5);
+          const Tensor bias = f32_tensor(bv, {out});
+          const auto x = random_vec(T * in, static_cast<uint32_t>(T + in));
+          std::vector<float> want(static_cast<size_t>(T * out)), got(want.size(), NAN);
+          rounded_ref.linear(x.data(), T, w.t, bias, want.data());
+          Tensor wt = w.t;
+          WeightArena arena;
+          if (prepared) {
+            be.prepare({{WeightRole::Projection, &wt}}, WeightFormat::Stored, arena);
+            const bool packs = GetParam() >= cpu::Isa::AVX512BF16 && dt != DType::F32 &&
+                               dt != DType::F16 && in % 32 == 0;
+            ASSERT_EQ(wt.layout == Layout::Panel32, packs);
           }
-        std::vector<float> row(static_cast<size_t>(in));
-        for (int64_t o = 0; o < out; ++o) {
-          load_f32(w.t, o * in, in, row.data());
-          for (int64_t t = 0; t < T; ++t) {
-            double S = std::fabs(double{bv[o]});
-            for (int64_t i = 0; i < in; ++i) S += std::fabs(double{row[i]}) * xa[t * in + i];
-            const double tol = 2.0 * double(in + 3) * 0x1p-24 * S;
-            const size_t k = static_cast<size_t>(t * out + o);
-            ASSERT_NEAR(got[k], want[k], tol) << "T=" << T << " out=" << out << " in=" << in
-                                              << " t=" << t << " o=" << o << " threads=" << threads;
+          be.linear(x.data(), T, wt, bias, got.data());
+          // |x_i| + m_i / 127 per token and element.
+          std::vector<double> xa(x.size());
+          for (int64_t t = 0; t < T; ++t)
+            for (int64_t i0 = 0; i0 < in; i0 += 32) {
+              double m = 0;
+              for (int64_t i = i0; i < std::min(in, i0 + 32); ++i)
+                m = std::max(m, std::fabs(double{x[t * in + i]}));
+              for (int64_t i = i0; i < std::min(in, i0 + 32); ++i)
+                xa[t * in + i] = std::fabs(double{x[t * in + i]}) + m / 127;
+            }
+          std::vector<float> row(static_cast<size_t>(in));
+          for (int64_t o = 0; o < out; ++o) {
+            load_f32(w.t, o * in, in, row.data());
+            for (int64_t t = 0; t < T; ++t) {
+              double S = std::fabs(double{bv[o]});
+              for (int64_t i = 0; i < in; ++i) S += std::fabs(double{row[i]}) * xa[t * in + i];
+              const double tol = 2.0 * double(in + 3) * 0x1p-24 * S;
+              const size_t k = static_cast<size_t>(t * out + o);
+              ASSERT_NEAR(got[k], want[k], tol)
+                  << "T=" << T << " out=" << out << " in=" << in << " t=" << t << " o=" << o
+                  << " threads=" << threads << " prepared=" << prepared;
+            }
           }
         }
       }
-    }
   }
 }
 

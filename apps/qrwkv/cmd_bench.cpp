@@ -19,6 +19,7 @@
 #include "io/mapped_file.h"
 #include "io/safetensors.h"
 #include "model/model.h"
+#include "ops/panel.h"
 
 namespace qrwkv::app {
 
@@ -254,14 +255,18 @@ double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// Memory read bandwidth with the backend's threads: summing a 512 MiB buffer, best of 5.
+// Memory read bandwidth with the backend's threads: summing a 512 MiB buffer, best of 5. The
+// buffer is allocated as weights are (alloc_weight_bytes: aligned, huge pages where allowed), so
+// that the probe and the decode kernels read memory the same way.
 double measure_bandwidth(CpuBackend& cpu) {
   const size_t n = size_t{512} << 20 >> 2;
-  std::vector<float> buf(n, 1.0f);
+  const std::shared_ptr<uint8_t> bytes = alloc_weight_bytes(n * sizeof(float));
+  float* buf = reinterpret_cast<float*>(bytes.get());
+  std::fill(buf, buf + n, 1.0f);
   double best = 0;
   for (int rep = 0; rep < 5; ++rep) {
     const double t0 = now();
-    const double total = cpu.sum(buf.data(), static_cast<int64_t>(n));
+    const double total = cpu.sum(buf, static_cast<int64_t>(n));
     const double dt = now() - t0;
     if (total != static_cast<double>(n)) throw Error("bandwidth probe summed wrongly");
     best = std::max(best, static_cast<double>(n * 4) / dt / 1e9);

@@ -32,6 +32,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -67,6 +68,15 @@ const char* weight_format_name(WeightFormat f);
 
 // Memory that prepared weights point into; shared by copies of the weights.
 using WeightArena = std::vector<std::shared_ptr<const void>>;
+
+// One projection Y = X Wᵀ + b of a group (Backend::linears).
+struct LinearArgs {
+  const float* x;  // [T, in]
+  int64_t T;
+  const Tensor* w;  // [out, in]
+  const Tensor* b;  // [out] or empty
+  float* y;         // [T, out]
+};
 
 // The inputs of the WKV operation: T tokens of one sequence, all heads (docs/model.md).
 struct WkvArgs {
@@ -121,6 +131,12 @@ class Backend {
                        float* y) = 0;
   // Y = X Wᵀ + b   (X [T, in], W [out, in], b [out] or empty; Y [T, out])
   virtual void linear(const float* x, int64_t T, const Tensor& w, const Tensor& b, float* y) = 0;
+  // Several independent projections (no y overlaps another's x or y), e.g. the receptance,
+  // key, value and gate of a layer from their inputs: a backend may compute them together, as
+  // the CPU backend does in one parallel region. The same results as linear on each.
+  virtual void linears(std::span<const LinearArgs> group) {
+    for (const LinearArgs& l : group) linear(l.x, l.T, *l.w, *l.b, l.y);
+  }
   // Y = X M        (X [T, in] with rows ldx floats apart, M [in, out], Y [T, out])
   virtual void matmul(const float* x, int64_t T, int64_t ldx, const Tensor& m, float* y) = 0;
   // h += x  (n values)

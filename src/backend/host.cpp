@@ -6,6 +6,7 @@
 
 #include "io/error.h"
 #include "io/mapped_file.h"
+#include "ops/panel.h"
 #include "ops/quant.h"
 
 namespace qrwkv {
@@ -74,7 +75,7 @@ DType projection_dtype(const Tensor& t, WeightRole role, WeightFormat format) {
 }  // namespace
 
 void prepare_host_weights(const std::vector<WeightRef>& weights, WeightFormat format,
-                          WeightArena& arena, ThreadPool* pool) {
+                          WeightArena& arena, ThreadPool* pool, bool panels) {
   for (const WeightRef& ref : weights) {
     Tensor& t = *ref.tensor;
     if (t.empty()) continue;
@@ -82,9 +83,19 @@ void prepare_host_weights(const std::vector<WeightRef>& weights, WeightFormat fo
     // Vectors are read as float arrays: F32 ones that a checkpoint stores at an address that is
     // not a multiple of 4 are copied too.
     const bool misaligned = reinterpret_cast<uintptr_t>(t.data) % alignof(float) != 0;
+    const bool projection =
+        ref.role == WeightRole::Projection || ref.role == WeightRole::MlpProjection;
     if (ref.role == WeightRole::Vector) target = DType::F32;
-    if (ref.role == WeightRole::Projection || ref.role == WeightRole::MlpProjection)
-      target = projection_dtype(t, ref.role, format);
+    if (projection) target = projection_dtype(t, ref.role, format);
+    if (projection && panels && t.layout == Layout::RowMajor && packable(t, target)) {
+      // Converted and packed in one pass, panel by panel.
+      const Tensor src = t;
+      std::shared_ptr<uint8_t> bytes;
+      t = pack_panels(src, target, bytes, pool);
+      release_pages(src.data, static_cast<size_t>(tensor_bytes(src)));
+      arena.push_back(std::move(bytes));
+      continue;
+    }
     if (target == t.dtype && !(ref.role == WeightRole::Vector && misaligned)) continue;
     auto bytes = std::make_shared<std::vector<uint8_t>>();
     if (ref.role == WeightRole::Vector) {
@@ -98,7 +109,7 @@ void prepare_host_weights(const std::vector<WeightRef>& weights, WeightFormat fo
       t = convert_tensor(src, target, *bytes, pool);
       // The source bytes (usually mapped from the checkpoint) are not read again by this
       // weight: let them leave memory, so that the peak stays near the converted size.
-      release_pages(src.data, static_cast<size_t>(tensor_bytes(src.dtype, src.numel())));
+      release_pages(src.data, static_cast<size_t>(tensor_bytes(src)));
     }
     arena.push_back(std::move(bytes));
   }

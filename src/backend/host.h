@@ -12,8 +12,10 @@
 namespace qrwkv {
 
 // Converts what needs converting (rows split across the pool's threads when one is given).
+// With `panels`, projections that a Panel32 layout can hold (BF16, Q8_0 and Q4_0 targets, rows
+// of a multiple of 32) are packed so (ops/panel.h), whether or not their dtype changes.
 void prepare_host_weights(const std::vector<WeightRef>& weights, WeightFormat format,
-                          WeightArena& arena, ThreadPool* pool);
+                          WeightArena& arena, ThreadPool* pool, bool panels = false);
 
 class HostBackend : public Backend {
  public:

@@ -135,8 +135,9 @@ void forward_batch(const Model& m, std::span<SequenceInput> batch) {
     float* gate = mlp.take(Ttot * F);
     float* up = mlp.take(Ttot * F);
     be.rmsnorm(h, Ttot, C, lw.post_attention_layernorm, c.rms_norm_eps, a);
-    be.linear(a, Ttot, lw.gate_proj, lw.gate_proj_bias, gate);
-    be.linear(a, Ttot, lw.up_proj, lw.up_proj_bias, up);
+    const LinearArgs gate_up[] = {{a, Ttot, &lw.gate_proj, &lw.gate_proj_bias, gate},
+                                  {a, Ttot, &lw.up_proj, &lw.up_proj_bias, up}};
+    be.linears(gate_up);
     be.swiglu(gate, up, Ttot * F);
     be.linear(gate, Ttot, lw.down_proj, lw.down_proj_bias, mix);
     be.add(h, mix, Ttot * C);

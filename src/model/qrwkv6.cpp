@@ -82,10 +82,12 @@ struct TimeMix final : LayerMix {
     float* k = buf.take(T * KVD);
     float* v = buf.take(T * KVD);
     float* g = buf.take(T * C);
-    be.linear(x[R], T, q_proj, q_bias, r);
-    be.linear(x[K], T, k_proj, k_bias, k);
-    be.linear(x[Vv], T, v_proj, v_bias, v);
-    be.linear(x[Gt], T, gate, Tensor{}, g);
+    const Tensor none;
+    const LinearArgs rkvg[] = {{x[R], T, &q_proj, &q_bias, r},
+                               {x[K], T, &k_proj, &k_bias, k},
+                               {x[Vv], T, &v_proj, &v_bias, v},
+                               {x[Gt], T, &gate, &none, g}};
+    be.linears(rkvg);
 
     // Decay: log w = −exp(time_decay + tanh(x_w @ Dw1) @ Dw2), with w and 1 − w from it.
     float* hd = buf.take(T * Dd);

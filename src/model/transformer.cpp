@@ -115,9 +115,9 @@ struct Attention final : LayerMix {
     float* q = buf.take(T * QD);
     float* k = buf.take(T * KVD);
     float* v = buf.take(T * KVD);
-    be.linear(a, T, q_proj, q_bias, q);
-    be.linear(a, T, k_proj, k_bias, k);
-    be.linear(a, T, v_proj, v_bias, v);
+    const LinearArgs qkv[] = {
+        {a, T, &q_proj, &q_bias, q}, {a, T, &k_proj, &k_bias, k}, {a, T, &v_proj, &v_bias, v}};
+    be.linears(qkv);
     be.rope(q, T, H, D, pos0, inv_freq->data());
     be.rope(k, T, Hkv, D, pos0, inv_freq->data());
     be.kv_append(st.k_cache, st.v_cache, k, v, T, KVD);

@@ -181,8 +181,10 @@ std::vector<const Tensor*> ModelWeights::projections() const {
 int64_t ModelWeights::bytes_per_token() const {
   int64_t n = 0;
   for (const WeightRef& r : all())
-    n += r.role == WeightRole::Embedding ? tensor_bytes(r.tensor->dtype, r.tensor->cols())
-                                         : tensor_bytes(*r.tensor);
+    // The weights' own bytes: the zero rows that pad a packed tensor's last panel (a few bytes
+    // of the small tensors only; real models' row counts are multiples of 32) do not count.
+    n += tensor_bytes(r.tensor->dtype,
+                      r.role == WeightRole::Embedding ? r.tensor->cols() : r.tensor->numel());
   return n;
 }
 

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "io/error.h"
+#include "ops/panel.h"
 #include "ops/quant.h"
 
 namespace qrwkv {
@@ -50,6 +51,20 @@ float f16_to_f32(uint16_t h) {
 
 void load_f32(const Tensor& t, int64_t offset, int64_t n, float* dst) {
   if (n <= 0) return;
+  if (t.layout == Layout::Panel32) {
+    // Row by row through a buffer: packed tensors are read this way only by tools and tests.
+    const int64_t in = t.shape[1];
+    std::vector<float> row(static_cast<size_t>(in));
+    while (n > 0) {
+      const int64_t r = offset / in, c = offset % in, take = std::min(n, in - c);
+      load_panel_row(t, r, row.data());
+      std::memcpy(dst, row.data() + c, static_cast<size_t>(take) * 4);
+      dst += take;
+      offset += take;
+      n -= take;
+    }
+    return;
+  }
   switch (t.dtype) {
     case DType::F32:
       std::memcpy(dst, t.data + offset * 4, static_cast<size_t>(n) * 4);

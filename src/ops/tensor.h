@@ -11,11 +11,20 @@
 
 namespace qrwkv {
 
+// How the bytes of a 2-D weight [out, in] are arranged.
+//   RowMajor  row r at r · tensor_bytes(dtype, in): as checkpoints store it.
+//   Panel32   rows in panels of 32 (the last padded with zero rows), each panel contiguous and
+//             interleaved so that one 64-byte load holds the same few columns of 16 rows: the
+//             layout the CPU backend's matrix kernels and AMX tiles read (ops/panel.h). Made
+//             by a backend's prepare step; BF16, Q8_0 and Q4_0 only.
+enum class Layout : uint8_t { RowMajor, Panel32 };
+
 struct Tensor {
   std::string name;
   DType dtype = DType::F32;
   std::vector<int64_t> shape;
   const uint8_t* data = nullptr;  // not necessarily aligned
+  Layout layout = Layout::RowMajor;
 
   bool empty() const { return data == nullptr; }
   int64_t numel() const {
@@ -40,9 +49,15 @@ inline int64_t tensor_bytes(DType dt, int64_t n) {
       return n * static_cast<int64_t>(dtype_size(dt));
   }
 }
-inline int64_t tensor_bytes(const Tensor& t) { return tensor_bytes(t.dtype, t.numel()); }
+// Bytes of a whole tensor, padding rows of a Panel32 layout included.
+inline int64_t tensor_bytes(const Tensor& t) {
+  if (t.layout == Layout::Panel32 && t.shape.size() == 2)
+    return tensor_bytes(t.dtype, (t.shape[0] + 31) / 32 * 32 * t.shape[1]);
+  return tensor_bytes(t.dtype, t.numel());
+}
 
-// The view t[i] of a tensor with at least two dimensions (the first dimension removed).
+// The view t[i] of a row-major tensor with at least two dimensions (the first dimension
+// removed).
 inline Tensor slice0(const Tensor& t, int64_t i) {
   Tensor s;
   s.name = t.name + "[" + std::to_string(i) + "]";
@@ -52,7 +67,8 @@ inline Tensor slice0(const Tensor& t, int64_t i) {
   return s;
 }
 
-// Converts n stored elements starting at element `offset` to float32.
+// Converts n stored elements starting at element `offset` (in row-major order, whatever the
+// layout) to float32.
 void load_f32(const Tensor& t, int64_t offset, int64_t n, float* dst);
 // The whole tensor as float32.
 std::vector<float> to_f32(const Tensor& t);

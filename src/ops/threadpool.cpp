@@ -65,9 +65,8 @@ void ThreadPool::worker(int index) {
     }
     if (stop_.load()) return;
     seen = generation_.load(std::memory_order_acquire);
-    const auto [b, e] = share(n_, grain_, index, size());
     t_running = this;
-    if (b < e) (*job_)(b, e, index);
+    run_share(index);
     t_running = nullptr;  // a worker runs nothing else
     if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
       std::lock_guard<std::mutex> lock(mu_);
@@ -76,7 +75,24 @@ void ThreadPool::worker(int index) {
   }
 }
 
-void ThreadPool::parallel_for(int64_t n, int64_t grain, Job fn) {
+void ThreadPool::run_share(int index) {
+  if (!dynamic_) {
+    const auto [b, e] = share(n_, grain_, index, size());
+    if (b < e) (*job_)(b, e, index);
+    return;
+  }
+  for (;;) {
+    const int64_t b = next_.fetch_add(grain_, std::memory_order_relaxed);
+    if (b >= n_) return;
+    (*job_)(b, std::min(n_, b + grain_), index);
+  }
+}
+
+void ThreadPool::parallel_for(int64_t n, int64_t grain, Job fn) { start(n, grain, false, fn); }
+
+void ThreadPool::parallel_chunks(int64_t n, int64_t chunk, Job fn) { start(n, chunk, true, fn); }
+
+void ThreadPool::start(int64_t n, int64_t grain, bool dynamic, const Job& fn) {
   if (n <= 0) return;
   grain = std::max<int64_t>(1, grain);
   if (workers_.empty() || n <= grain || t_running == this) {
@@ -92,6 +108,8 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, Job fn) {
   job_ = &fn;
   n_ = n;
   grain_ = grain;
+  dynamic_ = dynamic;
+  next_.store(0, std::memory_order_relaxed);
   pending_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
   {
     // Publishing under the mutex pairs with the sleeping workers' predicate check.
@@ -99,8 +117,7 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, Job fn) {
     generation_.fetch_add(1, std::memory_order_release);
   }
   start_cv_.notify_all();
-  const auto [b, e] = share(n, grain, 0, size());
-  if (b < e) fn(b, e, 0);
+  run_share(0);
   for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins) {
     if (spins < kSpins) {
       cpu_relax();

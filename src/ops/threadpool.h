@@ -54,14 +54,24 @@ class ThreadPool {
   // its whole range on the calling thread (as thread_index 0) instead of waiting for itself.
   void parallel_for(int64_t n, int64_t grain, Job fn);
 
+  // As parallel_for, but [0, n) is handed out in ranges of `chunk` items, in order, to whichever
+  // thread asks next, so that a thread that runs slower (a busier memory channel, another
+  // process on its core) takes fewer. For memory-bound loops such as decode's matrix-vector
+  // products, where an even static split leaves the faster thread waiting.
+  void parallel_chunks(int64_t n, int64_t chunk, Job fn);
+
  private:
   void worker(int index);
+  void run_share(int index);
+  void start(int64_t n, int64_t grain, bool dynamic, const Job& fn);
   std::vector<std::thread> workers_;
   std::mutex call_mu_;  // one parallel_for at a time
   std::mutex mu_;
   std::condition_variable start_cv_, done_cv_;
   const Job* job_ = nullptr;
   int64_t n_ = 0, grain_ = 1;
+  bool dynamic_ = false;
+  std::atomic<int64_t> next_{0};  // the next unclaimed item of a dynamic job
   std::atomic<uint64_t> generation_{0};
   std::atomic<int> pending_{0};
   std::atomic<bool> stop_{false};

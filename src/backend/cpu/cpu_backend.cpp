@@ -7,6 +7,7 @@
 
 #include "backend/elementwise.h"
 #include "io/error.h"
+#include "ops/panel.h"
 
 namespace qrwkv {
 
@@ -77,7 +78,7 @@ double CpuBackend::peak(Probe which) {
 
 void CpuBackend::prepare(const std::vector<WeightRef>& weights, WeightFormat format,
                          WeightArena& arena) {
-  prepare_host_weights(weights, format, arena, pool_.get());
+  prepare_host_weights(weights, format, arena, pool_.get(), kernels_->panels);
 }
 
 void CpuBackend::embed(const Tensor& table, const int32_t* ids, int64_t T, float* h) {
@@ -92,12 +93,21 @@ void CpuBackend::rmsnorm(const float* x, int64_t T, int64_t C, const Tensor& w, 
   });
 }
 
-void CpuBackend::linear(const float* x, int64_t T, const Tensor& w, const Tensor& b, float* y) {
+CpuBackend::PreparePanels CpuBackend::panel_prepare(const Tensor& w) const {
+  if (w.layout != Layout::Panel32) return nullptr;
+  const bool block = w.dtype == DType::Q8_0 || w.dtype == DType::Q4_0;
+  if (block && kernels_->prepare_int8 != nullptr) return kernels_->prepare_int8;
+  return kernels_->prepare_bf16;
+}
+
+void CpuBackend::product(const float* x, int64_t T, const Tensor& w, float* y) {
   if (!computable(w.dtype)) fail(w.name, std::string("unsupported dtype ") + dtype_name(w.dtype));
   const cpu::Kernels& k = *kernels_;
   const int64_t out = w.shape[0];
   const bool block = w.dtype == DType::Q8_0 || w.dtype == DType::Q4_0;
   const bool low = w.dtype == DType::BF16 || block;
+  if (w.layout == Layout::Panel32 && panel_prepare(w) == nullptr)
+    fail(w.name, std::string("packed weights at the ") + cpu::isa_name(k.level) + " level");
   if (k.linear_int8 != nullptr && block) {
     k.linear_int8(*pool_, x, T, w, y);
   } else if (k.linear_bf16 != nullptr && low) {
@@ -109,13 +119,49 @@ void CpuBackend::linear(const float* x, int64_t T, const Tensor& w, const Tensor
     pool_->parallel_for(out, 16,
                         [&](int64_t r0, int64_t r1, int) { k.rowdot(x, T, w, r0, r1, y); });
   }
-  if (!b.empty()) {
-    const float* bias = f32(b);
-    parallel(T, 1, out, [&](int64_t t0, int64_t t1, int) {
-      for (int64_t t = t0; t < t1; ++t)
-        for (int64_t o = 0; o < out; ++o) y[t * out + o] += bias[o];
-    });
+}
+
+void CpuBackend::add_bias(float* y, int64_t T, const Tensor& b) {
+  if (b.empty()) return;
+  const int64_t out = b.numel();
+  const float* bias = f32(b);
+  parallel(T, 1, out, [&](int64_t t0, int64_t t1, int) {
+    for (int64_t t = t0; t < t1; ++t)
+      for (int64_t o = 0; o < out; ++o) y[t * out + o] += bias[o];
+  });
+}
+
+void CpuBackend::linear(const float* x, int64_t T, const Tensor& w, const Tensor& b, float* y) {
+  product(x, T, w, y);
+  add_bias(y, T, b);
+}
+
+void CpuBackend::linears(std::span<const LinearArgs> group) {
+  // Packed weights (up to kPanelSlots of them): activations converted for each, then one
+  // region over the panels of all, numbered one weight after the other.
+  cpu::PanelLinear packed[cpu::kPanelSlots];
+  int64_t first[cpu::kPanelSlots + 1] = {0};
+  int n = 0;
+  int64_t T = 0;
+  for (const LinearArgs& l : group) {
+    const PreparePanels prep = panel_prepare(*l.w);
+    if (prep != nullptr && n < cpu::kPanelSlots && (n == 0 || l.T == T)) {
+      T = l.T;
+      prep(*pool_, l.x, l.T, *l.w, l.y, n, packed[n]);
+      first[n + 1] = first[n] + panel_count(l.w->shape[0]);
+      ++n;
+    } else {
+      product(l.x, l.T, *l.w, l.y);
+    }
   }
+  if (n > 0)
+    cpu::run_panels(*pool_, first[n], T, [&](int64_t p0, int64_t p1, int) {
+      for (int i = 0; i < n && p0 < p1; ++i) {
+        const int64_t b = std::max(p0, first[i]), e = std::min(p1, first[i + 1]);
+        if (b < e) packed[i].run(packed[i], b - first[i], e - first[i]);
+      }
+    });
+  for (const LinearArgs& l : group) add_bias(l.y, l.T, *l.b);
 }
 
 void CpuBackend::matmul(const float* x, int64_t T, int64_t ldx, const Tensor& m, float* y) {

@@ -39,6 +39,8 @@ class CpuBackend final : public HostBackend {
   void embed(const Tensor& table, const int32_t* ids, int64_t T, float* h) override;
   void rmsnorm(const float* x, int64_t T, int64_t C, const Tensor& w, float eps, float* y) override;
   void linear(const float* x, int64_t T, const Tensor& w, const Tensor& b, float* y) override;
+  // Projections with packed weights share one parallel region over all their panels.
+  void linears(std::span<const LinearArgs> group) override;
   void matmul(const float* x, int64_t T, int64_t ldx, const Tensor& m, float* y) override;
   void add(float* h, const float* x, int64_t n) override;
   void swiglu(float* g, const float* u, int64_t n) override;
@@ -61,6 +63,13 @@ class CpuBackend final : public HostBackend {
   // Runs fn over [0, n) in ranges of whole grains: on the pool when n · cost_per_item is
   // large enough to pay for waking it, else on the calling thread.
   void parallel(int64_t n, int64_t grain, int64_t cost_per_item, ThreadPool::Job fn);
+  // linear without the bias, for weights of any layout.
+  void product(const float* x, int64_t T, const Tensor& w, float* y);
+  void add_bias(float* y, int64_t T, const Tensor& b);
+  // The panel kernels' preparation for a packed w, or null where none applies.
+  using PreparePanels = void (*)(ThreadPool&, const float*, int64_t, const Tensor&, float*, int,
+                                 cpu::PanelLinear&);
+  PreparePanels panel_prepare(const Tensor& w) const;
 
   std::unique_ptr<ThreadPool> pool_;
   const cpu::Kernels* kernels_;

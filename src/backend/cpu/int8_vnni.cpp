@@ -40,6 +40,7 @@
 
 #include "backend/cpu/kernels.h"
 #include "io/error.h"
+#include "ops/panel.h"
 #include "ops/quant.h"
 
 namespace qrwkv::cpu::avx512vnni {
@@ -48,8 +49,6 @@ namespace qrwkv::cpu::avx512vnni {
   __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
 
 namespace {
-
-constexpr int64_t kPanelRows = 32;
 
 // The quantized activations of one call: token t's integers at q + t·K, its block scales and
 // integer sums at d, s + t·nb.
@@ -284,6 +283,200 @@ QRWKV_VNNI void gemm_panels(const Tensor& w, const Act& a, int64_t T, int64_t p0
   }
 }
 
+// ---- packed weights (Panel32, ops/panel.h) ------------------------------------------------
+//
+// Q8_0 panels hold signed quads, Q4_0 panels unsigned nibble quads (n = q + 8), so one 64-byte
+// load is a quad of 16 rows. The same contract as above; the unsigned side of vpdpbusd is:
+//  - decode, Q8_0: |q_x| against q_w · sign(q_x), as the row-dot kernels;
+//  - prefill, Q8_0: the activation bytes u_x = q_x + 128 (q_x xor 0x80) against the signed
+//    weights, the int32 sums starting at −128 · Σ_k q_w (per row and block, summed once per
+//    panel and call);
+//  - Q4_0 (both): the nibbles against q_x, the sums starting at −8 · s_x.
+
+constexpr int64_t kPanelPrefetch = 16384;  // bytes fetched into L2 ahead of decode's reads
+
+inline void panel_masks(int64_t out, int64_t o0, __mmask16& m0, __mmask16& m1) {
+  const int64_t rows = std::min(kPanelRows, out - o0);
+  m0 = rows >= 16 ? __mmask16(0xffff) : __mmask16((1u << rows) - 1);
+  m1 = rows >= 32 ? __mmask16(0xffff) : (rows > 16 ? __mmask16((1u << (rows - 16)) - 1) : 0);
+}
+
+QRWKV_VNNI inline __m512i bcast_quad(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm512_set1_epi32(v);
+}
+
+// The nibble quads j (low) and j + 4 (high) of a Q4_0 panel word vector, unsigned.
+QRWKV_VNNI inline void nibbles(__m512i v, __m512i& lo, __m512i& hi) {
+  const __m512i m = _mm512_set1_epi8(15);
+  lo = _mm512_and_si512(v, m);
+  hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m);
+}
+
+// Tokens [t0, t0 + TT) against one panel, TT ≤ 4 (decode and small batches).
+template <DType DT, int TT>
+QRWKV_VNNI void decode_panel(const Act& a, int64_t t0, const uint8_t* p, float* y, int64_t ys,
+                             __mmask16 m0, __mmask16 m1) {
+  constexpr int64_t BB = DT == DType::Q8_0 ? kQ8PanelBlock : kQ4PanelBlock;
+  __m512 a0[TT], a1[TT];
+  for (int t = 0; t < TT; ++t) a0[t] = a1[t] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < a.nb; ++b) {
+    const uint8_t* pb = p + b * BB;
+    for (int64_t l = 0; l < BB; l += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(pb) + kPanelPrefetch + l, _MM_HINT_T1);
+    __m512i i0[TT], i1[TT];
+    const int8_t* xq = a.q + t0 * a.K + b * kQuantBlock;
+    for (int t = 0; t < TT; ++t) {
+      if constexpr (DT == DType::Q8_0)
+        i0[t] = _mm512_setzero_si512();
+      else
+        i0[t] = _mm512_set1_epi32(-8 * a.s[(t0 + t) * a.nb + b]);
+      i1[t] = i0[t];
+    }
+    if constexpr (DT == DType::Q8_0) {
+      for (int j = 0; j < 8; ++j) {
+        const __m512i w0 = _mm512_load_si512(pb + 64 + 128 * j);
+        const __m512i w1 = _mm512_load_si512(pb + 128 + 128 * j);
+        for (int t = 0; t < TT; ++t) {
+          // |q_x| against q_w negated where q_x < 0 (AVX-512 has no vpsignb).
+          const __m512i xv = bcast_quad(xq + t * a.K + 4 * j), xa = _mm512_abs_epi8(xv);
+          const __mmask64 neg = _mm512_movepi8_mask(xv);
+          const __m512i z = _mm512_setzero_si512();
+          i0[t] = _mm512_dpbusd_epi32(i0[t], xa, _mm512_mask_sub_epi8(w0, neg, z, w0));
+          i1[t] = _mm512_dpbusd_epi32(i1[t], xa, _mm512_mask_sub_epi8(w1, neg, z, w1));
+        }
+      }
+    } else {
+      for (int j = 0; j < 4; ++j) {
+        __m512i lo0, hi0, lo1, hi1;
+        nibbles(_mm512_load_si512(pb + 64 + 128 * j), lo0, hi0);
+        nibbles(_mm512_load_si512(pb + 128 + 128 * j), lo1, hi1);
+        for (int t = 0; t < TT; ++t) {
+          const __m512i xl = bcast_quad(xq + t * a.K + 4 * j);
+          const __m512i xh = bcast_quad(xq + t * a.K + 16 + 4 * j);
+          i0[t] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(i0[t], lo0, xl), hi0, xh);
+          i1[t] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(i1[t], lo1, xl), hi1, xh);
+        }
+      }
+    }
+    const __m512 d0 = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(pb)));
+    const __m512 d1 = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(pb + 32)));
+    for (int t = 0; t < TT; ++t) {
+      const __m512 dx = _mm512_set1_ps(a.d[(t0 + t) * a.nb + b]);
+      a0[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0[t]), _mm512_mul_ps(d0, dx), a0[t]);
+      a1[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i1[t]), _mm512_mul_ps(d1, dx), a1[t]);
+    }
+  }
+  for (int t = 0; t < TT; ++t) {
+    _mm512_mask_storeu_ps(y + t * ys, m0, a0[t]);
+    _mm512_mask_storeu_ps(y + t * ys + 16, m1, a1[t]);
+  }
+}
+
+// −128 · Σ_k q_w of every row and block of a Q8_0 panel: corr[32b + r].
+QRWKV_VNNI void q8_corrections(const uint8_t* p, int64_t nb, int32_t* corr) {
+  const __m512i ones = _mm512_set1_epi8(1);
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* pb = p + b * kQ8PanelBlock;
+    __m512i s0 = _mm512_setzero_si512(), s1 = s0;
+    for (int j = 0; j < 8; ++j) {
+      s0 = _mm512_dpbusd_epi32(s0, ones, _mm512_load_si512(pb + 64 + 128 * j));
+      s1 = _mm512_dpbusd_epi32(s1, ones, _mm512_load_si512(pb + 128 + 128 * j));
+    }
+    _mm512_storeu_si512(corr + b * kPanelRows,
+                        _mm512_slli_epi32(_mm512_sub_epi32(_mm512_setzero_si512(), s0), 7));
+    _mm512_storeu_si512(corr + b * kPanelRows + 16,
+                        _mm512_slli_epi32(_mm512_sub_epi32(_mm512_setzero_si512(), s1), 7));
+  }
+}
+
+// Tokens [t0, t0 + TT) against one panel, TT ≤ kTile (prefill).
+template <DType DT, int TT>
+QRWKV_VNNI void micro_panel(const Act& a, int64_t t0, const uint8_t* p, const int32_t* corr,
+                            float* y, int64_t ys, __mmask16 m0, __mmask16 m1) {
+  constexpr int64_t BB = DT == DType::Q8_0 ? kQ8PanelBlock : kQ4PanelBlock;
+  __m512 a0[TT], a1[TT];
+  for (int t = 0; t < TT; ++t) a0[t] = a1[t] = _mm512_setzero_ps();
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  for (int64_t b = 0; b < a.nb; ++b) {
+    const uint8_t* pb = p + b * BB;
+    const int8_t* xq = a.q + t0 * a.K + b * kQuantBlock;
+    __m512i i0[TT], i1[TT];
+    if constexpr (DT == DType::Q8_0) {
+      const __m512i c0 = _mm512_loadu_si512(corr + b * kPanelRows);
+      const __m512i c1 = _mm512_loadu_si512(corr + b * kPanelRows + 16);
+      for (int t = 0; t < TT; ++t) {
+        i0[t] = c0;
+        i1[t] = c1;
+      }
+      for (int j = 0; j < 8; ++j) {
+        const __m512i w0 = _mm512_load_si512(pb + 64 + 128 * j);
+        const __m512i w1 = _mm512_load_si512(pb + 128 + 128 * j);
+        for (int t = 0; t < TT; ++t) {
+          const __m512i xu = _mm512_xor_si512(bcast_quad(xq + t * a.K + 4 * j), flip);
+          i0[t] = _mm512_dpbusd_epi32(i0[t], xu, w0);
+          i1[t] = _mm512_dpbusd_epi32(i1[t], xu, w1);
+        }
+      }
+    } else {
+      for (int t = 0; t < TT; ++t) i0[t] = i1[t] = _mm512_set1_epi32(-8 * a.s[(t0 + t) * a.nb + b]);
+      for (int j = 0; j < 4; ++j) {
+        __m512i lo0, hi0, lo1, hi1;
+        nibbles(_mm512_load_si512(pb + 64 + 128 * j), lo0, hi0);
+        nibbles(_mm512_load_si512(pb + 128 + 128 * j), lo1, hi1);
+        for (int t = 0; t < TT; ++t) {
+          const __m512i xl = bcast_quad(xq + t * a.K + 4 * j);
+          const __m512i xh = bcast_quad(xq + t * a.K + 16 + 4 * j);
+          i0[t] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(i0[t], lo0, xl), hi0, xh);
+          i1[t] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(i1[t], lo1, xl), hi1, xh);
+        }
+      }
+    }
+    const __m512 d0 = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(pb)));
+    const __m512 d1 = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(pb + 32)));
+    for (int t = 0; t < TT; ++t) {
+      const __m512 dx = _mm512_set1_ps(a.d[(t0 + t) * a.nb + b]);
+      a0[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0[t]), _mm512_mul_ps(d0, dx), a0[t]);
+      a1[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i1[t]), _mm512_mul_ps(d1, dx), a1[t]);
+    }
+  }
+  for (int t = 0; t < TT; ++t) {
+    _mm512_mask_storeu_ps(y + t * ys, m0, a0[t]);
+    _mm512_mask_storeu_ps(y + t * ys + 16, m1, a1[t]);
+  }
+}
+
+template <DType DT>
+QRWKV_VNNI void packed_panels(const Tensor& w, const Act& a, int64_t T, int64_t p0, int64_t p1,
+                              float* y) {
+  const int64_t out = w.shape[0], pbytes = panel_bytes(DT, a.K);
+  thread_local std::vector<int32_t> corr;
+  if (DT == DType::Q8_0 && T >= kGemmMinTokens) corr.resize(static_cast<size_t>(a.nb * kPanelRows));
+  for (int64_t p = p0; p < p1; ++p) {
+    const int64_t o0 = p * kPanelRows;
+    const uint8_t* panel = w.data + p * pbytes;
+    __mmask16 m0, m1;
+    panel_masks(out, o0, m0, m1);
+    if (T < kGemmMinTokens) {
+      int64_t t = 0;
+      for (; t + 4 <= T; t += 4) decode_panel<DT, 4>(a, t, panel, y + t * out + o0, out, m0, m1);
+      if (T - t > 0)
+        dispatch_tt<3>(static_cast<int>(T - t), [&]<int TT>() {
+          decode_panel<DT, TT>(a, t, panel, y + t * out + o0, out, m0, m1);
+        });
+      continue;
+    }
+    if (DT == DType::Q8_0) q8_corrections(panel, a.nb, corr.data());
+    for (int64_t t = 0; t < T; t += kTile) {
+      const int n = static_cast<int>(std::min<int64_t>(kTile, T - t));
+      dispatch_tt<kTile>(n, [&]<int TT>() {
+        micro_panel<DT, TT>(a, t, panel, corr.data(), y + t * out + o0, out, m0, m1);
+      });
+    }
+  }
+}
+
 }  // namespace
 
 QRWKV_VNNI double probe(int64_t iters) {
@@ -299,10 +492,51 @@ QRWKV_VNNI double probe(int64_t iters) {
   return 2.0 * 12 * 64 * static_cast<double>(iters);
 }
 
+// The activations of a packed linear at this level, quantized per block (Act views them).
+struct PanelAct {
+  std::vector<int8_t> q;
+  std::vector<float> d;
+  std::vector<int32_t> s;
+  Act a;
+};
+
+void run_packed(const PanelLinear& l, int64_t p0, int64_t p1) {
+  const Act& a = static_cast<const PanelAct*>(l.act)->a;
+  if (l.w->dtype == DType::Q8_0)
+    packed_panels<DType::Q8_0>(*l.w, a, l.T, p0, p1, l.y);
+  else
+    packed_panels<DType::Q4_0>(*l.w, a, l.T, p0, p1, l.y);
+}
+
+void prepare_panels(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, float* y,
+                    int slot, PanelLinear& l) {
+  if (w.dtype != DType::Q8_0 && w.dtype != DType::Q4_0)
+    fail(w.name, std::string("linear_int8: unsupported dtype ") + dtype_name(w.dtype));
+  thread_local PanelAct acts[kPanelSlots];
+  PanelAct& p = acts[slot];
+  const int64_t K = w.shape[1], nb = K / kQuantBlock;
+  p.q.resize(static_cast<size_t>(T * K));
+  p.d.resize(static_cast<size_t>(T * nb));
+  p.s.resize(static_cast<size_t>(T * nb));
+  p.a = Act{p.q.data(), p.d.data(), p.s.data(), K, nb};
+  const Act& a = p.a;
+  if (T < kGemmMinTokens)
+    quantize_rows(x, 0, T, a);
+  else
+    pool.parallel_for(T, 1, [&](int64_t t0, int64_t t1, int) { quantize_rows(x, t0, t1, a); });
+  l = PanelLinear{&w, T, y, &p, run_packed};
+}
+
 void linear(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, float* y) {
   if (w.dtype != DType::Q8_0 && w.dtype != DType::Q4_0)
     fail(w.name, std::string("linear_int8: unsupported dtype ") + dtype_name(w.dtype));
   const int64_t out = w.shape[0], K = w.shape[1], nb = K / kQuantBlock;
+  if (w.layout == Layout::Panel32) {
+    PanelLinear l;
+    prepare_panels(pool, x, T, w, y, 0, l);
+    run_panels(pool, panel_count(out), T, [&](int64_t p0, int64_t p1, int) { l.run(l, p0, p1); });
+    return;
+  }
   thread_local std::vector<int8_t> q;
   thread_local std::vector<float> d;
   thread_local std::vector<int32_t> s;

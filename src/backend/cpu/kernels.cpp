@@ -26,11 +26,14 @@ const Kernels& kernels_for(Isa level) {
           avx512::fill(k);
           break;
         case Isa::AVX512BF16:
+          k.panels = true;
           k.linear_bf16 = avx512bf16::linear;
+          k.prepare_bf16 = avx512bf16::prepare_panels;
           k.bf16_probe = avx512bf16::probe;
           break;
         case Isa::AVX512VNNI:
           k.linear_int8 = avx512vnni::linear;
+          k.prepare_int8 = avx512vnni::prepare_panels;
           k.int8_probe = avx512vnni::probe;
           break;
       }

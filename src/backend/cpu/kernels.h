@@ -3,6 +3,7 @@
 // a test) changes every entry at once.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include "backend/backend.h"
@@ -26,8 +27,26 @@ constexpr int64_t kGemmMinTokens = 32;
 // ahead into L2 (+25-30% decode speed on Zen 4, one or two threads).
 constexpr int64_t kPrefetchFar = 16384;
 
+// A projection with a packed (Panel32) weight whose activations have been converted for the
+// level's panel kernels (Kernels::prepare_bf16 / prepare_int8): run(l, p0, p1) computes the
+// outputs of panels [p0, p1), so several projections can share one parallel region.
+struct PanelLinear {
+  const Tensor* w = nullptr;
+  int64_t T = 0;
+  float* y = nullptr;
+  const void* act = nullptr;  // the converted activations (the level's own form)
+  void (*run)(const PanelLinear& l, int64_t p0, int64_t p1) = nullptr;
+};
+// Projections prepared at once (the most a Backend::linears group uses: r, k, v and g).
+constexpr int kPanelSlots = 4;
+
 struct Kernels {
   Isa level = Isa::Portable;
+
+  // Whether prepare packs projections into the Panel32 layout (ops/panel.h) for linear_bf16 and
+  // linear_int8, which read both layouts (from AVX512BF16 on). The levels below keep weights
+  // row-major, as checkpoints store them.
+  bool panels = false;
 
   // Rows [r0, r1) of Y = X Wᵀ: Y[t, r] = Σ_i X[t, i] W[r, i] for X [T, in] and W [out, in] in
   // any dtype (F32, BF16, F16, Q8_0, Q4_0), Y [T, out]. Weights are widened exactly to float32,
@@ -80,12 +99,30 @@ struct Kernels {
   // products (bf16_avx512.cpp); no bias. Null below AVX512BF16.
   void (*linear_bf16)(ThreadPool& pool, const float* x, int64_t T, const Tensor& w,
                       float* y) = nullptr;
+  // For a packed W (BF16, Q8_0 or Q4_0): converts X as linear_bf16 does into the buffers of
+  // `slot` (< kPanelSlots; kept until the next prepare of that slot on this thread) and fills l.
+  void (*prepare_bf16)(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, float* y,
+                       int slot, PanelLinear& l) = nullptr;
 
   // Y = X Wᵀ for W in Q8_0 or Q4_0 with X quantized to int8 per block of 32 once per call and
   // int8 dot products (int8_vnni.cpp); no bias. Null below AVX512VNNI.
   void (*linear_int8)(ThreadPool& pool, const float* x, int64_t T, const Tensor& w,
                       float* y) = nullptr;
+  // The same for a packed Q8_0 or Q4_0 W with int8 activations.
+  void (*prepare_int8)(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, float* y,
+                       int slot, PanelLinear& l) = nullptr;
 };
+
+// Runs fn over the panels [0, n) of a packed weight. Decode (T < kGemmMinTokens) is bound by
+// memory: panels go out in chunks to whichever thread is free (ThreadPool::parallel_chunks), about
+// eight chunks per thread, so that a thread slowed by its memory channel or a neighbour does not
+// hold the other at the barrier. Prefill splits them evenly (its work per panel is equal).
+inline void run_panels(ThreadPool& pool, int64_t n, int64_t T, ThreadPool::Job fn) {
+  if (T < kGemmMinTokens)
+    pool.parallel_chunks(n, std::max<int64_t>(1, n / (8 * pool.size())), fn);
+  else
+    pool.parallel_for(n, 1, fn);
+}
 
 // What linear does to activations at `level` (backend.h): Exact below AVX512BF16, BF16 there,
 // Int8 at AVX512VNNI. RefBackend(activation_rounding(l)) computes the level's function.
@@ -116,10 +153,14 @@ void gemm(ThreadPool& pool, const float* x, int64_t T, int64_t ldx, const Tensor
 }  // namespace avx512
 namespace avx512bf16 {
 void linear(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, float* y);
+void prepare_panels(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, float* y,
+                    int slot, PanelLinear& l);
 double probe(int64_t iters);
 }  // namespace avx512bf16
 namespace avx512vnni {
 void linear(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, float* y);
+void prepare_panels(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, float* y,
+                    int slot, PanelLinear& l);
 double probe(int64_t iters);
 }  // namespace avx512vnni
 
