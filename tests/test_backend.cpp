@@ -107,10 +107,14 @@ TEST_P(CpuBackendLevel, TableHasTheLevelsEntries) {
   EXPECT_EQ(k.level, GetParam());
   EXPECT_NE(k.rowdot, nullptr);
   EXPECT_NE(k.matmul_rows, nullptr);
+  EXPECT_NE(k.matmul_cols, nullptr);
   EXPECT_NE(k.wkv_head, nullptr);
   EXPECT_NE(k.sum, nullptr);
   EXPECT_EQ(k.gemm != nullptr, GetParam() >= cpu::Isa::AVX512);
   EXPECT_EQ(k.linear_bf16 != nullptr, GetParam() >= cpu::Isa::AVX512BF16);
+  EXPECT_EQ(k.prepare_bf16 != nullptr, GetParam() >= cpu::Isa::AVX512BF16);
+  EXPECT_EQ(k.panels, GetParam() >= cpu::Isa::AVX512BF16);
+  EXPECT_EQ(k.prepare_int8 != nullptr, GetParam() >= cpu::Isa::AVX512VNNI);
   EXPECT_EQ(k.linear_int8 != nullptr, GetParam() >= cpu::Isa::AVX512VNNI);
   EXPECT_EQ(cpu(2).level(), GetParam());
 }
@@ -186,6 +190,47 @@ TEST_P(CpuBackendLevel, LinearMatchesReferenceForEveryDtype) {
           }
         }
       }
+  }
+}
+
+// A group of projections (Backend::linears) gives exactly what linear gives for each: packed
+// weights of several dtypes and row counts sharing one parallel region, a row-major one among
+// them, biases, token counts on both sides of kGemmMinTokens.
+TEST_P(CpuBackendLevel, LinearsEqualLinearOnEach) {
+  CpuBackend be = cpu(2);
+  for (int64_t T : {int64_t{1}, int64_t{3}, cpu::kGemmMinTokens + 5}) {
+    SCOPED_TRACE(T);
+    const std::vector<std::tuple<int64_t, int64_t, DType>> shapes = {{70, 64, DType::BF16},
+                                                                     {33, 64, DType::Q8_0},
+                                                                     {5, 96, DType::Q4_0},
+                                                                     {40, 45, DType::BF16},
+                                                                     {64, 128, DType::Q8_0}};
+    std::vector<OwnedWeights> ws;
+    std::vector<Tensor> wt, bias;
+    std::vector<std::vector<float>> xs, bvs, want, got;
+    WeightArena arena;
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      const auto [out, in, dt] = shapes[i];
+      ws.push_back(random_weights(out, in, dt, static_cast<uint32_t>(17 + i)));
+      xs.push_back(random_vec(T * in, static_cast<uint32_t>(40 + i)));
+      bvs.push_back(random_vec(out, static_cast<uint32_t>(60 + i)));
+      want.emplace_back(static_cast<size_t>(T * out));
+      got.emplace_back(static_cast<size_t>(T * out), NAN);
+    }
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      wt.push_back(ws[i].t);
+      bias.push_back(i % 2 == 0 ? f32_tensor(bvs[i], {std::get<0>(shapes[i])}) : Tensor{});
+    }
+    std::vector<WeightRef> refs;
+    for (Tensor& t : wt) refs.push_back({WeightRole::Projection, &t});
+    be.prepare(refs, WeightFormat::Stored, arena);
+    std::vector<LinearArgs> group;
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      be.linear(xs[i].data(), T, wt[i], bias[i], want[i].data());
+      group.push_back({xs[i].data(), T, &wt[i], &bias[i], got[i].data()});
+    }
+    be.linears(group);
+    for (size_t i = 0; i < shapes.size(); ++i) EXPECT_EQ(got[i], want[i]) << "projection " << i;
   }
 }
 

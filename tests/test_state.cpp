@@ -111,14 +111,17 @@ TEST_P(StateTest, BatchOfIndependentSequencesEqualsOneByOne) {
   std::vector<SequenceInput> batch = {
       {&s1, t1, l1.data(), true}, {&s2, t2, l2.data(), true}, {&s3, t3, l3.data(), false}};
   forward_batch(*model_, batch);
-  EXPECT_LT(max_abs_diff(e1, l1.data(), l1.size()), 1e-5);
-  EXPECT_LT(max_abs_diff(e2, l2.data(), l2.size()), 1e-5);
-  EXPECT_LT(max_abs_diff(e3, l3.data(), l3.size()), 1e-5);
+  // The batch's projections run over all 43 rows at once (the packed GEMMs from
+  // kGemmMinTokens rows on) where each sequence alone takes the row-dot kernels: float32 sums in
+  // another order, held to the tolerance of SplitEvaluationEqualsWhole.
+  EXPECT_LT(max_abs_diff(e1, l1.data(), l1.size()), 1e-4);
+  EXPECT_LT(max_abs_diff(e2, l2.data(), l2.size()), 1e-4);
+  EXPECT_LT(max_abs_diff(e3, l3.data(), l3.size()), 1e-4);
   EXPECT_EQ(s2.n_tokens, 10);
   EXPECT_EQ(s3.n_tokens, 29);
   // And the states continue identically.
   const std::vector<int32_t> next = {7};
-  EXPECT_LT(max_abs_diff(forward(*model_, s3, next), forward(*model_, r3, next).data(), V), 1e-5);
+  EXPECT_LT(max_abs_diff(forward(*model_, s3, next), forward(*model_, r3, next).data(), V), 1e-4);
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, StateTest,

@@ -229,7 +229,11 @@ int run_synth(int argc, char** argv) {
     if (!f) throw Error(tmp + ": write failed");
   }
   std::filesystem::rename(tmp, path);
-  const Model m = Model::load(out);  // proves the checkpoint loads
+  // Proves the checkpoint loads (through the reference backend, which keeps the weights mapped
+  // as stored: a checkpoint larger than memory is checked without holding it).
+  LoadOptions check;
+  check.backend = make_reference_backend();
+  const Model m = Model::load(out, check);
   std::printf("wrote %s: %s %s, %lld parameters, %s\n", out.c_str(), arch.c_str(), shape->name,
               static_cast<long long>(m.n_params()), dtype_name(dt));
   return 0;

@@ -76,6 +76,22 @@ DType projection_dtype(const Tensor& t, WeightRole role, WeightFormat format) {
 
 void prepare_host_weights(const std::vector<WeightRef>& weights, WeightFormat format,
                           WeightArena& arena, ThreadPool* pool, bool panels) {
+  if (panels) {
+    // Packing copies the projections that keep their dtype out of the mapped checkpoint. A
+    // checkpoint larger than memory (a 14B model in bf16 on a 24 GiB machine) could not hold
+    // that copy: its unconverted projections then stay mapped, row-major, and are read from the
+    // file as the row-major kernels need them.
+    uint64_t copied = 0;
+    for (const WeightRef& ref : weights) {
+      const Tensor& t = *ref.tensor;
+      const bool projection =
+          ref.role == WeightRole::Projection || ref.role == WeightRole::MlpProjection;
+      if (!t.empty() && projection && projection_dtype(t, ref.role, format) == t.dtype)
+        copied += static_cast<uint64_t>(tensor_bytes(t));
+    }
+    const uint64_t avail = available_memory_bytes();
+    if (avail != 0 && copied > avail / 10 * 8) panels = false;
+  }
   for (const WeightRef& ref : weights) {
     Tensor& t = *ref.tensor;
     if (t.empty()) continue;

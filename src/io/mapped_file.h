@@ -37,6 +37,10 @@ class MappedFile {
 // not stay resident next to their converted copy. Best effort: failures are ignored.
 void release_pages(const void* p, size_t n);
 
+// Memory the system can give without swapping (MemAvailable of /proc/meminfo), or 0 where it
+// cannot be read.
+uint64_t available_memory_bytes();
+
 // Reads a whole (small) file into a string; throws Error naming the path on failure.
 std::string read_text_file(const std::string& path);
 

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -24,17 +25,27 @@ namespace qrwkv {
 
 class WeightStore;
 
+// One sequence of a batch as a mixer sees it: rows [row, row + T) of the stacked activations
+// (T ≥ 1), tokens at positions pos0 .. pos0 + T − 1 of that sequence, and its layer state.
+struct MixSequence {
+  int64_t row = 0, T = 0, pos0 = 0;
+  LayerState* state = nullptr;
+};
+
 // The sequence mixer of one layer: its weights and its forward pass.
 class LayerMix {
  public:
   virtual ~LayerMix() = default;
   // Every tensor of the mixer with its role (for prepare, formats and sizes).
   virtual void weights(std::vector<WeightRef>& out) = 0;
-  // out[T, C] = Mix(a[T, C]) for T consecutive tokens of one sequence at positions pos0 ..
-  // pos0 + T − 1, reading and advancing the layer's state. a and out are backend buffers;
-  // temporaries come from ws and are given back before returning.
-  virtual void forward(Backend& be, Workspace& ws, const float* a, int64_t T, int64_t pos0,
-                       LayerState& st, float* out) const = 0;
+  // out[Ttot, C] = Mix(a[Ttot, C]) for a batch of sequences whose rows are stacked (seqs cover
+  // [0, Ttot) in order), each reading and advancing its own layer state. Token-wise work (the
+  // projections) runs over all Ttot rows at once, so that a batched decode step reads each
+  // weight once; only what crosses tokens (token shift, recurrence, attention) runs per
+  // sequence. a and out are backend buffers; temporaries come from ws and are given back
+  // before returning.
+  virtual void forward(Backend& be, Workspace& ws, const float* a, int64_t Ttot,
+                       std::span<const MixSequence> seqs, float* out) const = 0;
 };
 
 class Architecture {

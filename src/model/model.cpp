@@ -24,9 +24,10 @@ struct Model::Runner {
   std::shared_ptr<Backend> backend;  // declared before ws, so it outlives it
   std::mutex mu;
   Workspace ws;
-  std::vector<int64_t> offset;  // first row of each sequence in the stacked activations
-  std::vector<int32_t> ids;     // every token of the batch, stacked
-  std::vector<int64_t> rows;    // rows whose logits were asked for
+  std::vector<int64_t> offset;    // first row of each sequence in the stacked activations
+  std::vector<int32_t> ids;       // every token of the batch, stacked
+  std::vector<int64_t> rows;      // rows whose logits were asked for
+  std::vector<MixSequence> seqs;  // the sequences of a layer's mixer call
 };
 
 struct ForwardAccess {
@@ -121,13 +122,14 @@ void forward_batch(const Model& m, std::span<SequenceInput> batch) {
 
     // h += Mix(RMSNorm(h)), each sequence against its own state.
     be.rmsnorm(h, Ttot, C, lw.input_layernorm, c.rms_norm_eps, a);
+    run.seqs.clear();
     for (size_t b = 0; b < batch.size(); ++b) {
       const int64_t T = static_cast<int64_t>(batch[b].tokens.size());
       if (T == 0) continue;
       State& st = *batch[b].state;
-      lw.mix->forward(be, ws, a + run.offset[b] * C, T, st.n_tokens,
-                      st.layers[static_cast<size_t>(l)], mix + run.offset[b] * C);
+      run.seqs.push_back({run.offset[b], T, st.n_tokens, &st.layers[static_cast<size_t>(l)]});
     }
+    lw.mix->forward(be, ws, a, Ttot, run.seqs, mix);
     be.add(h, mix, Ttot * C);
 
     // SwiGLU MLP: h += down(silu(gate(m)) ⊙ up(m)), m = RMSNorm(h).

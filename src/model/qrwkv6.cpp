@@ -55,15 +55,18 @@ struct TimeMix final : LayerMix {
       out.push_back({WeightRole::LoraMatrix, t});
   }
 
-  void forward(Backend& be, Workspace& ws, const float* a, int64_t T, int64_t /*pos0*/,
-               LayerState& st, float* out) const override {
+  void forward(Backend& be, Workspace& ws, const float* a, int64_t T,
+               std::span<const MixSequence> seqs, float* out) const override {
     const int64_t KVD = Hkv * N;
     ScopedBuffers buf(ws);
 
-    // Token shift: d = x_prev − a, xx = a + d ⊙ maa_x (x_prev becomes the last token's a).
+    // Token shift, per sequence: d = x_prev − a, xx = a + d ⊙ maa_x (x_prev becomes the
+    // sequence's last a).
     float* d = buf.take(T * C);
     float* xx = buf.take(T * C);
-    be.token_shift(a, T, C, st.x_prev.data(), time_maa_x, d, xx);
+    for (const MixSequence& s : seqs)
+      be.token_shift(a + s.row * C, s.T, C, s.state->x_prev.data(), time_maa_x, d + s.row * C,
+                     xx + s.row * C);
 
     // z = tanh(xx @ w1), then x_s = a + d ⊙ (maa_s + z_s @ w2[s]) for the five slices.
     float* z = buf.take(T * 5 * Dm);
@@ -100,10 +103,14 @@ struct TimeMix final : LayerMix {
     float* log_w = buf.take(T * C);
     be.decay(dd, time_decay, T, C, w, omw, log_w);
 
-    // The recurrence over every head, then the gated output projection.
+    // The recurrence of each sequence over every head, then the gated output projection.
     float* o = buf.take(T * C);
-    be.wkv(WkvArgs{r, k, v, w, omw, log_w, T, H, Hkv, N, 1.0f / std::sqrt(static_cast<float>(N)),
-                   st.wkv.data(), o});
+    const float scale = 1.0f / std::sqrt(static_cast<float>(N));
+    for (const MixSequence& s : seqs) {
+      const int64_t rc = s.row * C, rk = s.row * KVD;
+      be.wkv(WkvArgs{r + rc, k + rk, v + rk, w + rc, omw + rc, log_w + rc, s.T, H, Hkv, N, scale,
+                     s.state->wkv.data(), o + rc});
+    }
     be.gate(o, g, T * C);
     be.linear(o, T, o_proj, o_bias, out);
   }

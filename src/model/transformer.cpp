@@ -108,8 +108,8 @@ struct Attention final : LayerMix {
     for (Tensor* t : {&q_bias, &k_bias, &v_bias, &o_bias}) out.push_back({WeightRole::Vector, t});
   }
 
-  void forward(Backend& be, Workspace& ws, const float* a, int64_t T, int64_t pos0, LayerState& st,
-               float* out) const override {
+  void forward(Backend& be, Workspace& ws, const float* a, int64_t T,
+               std::span<const MixSequence> seqs, float* out) const override {
     const int64_t QD = H * D, KVD = Hkv * D;
     ScopedBuffers buf(ws);
     float* q = buf.take(T * QD);
@@ -118,11 +118,19 @@ struct Attention final : LayerMix {
     const LinearArgs qkv[] = {
         {a, T, &q_proj, &q_bias, q}, {a, T, &k_proj, &k_bias, k}, {a, T, &v_proj, &v_bias, v}};
     be.linears(qkv);
-    be.rope(q, T, H, D, pos0, inv_freq->data());
-    be.rope(k, T, Hkv, D, pos0, inv_freq->data());
-    be.kv_append(st.k_cache, st.v_cache, k, v, T, KVD);
     float* o = buf.take(T * QD);
-    be.attention(AttentionArgs{q, st.k_cache.data(), st.v_cache.data(), T, pos0, H, Hkv, D, o});
+    // Positions, the KV cache and attention are each sequence's own.
+    for (const MixSequence& s : seqs) {
+      float* qs = q + s.row * QD;
+      float* ks = k + s.row * KVD;
+      const float* vs = v + s.row * KVD;
+      LayerState& st = *s.state;
+      be.rope(qs, s.T, H, D, s.pos0, inv_freq->data());
+      be.rope(ks, s.T, Hkv, D, s.pos0, inv_freq->data());
+      be.kv_append(st.k_cache, st.v_cache, ks, vs, s.T, KVD);
+      be.attention(AttentionArgs{qs, st.k_cache.data(), st.v_cache.data(), s.T, s.pos0, H, Hkv, D,
+                                 o + s.row * QD});
+    }
     be.linear(o, T, o_proj, o_bias, out);
   }
 };

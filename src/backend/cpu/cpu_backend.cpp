@@ -171,6 +171,13 @@ void CpuBackend::matmul(const float* x, int64_t T, int64_t ldx, const Tensor& m,
     k.gemm(*pool_, x, T, ldx, m, true, y);
     return;
   }
+  const int64_t in = m.shape[0], out = m.shape[1];
+  if (T < cpu::kGemmMinTokens) {
+    // Columns in multiples of 16 (whole vectors at every level).
+    parallel(out, 16, T * in,
+             [&](int64_t j0, int64_t j1, int) { k.matmul_cols(x, T, ldx, m, j0, j1, y); });
+    return;
+  }
   pool_->parallel_for(T, 1,
                       [&](int64_t t0, int64_t t1, int) { k.matmul_rows(x, ldx, m, t0, t1, y); });
 }

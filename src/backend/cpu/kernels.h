@@ -61,6 +61,10 @@ struct Kernels {
   // loop is a vector axpy over j.
   void (*matmul_rows)(const float* x, int64_t ldx, const Tensor& m, int64_t t0, int64_t t1,
                       float* y) = nullptr;
+  // Columns [j0, j1) of the same product for all T tokens (few tokens: the threads split M's
+  // columns, so that each reads only its part of M).
+  void (*matmul_cols)(const float* x, int64_t T, int64_t ldx, const Tensor& m, int64_t j0,
+                      int64_t j1, float* y) = nullptr;
 
   // The WKV recurrence of one head (backend/wkv.h) with each row of S updated and read in one
   // pass (o += q_i · S_i right after S_i is updated, rows being independent), vectorized over the

@@ -179,6 +179,32 @@ QRWKV_TARGET void matmul_rows_dt(const float* x, int64_t ldx, const Tensor& m, i
       axpy_row<DT>(x[t * ldx + i], m.data + i * rb, y + t * out, out);
 }
 
+// Columns [j0, j1) of Y for all T tokens: each thread reads only its strip of M.
+template <DType DT>
+QRWKV_TARGET void matmul_cols_dt(const float* x, int64_t T, int64_t ldx, const Tensor& m,
+                                 int64_t j0, int64_t j1, float* y) {
+  const int64_t in = m.shape[0], out = m.shape[1], rb = out * kElemBytes<DT>;
+  for (int64_t t = 0; t < T; ++t) std::fill(y + t * out + j0, y + t * out + j1, 0.0f);
+  for (int64_t i = 0; i < in; ++i)
+    for (int64_t t = 0; t < T; ++t)
+      axpy_row<DT>(x[t * ldx + i], m.data + i * rb + j0 * kElemBytes<DT>, y + t * out + j0,
+                   j1 - j0);
+}
+
+QRWKV_TARGET void matmul_cols(const float* x, int64_t T, int64_t ldx, const Tensor& m, int64_t j0,
+                              int64_t j1, float* y) {
+  switch (m.dtype) {
+    case DType::F32:
+      return matmul_cols_dt<DType::F32>(x, T, ldx, m, j0, j1, y);
+    case DType::BF16:
+      return matmul_cols_dt<DType::BF16>(x, T, ldx, m, j0, j1, y);
+    case DType::F16:
+      return matmul_cols_dt<DType::F16>(x, T, ldx, m, j0, j1, y);
+    default:
+      fail(m.name, std::string("matmul: unsupported matrix dtype ") + dtype_name(m.dtype));
+  }
+}
+
 QRWKV_TARGET void matmul_rows(const float* x, int64_t ldx, const Tensor& m, int64_t t0, int64_t t1,
                               float* y) {
   switch (m.dtype) {
@@ -443,6 +469,7 @@ QRWKV_TARGET double fma_probe(int64_t iters) {
 void fill_generic(Kernels& k) {
   k.rowdot = rowdot;
   k.matmul_rows = matmul_rows;
+  k.matmul_cols = matmul_cols;
   k.wkv_head = wkv_head;
   k.attention = attention;
   k.swiglu = swiglu;
