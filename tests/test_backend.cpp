@@ -114,8 +114,9 @@ TEST_P(CpuBackendLevel, TableHasTheLevelsEntries) {
   EXPECT_EQ(k.linear_bf16 != nullptr, GetParam() >= cpu::Isa::AVX512BF16);
   EXPECT_EQ(k.prepare_bf16 != nullptr, GetParam() >= cpu::Isa::AVX512BF16);
   EXPECT_EQ(k.panels, GetParam() >= cpu::Isa::AVX512BF16);
-  EXPECT_EQ(k.prepare_int8 != nullptr, GetParam() >= cpu::Isa::AVX512VNNI);
-  EXPECT_EQ(k.linear_int8 != nullptr, GetParam() >= cpu::Isa::AVX512VNNI);
+  EXPECT_EQ(k.linear_blocks != nullptr, GetParam() >= cpu::Isa::AVX512BF16);
+  EXPECT_EQ(k.prepare_blocks != nullptr, GetParam() >= cpu::Isa::AVX512BF16);
+  EXPECT_EQ(k.int8_probe != nullptr, GetParam() >= cpu::Isa::AVX512VNNI);
   EXPECT_EQ(cpu(2).level(), GetParam());
 }
 

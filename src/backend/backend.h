@@ -180,12 +180,13 @@ class Backend {
 // What linear does to its activations X before the products, by weight dtype (docs/model.md,
 // "Weight formats and precision"):
 //   Exact  nothing: float32 X for every dtype
-//   BF16   X rounded to bfloat16 (nearest even) for BF16, Q8_0 and Q4_0 weights
-//   Int8   X quantized to int8 per block of 32 (quantize_act_int8, ops/quant.h) for Q8_0 and
-//          Q4_0 weights, each block's integer dot product scaled by both scales; rounded to
-//          bfloat16 for BF16 weights
+//   Int16  for BF16 weights X rounded to bfloat16 (nearest even); for Q8_0 and Q4_0 weights X
+//          quantized to int16 per block of 32 (quantize_act_int16, ops/quant.h), each block's
+//          integer dot product exact and scaled by both scales
+//   Int8   as Int16, but Q8_0 and Q4_0 weights see X quantized to int8 per block
+//          (quantize_act_int8)
 // F32 and F16 weights always see float32 activations.
-enum class ActivationRounding { Exact, BF16, Int8 };
+enum class ActivationRounding { Exact, Int16, Int8 };
 
 // A reference backend computing linear with the given activation rounding, and a CPU backend
 // with `threads` threads (0: one per physical core) at the instruction-set level QRWKV_ISA

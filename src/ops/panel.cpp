@@ -95,11 +95,18 @@ Tensor pack_panels(const Tensor& w, DType dt, std::shared_ptr<uint8_t>& keep, Th
   if (!packable(w, dt))
     fail(w.name, std::string("cannot be packed as ") + dtype_name(dt) + " panels (shape " +
                      std::to_string(w.shape.size() == 2 ? w.shape[1] : -1) + " columns)");
+  keep = alloc_weight_bytes(
+      static_cast<size_t>(panel_count(w.shape[0]) * panel_bytes(dt, w.shape[1])));
+  return pack_panels_into(w, dt, keep.get(), pool);
+}
+
+Tensor pack_panels_into(const Tensor& w, DType dt, uint8_t* base, ThreadPool* pool) {
+  if (!packable(w, dt))
+    fail(w.name, std::string("cannot be packed as ") + dtype_name(dt) + " panels (shape " +
+                     std::to_string(w.shape.size() == 2 ? w.shape[1] : -1) + " columns)");
   if (w.layout != Layout::RowMajor) fail(w.name, "already packed");
   const int64_t out = w.shape[0], in = w.shape[1], pb = panel_bytes(dt, in);
   const int64_t panels = panel_count(out);
-  keep = alloc_weight_bytes(static_cast<size_t>(panels * pb));
-  uint8_t* base = keep.get();
   auto pack = [&](int64_t p0, int64_t p1, int) {
     std::vector<float> f(static_cast<size_t>(in));
     std::vector<uint8_t> row(static_cast<size_t>(tensor_bytes(dt, in)));

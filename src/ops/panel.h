@@ -51,6 +51,10 @@ std::shared_ptr<uint8_t> alloc_weight_bytes(size_t bytes);
 // threads. `keep` receives the memory the returned view points into.
 Tensor pack_panels(const Tensor& w, DType dt, std::shared_ptr<uint8_t>& keep, ThreadPool* pool);
 
+// The same into memory the caller provides (panel_count(out) · panel_bytes(dt, in) bytes,
+// 64-byte aligned); the rows that pad the last panel are left as they were.
+Tensor pack_panels_into(const Tensor& w, DType dt, uint8_t* dst, ThreadPool* pool);
+
 // Row r of a Panel32 tensor as float32 (in values).
 void load_panel_row(const Tensor& t, int64_t r, float* dst);
 

@@ -63,6 +63,23 @@ void quantize_act_int8(const float* x, int64_t n, int8_t* q, float* d, int32_t* 
   }
 }
 
+void quantize_act_int16(const float* x, int64_t n, int16_t* q, float* d, int32_t* s) {
+  for (int64_t b = 0; b < n / kQuantBlock; ++b) {
+    const float* xb = x + b * kQuantBlock;
+    int16_t* qb = q + b * kQuantBlock;
+    float amax = 0.0f;
+    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(xb[j]));
+    const float id = amax != 0.0f ? 32767.0f / amax : 0.0f;
+    int32_t sum = 0;
+    for (int j = 0; j < 32; ++j) {
+      qb[j] = static_cast<int16_t>(std::clamp(round_even(xb[j] * id), -32767.0f, 32767.0f));
+      sum += qb[j];
+    }
+    d[b] = amax / 32767.0f;
+    s[b] = sum;
+  }
+}
+
 void quantize_row_q8_0(const float* x, int64_t n, BlockQ8_0* out) {
   for (int64_t b = 0; b < n / kQuantBlock; ++b) {
     const float* xb = x + b * kQuantBlock;

@@ -96,8 +96,9 @@ void CpuBackend::rmsnorm(const float* x, int64_t T, int64_t C, const Tensor& w, 
 CpuBackend::PreparePanels CpuBackend::panel_prepare(const Tensor& w) const {
   if (w.layout != Layout::Panel32) return nullptr;
   const bool block = w.dtype == DType::Q8_0 || w.dtype == DType::Q4_0;
-  if (block && kernels_->prepare_int8 != nullptr) return kernels_->prepare_int8;
-  return kernels_->prepare_bf16;
+  return block                    ? kernels_->prepare_blocks
+         : w.dtype == DType::BF16 ? kernels_->prepare_bf16
+                                  : nullptr;
 }
 
 void CpuBackend::product(const float* x, int64_t T, const Tensor& w, float* y) {
@@ -105,12 +106,11 @@ void CpuBackend::product(const float* x, int64_t T, const Tensor& w, float* y) {
   const cpu::Kernels& k = *kernels_;
   const int64_t out = w.shape[0];
   const bool block = w.dtype == DType::Q8_0 || w.dtype == DType::Q4_0;
-  const bool low = w.dtype == DType::BF16 || block;
   if (w.layout == Layout::Panel32 && panel_prepare(w) == nullptr)
     fail(w.name, std::string("packed weights at the ") + cpu::isa_name(k.level) + " level");
-  if (k.linear_int8 != nullptr && block) {
-    k.linear_int8(*pool_, x, T, w, y);
-  } else if (k.linear_bf16 != nullptr && low) {
+  if (k.linear_blocks != nullptr && block) {
+    k.linear_blocks(*pool_, x, T, w, y);
+  } else if (k.linear_bf16 != nullptr && w.dtype == DType::BF16) {
     k.linear_bf16(*pool_, x, T, w, y);
   } else if (k.gemm != nullptr && T >= cpu::kGemmMinTokens) {
     k.gemm(*pool_, x, T, w.shape[1], w, false, y);

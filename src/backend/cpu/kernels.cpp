@@ -29,11 +29,13 @@ const Kernels& kernels_for(Isa level) {
           k.panels = true;
           k.linear_bf16 = avx512bf16::linear;
           k.prepare_bf16 = avx512bf16::prepare_panels;
+          k.linear_blocks = avx512int16::linear;
+          k.prepare_blocks = avx512int16::prepare_panels;
           k.bf16_probe = avx512bf16::probe;
           break;
         case Isa::AVX512VNNI:
-          k.linear_int8 = avx512vnni::linear;
-          k.prepare_int8 = avx512vnni::prepare_panels;
+          k.linear_blocks = avx512vnni::linear;
+          k.prepare_blocks = avx512vnni::prepare_panels;
           k.int8_probe = avx512vnni::probe;
           break;
       }
@@ -45,7 +47,7 @@ const Kernels& kernels_for(Isa level) {
 
 ActivationRounding activation_rounding(Isa level) {
   if (level >= Isa::AVX512VNNI) return ActivationRounding::Int8;
-  if (level >= Isa::AVX512BF16) return ActivationRounding::BF16;
+  if (level >= Isa::AVX512BF16) return ActivationRounding::Int16;
   return ActivationRounding::Exact;
 }
 

@@ -99,22 +99,23 @@ struct Kernels {
   void (*gemm)(ThreadPool& pool, const float* x, int64_t T, int64_t ldx, const Tensor& w,
                bool transposed, float* y) = nullptr;
 
-  // Y = X Wᵀ for W in BF16, Q8_0 or Q4_0 with X rounded to bf16 once per call and bf16 dot
-  // products (bf16_avx512.cpp); no bias. Null below AVX512BF16.
+  // Y = X Wᵀ for W in BF16 with X rounded to bf16 once per call and bf16 dot products
+  // (bf16_avx512.cpp); no bias. Null below AVX512BF16.
   void (*linear_bf16)(ThreadPool& pool, const float* x, int64_t T, const Tensor& w,
                       float* y) = nullptr;
-  // For a packed W (BF16, Q8_0 or Q4_0): converts X as linear_bf16 does into the buffers of
-  // `slot` (< kPanelSlots; kept until the next prepare of that slot on this thread) and fills l.
+  // For a packed BF16 W: converts X as linear_bf16 does into the buffers of `slot` (<
+  // kPanelSlots; kept until the next prepare of that slot on this thread) and fills l.
   void (*prepare_bf16)(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, float* y,
                        int slot, PanelLinear& l) = nullptr;
 
-  // Y = X Wᵀ for W in Q8_0 or Q4_0 with X quantized to int8 per block of 32 once per call and
-  // int8 dot products (int8_vnni.cpp); no bias. Null below AVX512VNNI.
-  void (*linear_int8)(ThreadPool& pool, const float* x, int64_t T, const Tensor& w,
-                      float* y) = nullptr;
-  // The same for a packed Q8_0 or Q4_0 W with int8 activations.
-  void (*prepare_int8)(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, float* y,
-                       int slot, PanelLinear& l) = nullptr;
+  // Y = X Wᵀ for W in Q8_0 or Q4_0 with X quantized per block of 32 once per call and integer
+  // dot products, no bias: int16 activations and vpdpwssd at AVX512BF16 (int16_avx512.cpp),
+  // int8 activations and vpdpbusd at AVX512VNNI (int8_vnni.cpp). Null below AVX512BF16.
+  void (*linear_blocks)(ThreadPool& pool, const float* x, int64_t T, const Tensor& w,
+                        float* y) = nullptr;
+  // The same preparation as prepare_bf16, for a packed Q8_0 or Q4_0 W.
+  void (*prepare_blocks)(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, float* y,
+                         int slot, PanelLinear& l) = nullptr;
 };
 
 // Runs fn over the panels [0, n) of a packed weight. Decode (T < kGemmMinTokens) is bound by
@@ -128,7 +129,7 @@ inline void run_panels(ThreadPool& pool, int64_t n, int64_t T, ThreadPool::Job f
     pool.parallel_for(n, 1, fn);
 }
 
-// What linear does to activations at `level` (backend.h): Exact below AVX512BF16, BF16 there,
+// What linear does to activations at `level` (backend.h): Exact below AVX512BF16, Int16 there,
 // Int8 at AVX512VNNI. RefBackend(activation_rounding(l)) computes the level's function.
 ActivationRounding activation_rounding(Isa level);
 
@@ -161,6 +162,11 @@ void prepare_panels(ThreadPool& pool, const float* x, int64_t T, const Tensor& w
                     int slot, PanelLinear& l);
 double probe(int64_t iters);
 }  // namespace avx512bf16
+namespace avx512int16 {
+void linear(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, float* y);
+void prepare_panels(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, float* y,
+                    int slot, PanelLinear& l);
+}  // namespace avx512int16
 namespace avx512vnni {
 void linear(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, float* y);
 void prepare_panels(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, float* y,

@@ -7,6 +7,7 @@
 #include "backend/elementwise.h"
 #include "backend/wkv.h"
 #include "io/error.h"
+#include "ops/panel.h"
 #include "ops/quant.h"
 
 namespace qrwkv {
@@ -23,6 +24,39 @@ float* scratch(int64_t n, int slot = 0) {
   return b.data();
 }
 
+// Block blk of row o of a Q8_0 or Q4_0 weight: its integers q[0..32) and its scale.
+float block_of(const Tensor& w, int64_t o, int64_t blk, int32_t* q) {
+  const int64_t in = w.shape[1];
+  if (w.layout == Layout::Panel32) {
+    // ops/panel.h: the block's scales, then words (j, r) of four bytes.
+    const bool q8 = w.dtype == DType::Q8_0;
+    const int64_t r = o % kPanelRows;
+    const uint8_t* pb = w.data + o / kPanelRows * panel_bytes(w.dtype, in) +
+                        blk * (q8 ? kQ8PanelBlock : kQ4PanelBlock);
+    for (int j = 0; j < (q8 ? 8 : 4); ++j)
+      for (int i = 0; i < 4; ++i) {
+        const uint8_t v = pb[64 + 4 * (kPanelRows * j + r) + i];
+        if (q8) {
+          q[4 * j + i] = static_cast<int8_t>(v);
+        } else {
+          q[4 * j + i] = (v & 15) - 8;
+          q[16 + 4 * j + i] = (v >> 4) - 8;
+        }
+      }
+    uint16_t dbits;
+    std::memcpy(&dbits, pb + 2 * r, 2);
+    return f16_to_f32(dbits);
+  }
+  const int64_t row_bytes = tensor_bytes(w.dtype, in), block_bytes = row_bytes / (in / 32);
+  const uint8_t* wb = w.data + o * row_bytes + blk * block_bytes;
+  uint16_t dbits;
+  std::memcpy(&dbits, wb, 2);
+  for (int j = 0; j < 32; ++j)
+    q[j] = w.dtype == DType::Q8_0 ? static_cast<int8_t>(wb[2 + j])
+                                  : ((j < 16 ? wb[2 + j] : wb[2 + j - 16] >> 4) & 15) - 8;
+  return f16_to_f32(dbits);
+}
+
 }  // namespace
 
 std::shared_ptr<Backend> make_reference_backend(ActivationRounding rounding) {
@@ -31,10 +65,10 @@ std::shared_ptr<Backend> make_reference_backend(ActivationRounding rounding) {
 
 std::string RefBackend::name() const {
   switch (rounding_) {
-    case ActivationRounding::BF16:
-      return "reference (bf16 activations)";
+    case ActivationRounding::Int16:
+      return "reference (bf16 / int16 activations)";
     case ActivationRounding::Int8:
-      return "reference (int8 activations)";
+      return "reference (bf16 / int8 activations)";
     default:
       return "reference";
   }
@@ -57,8 +91,8 @@ void RefBackend::rmsnorm(const float* x, int64_t T, int64_t C, const Tensor& w, 
 void RefBackend::linear(const float* x, int64_t T, const Tensor& w, const Tensor& b, float* y) {
   const int64_t out = w.shape[0], in = w.shape[1];
   const bool block = w.dtype == DType::Q8_0 || w.dtype == DType::Q4_0;
-  if (rounding_ == ActivationRounding::Int8 && block) return linear_int8(x, T, w, b, y);
-  if (rounding_ != ActivationRounding::Exact && (w.dtype == DType::BF16 || block)) {
+  if (rounding_ != ActivationRounding::Exact && block) return linear_blocks(x, T, w, b, y);
+  if (rounding_ != ActivationRounding::Exact && w.dtype == DType::BF16) {
     float* xr = scratch(T * in, 1);
     for (int64_t i = 0; i < T * in; ++i) xr[i] = bf16_to_f32(f32_to_bf16(x[i]));
     x = xr;
@@ -76,35 +110,42 @@ void RefBackend::linear(const float* x, int64_t T, const Tensor& w, const Tensor
   }
 }
 
-// Y = X Wᵀ + b with X quantized per block (quantize_act_int8) and W's blocks as stored:
+// Y = X Wᵀ + b with X quantized per block (quantize_act_int16 or quantize_act_int8, by the
+// rounding) and W's blocks as stored:
 //   y[t][o] = Σ_b (d_w[o][b] · d_x[t][b]) · Σ_j q_w[o][32b + j] · q_x[t][32b + j]
 // with each block's integer dot product exact and the blocks summed in order.
-void RefBackend::linear_int8(const float* x, int64_t T, const Tensor& w, const Tensor& b,
-                             float* y) {
+void RefBackend::linear_blocks(const float* x, int64_t T, const Tensor& w, const Tensor& b,
+                               float* y) {
   const int64_t out = w.shape[0], in = w.shape[1], nb = in / kQuantBlock;
-  std::vector<int8_t> qx(static_cast<size_t>(T * in));
+  std::vector<int32_t> qx(static_cast<size_t>(T * in));
   std::vector<float> dx(static_cast<size_t>(T * nb));
   std::vector<int32_t> sx(static_cast<size_t>(T * nb));
-  for (int64_t t = 0; t < T; ++t)
-    quantize_act_int8(x + t * in, in, &qx[t * in], &dx[t * nb], &sx[t * nb]);
-  const int64_t row_bytes = tensor_bytes(w.dtype, in), block_bytes = row_bytes / nb;
+  if (rounding_ == ActivationRounding::Int16) {
+    std::vector<int16_t> q(static_cast<size_t>(in));
+    for (int64_t t = 0; t < T; ++t) {
+      quantize_act_int16(x + t * in, in, q.data(), &dx[t * nb], &sx[t * nb]);
+      std::copy(q.begin(), q.end(), qx.begin() + t * in);
+    }
+  } else {
+    std::vector<int8_t> q(static_cast<size_t>(in));
+    for (int64_t t = 0; t < T; ++t) {
+      quantize_act_int8(x + t * in, in, q.data(), &dx[t * nb], &sx[t * nb]);
+      std::copy(q.begin(), q.end(), qx.begin() + t * in);
+    }
+  }
+  std::vector<float> row(static_cast<size_t>(in));
   for (int64_t o = 0; o < out; ++o) {
     const float bias = b.empty() ? 0.0f : f32(b)[o];
     for (int64_t t = 0; t < T; ++t) {
       float acc = 0.0f;
       for (int64_t blk = 0; blk < nb; ++blk) {
-        const uint8_t* wb = w.data + o * row_bytes + blk * block_bytes;
-        uint16_t dbits;
-        std::memcpy(&dbits, wb, 2);
-        const int8_t* xq = &qx[t * in + blk * kQuantBlock];
+        // The block's integers and scale, whatever the layout: row o's weights are d · q.
+        int32_t qw[32];
+        const float dw = block_of(w, o, blk, qw);
+        const int32_t* xq = &qx[t * in + blk * kQuantBlock];
         int32_t dot = 0;
-        for (int j = 0; j < 32; ++j) {
-          const int32_t qw = w.dtype == DType::Q8_0
-                                 ? static_cast<int8_t>(wb[2 + j])
-                                 : ((j < 16 ? wb[2 + j] : wb[2 + j - 16] >> 4) & 15) - 8;
-          dot += qw * xq[j];
-        }
-        acc += static_cast<float>(dot) * (f16_to_f32(dbits) * dx[t * nb + blk]);
+        for (int j = 0; j < 32; ++j) dot += qw[j] * xq[j];
+        acc += static_cast<float>(dot) * (dw * dx[t * nb + blk]);
       }
       y[t * out + o] = acc + bias;
     }

@@ -9,8 +9,8 @@ namespace qrwkv {
 class RefBackend final : public HostBackend {
  public:
   // With a rounding other than Exact, linear rounds X as backend.h describes: the functions
-  // the CPU backend computes at its AVX512BF16 and AVX512VNNI levels, here as plain loops, so
-  // that those levels can be checked against the same function.
+  // the CPU backend computes at its rounded levels (kernels.h, activation_rounding), here as
+  // plain loops, so that those levels can be checked against the same function.
   explicit RefBackend(ActivationRounding rounding = ActivationRounding::Exact)
       : rounding_(rounding) {}
   std::string name() const override;
@@ -40,7 +40,7 @@ class RefBackend final : public HostBackend {
   void attention(const AttentionArgs& a) override;
 
  private:
-  void linear_int8(const float* x, int64_t T, const Tensor& w, const Tensor& b, float* y);
+  void linear_blocks(const float* x, int64_t T, const Tensor& w, const Tensor& b, float* y);
 
   ActivationRounding rounding_;
 };
