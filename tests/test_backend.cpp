@@ -17,6 +17,7 @@
 #include "backend/ref/ref_backend.h"
 #include "backend/wkv.h"
 #include "io/error.h"
+#include "ops/panel.h"
 #include "ops/quant.h"
 
 namespace qrwkv {
@@ -86,6 +87,40 @@ double rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
   return m > 0 ? d / m : d;
 }
 
+// Checks Y = X Wᵀ + b (T tokens, out rows, in columns) computed two ways with the same rounding
+// of X, to float32 rounding of sums taken in different orders: each side's sum of `in` products
+// (plus the bias, plus two roundings of an integer block's scale product) is within
+// (in + 3)·u·S of the exact sum of its terms, S = Σ |terms| + |b| and u = 2⁻²⁴; S is bounded by
+// Σ_i |w_i| (|x_i| + m_i / 127) + |b| with m_i the largest |x| of element i's block of 32 (a
+// rounded activation is within m_i / 127 of x_i in every rounding the levels use).
+template <typename Context>
+void expect_linear_near(const std::vector<float>& got, const std::vector<float>& want,
+                        const Tensor& w, const std::vector<float>& x, const std::vector<float>& bv,
+                        int64_t T, Context context) {
+  const int64_t out = w.shape[0], in = w.shape[1];
+  // |x_i| + m_i / 127 per token and element.
+  std::vector<double> xa(x.size());
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t i0 = 0; i0 < in; i0 += 32) {
+      double m = 0;
+      for (int64_t i = i0; i < std::min(in, i0 + 32); ++i)
+        m = std::max(m, std::fabs(double{x[t * in + i]}));
+      for (int64_t i = i0; i < std::min(in, i0 + 32); ++i)
+        xa[t * in + i] = std::fabs(double{x[t * in + i]}) + m / 127;
+    }
+  std::vector<float> row(static_cast<size_t>(in));
+  for (int64_t o = 0; o < out; ++o) {
+    load_f32(w, o * in, in, row.data());
+    for (int64_t t = 0; t < T; ++t) {
+      double S = bv.empty() ? 0.0 : std::fabs(double{bv[o]});
+      for (int64_t i = 0; i < in; ++i) S += std::fabs(double{row[i]}) * xa[t * in + i];
+      const double tol = 2.0 * double(in + 3) * 0x1p-24 * S;
+      const size_t k = static_cast<size_t>(t * out + o);
+      ASSERT_NEAR(got[k], want[k], tol) << context() << " t=" << t << " o=" << o;
+    }
+  }
+}
+
 std::string level_name(const ::testing::TestParamInfo<cpu::Isa>& p) {
   return cpu::isa_name(p.param);
 }
@@ -120,18 +155,14 @@ TEST_P(CpuBackendLevel, TableHasTheLevelsEntries) {
   EXPECT_EQ(cpu(2).level(), GetParam());
 }
 
-// Y = X Wᵀ + b for every weight dtype, against the reference computing the level's function:
-// at AVX512BF16 BF16 and block-quantized weights see bf16-rounded activations, at AVX512VNNI
-// block-quantized weights see int8 activations (backend.h, ActivationRounding), so both sides
-// round X identically and differ only in the order of float32 operations. Each side's sum of
-// `in` products (plus the bias, plus two roundings of an int8 block's scale product) is within
-// (in + 3)·u·S of the exact sum of its terms, S = Σ |terms| + |b| and u = 2⁻²⁴; S is bounded by
-// Σ_i |w_i| (|x_i| + m_i / 127) + |b| with m_i the largest |x| of element i's block of 32
-// (a rounded activation is within m_i / 127 of x_i in either format). Token counts on both
-// sides of kGemmMinTokens exercise the row-dot kernels and the packed GEMMs, with row counts
-// that leave partial row blocks, panels and token tiles. Each weight is used as given
-// (row-major) and as the backend's prepare step holds it (packed into panels from AVX512BF16
-// on, where its rows are a multiple of 32 long).
+// Y = X Wᵀ + b for every weight dtype, against the reference computing the level's function
+// (backend.h, ActivationRounding): at AVX512BF16 and AMX BF16 weights see bf16-rounded
+// activations and block-quantized weights int16 activations, at AVX512VNNI block weights see
+// int8 activations; both sides round X identically and differ only in the order of float32
+// operations (expect_linear_near). Token counts on both sides of kGemmMinTokens exercise the
+// row-dot kernels and the packed GEMMs, with row counts that leave partial row blocks, panels
+// and token tiles. Each weight is used as given (row-major) and as the backend's prepare step
+// holds it (packed into panels from AVX512BF16 on, where its rows are a multiple of 32 long).
 TEST_P(CpuBackendLevel, LinearMatchesReferenceForEveryDtype) {
   RefBackend rounded_ref(cpu::activation_rounding(GetParam()));
   for (DType dt : {DType::F32, DType::BF16, DType::F16, DType::Q8_0, DType::Q4_0}) {
@@ -166,31 +197,49 @@ TEST_P(CpuBackendLevel, LinearMatchesReferenceForEveryDtype) {
             ASSERT_EQ(wt.layout == Layout::Panel32, packs);
           }
           be.linear(x.data(), T, wt, bias, got.data());
-          // |x_i| + m_i / 127 per token and element.
-          std::vector<double> xa(x.size());
-          for (int64_t t = 0; t < T; ++t)
-            for (int64_t i0 = 0; i0 < in; i0 += 32) {
-              double m = 0;
-              for (int64_t i = i0; i < std::min(in, i0 + 32); ++i)
-                m = std::max(m, std::fabs(double{x[t * in + i]}));
-              for (int64_t i = i0; i < std::min(in, i0 + 32); ++i)
-                xa[t * in + i] = std::fabs(double{x[t * in + i]}) + m / 127;
-            }
-          std::vector<float> row(static_cast<size_t>(in));
-          for (int64_t o = 0; o < out; ++o) {
-            load_f32(w.t, o * in, in, row.data());
-            for (int64_t t = 0; t < T; ++t) {
-              double S = std::fabs(double{bv[o]});
-              for (int64_t i = 0; i < in; ++i) S += std::fabs(double{row[i]}) * xa[t * in + i];
-              const double tol = 2.0 * double(in + 3) * 0x1p-24 * S;
-              const size_t k = static_cast<size_t>(t * out + o);
-              ASSERT_NEAR(got[k], want[k], tol)
-                  << "T=" << T << " out=" << out << " in=" << in << " t=" << t << " o=" << o
-                  << " threads=" << threads << " prepared=" << prepared;
-            }
-          }
+          expect_linear_near(got, want, w.t, x, bv, T, [&] {
+            return testing::Message() << "T=" << T << " out=" << out << " in=" << in
+                                      << " threads=" << threads << " prepared=" << prepared;
+          });
+          if (HasFatalFailure()) return;
         }
       }
+  }
+}
+
+// The AMX kernels with their tile instructions carried out in C++ (amx.cpp, Emulated): the
+// tiling, the panel addresses, the split of int16 activations into bytes and the per-block
+// scaling against the reference's Int16 function, on any machine with the AVX512BF16 level
+// (the hardware kernels run in the level tests above where the CPU has AMX). Shapes leave
+// partial token blocks and panels; block weights are given packed and row-major.
+TEST(AmxEmulated, LinearMatchesTheReferenceFunction) {
+  if (cpu::max_isa() < cpu::Isa::AVX512BF16) GTEST_SKIP() << "needs AVX512-BF16 and VNNI";
+  RefBackend ref(ActivationRounding::Int16);
+  ThreadPool pool(2);
+  for (DType dt : {DType::BF16, DType::Q8_0, DType::Q4_0}) {
+    SCOPED_TRACE(dtype_name(dt));
+    for (auto [T, out, in] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
+             {32, 32, 32}, {33, 45, 64}, {47, 70, 96}, {64, 64, 160}, {70, 33, 32}}) {
+      const auto w = random_weights(out, in, dt, static_cast<uint32_t>(out + 3 * in));
+      const auto x = random_vec(T * in, static_cast<uint32_t>(T * 5 + in));
+      std::vector<float> want(static_cast<size_t>(T * out));
+      ref.linear(x.data(), T, w.t, Tensor{}, want.data());
+      std::shared_ptr<uint8_t> keep;
+      const Tensor packed = pack_panels(w.t, dt, keep, &pool);
+      for (const Tensor* wt : {&packed, &w.t}) {
+        if (dt == DType::BF16 && wt == &w.t) continue;  // row-major BF16 is not the tiles' work
+        std::vector<float> got(want.size(), NAN);
+        if (dt == DType::BF16)
+          cpu::amx::emulated::linear_bf16(pool, x.data(), T, *wt, got.data());
+        else
+          cpu::amx::emulated::linear_blocks(pool, x.data(), T, *wt, got.data());
+        expect_linear_near(got, want, w.t, x, {}, T, [&] {
+          return testing::Message() << "T=" << T << " out=" << out << " in=" << in
+                                    << (wt == &packed ? " packed" : " row-major");
+        });
+        if (HasFatalFailure()) return;
+      }
+    }
   }
 }
 

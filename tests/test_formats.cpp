@@ -158,7 +158,10 @@ INSTANTIATE_TEST_SUITE_P(AllFormats, FormatsRounded,
                                            FormatCase{WeightFormat::Q8_0, cpu::Isa::AVX512BF16},
                                            FormatCase{WeightFormat::Q4_0, cpu::Isa::AVX512BF16},
                                            FormatCase{WeightFormat::Q8_0, cpu::Isa::AVX512VNNI},
-                                           FormatCase{WeightFormat::Q4_0, cpu::Isa::AVX512VNNI}),
+                                           FormatCase{WeightFormat::Q4_0, cpu::Isa::AVX512VNNI},
+                                           FormatCase{WeightFormat::BF16, cpu::Isa::AMX},
+                                           FormatCase{WeightFormat::Q8_0, cpu::Isa::AMX},
+                                           FormatCase{WeightFormat::Q4_0, cpu::Isa::AMX}),
                          case_name);
 
 // Mean KL(P_stored ‖ P_format) of the next-token distributions over a golden sequence.

@@ -50,9 +50,10 @@ double max_rel_error(const float* got, const float* want, int64_t T, int64_t V) 
 // The golden checks run on every backend: the reference, and the CPU backend at every
 // instruction-set level this machine runs.
 //
-// Two levels compute another function than the references: at AVX512BF16, BF16 and quantized
-// projections round their activations to bfloat16, and at AVX512VNNI quantized projections
-// quantize them to int8 per block (backend.h, ActivationRounding). How far that rounding alone
+// Three levels compute another function than the references: at AVX512BF16 and AMX, BF16
+// projections round their activations to bfloat16 and quantized projections quantize them to
+// int16 per block, and at AVX512VNNI quantized projections quantize them to int8 per block
+// (backend.h, ActivationRounding). How far that rounding alone
 // moves the logits is measured by the reference backend computing the same rounded function; at
 // such a level a model with such weights must stay within 1.25 times that distance of the
 // golden logits (and at least within the usual 1e-3), and differ from the rounded reference by

@@ -338,10 +338,12 @@ int run_bench(int argc, char** argv) {
   LoadOptions lo = load_options(a);
   auto cpu_be = std::make_shared<CpuBackend>(CpuOptions{threads, std::nullopt});
   if (!lo.backend) lo.backend = cpu_be;
-  const double bandwidth = measure_bandwidth(*cpu_be);
+  const double bandwidth_before = measure_bandwidth(*cpu_be);
   const double peak_fp32 = cpu_be->peak(CpuBackend::Probe::Fp32Fma) / 1e9;
   const double peak_bf16 = cpu_be->peak(CpuBackend::Probe::Bf16Dot) / 1e9;
+  const double peak_int16 = cpu_be->peak(CpuBackend::Probe::Int16Dot) / 1e9;
   const double peak_int8 = cpu_be->peak(CpuBackend::Probe::Int8Dot) / 1e9;
+  const double peak_amx = cpu_be->peak(CpuBackend::Probe::AmxBf16) / 1e9;
   reset_peak_rss();
   const Model m = Model::load(model_dir(a), lo);
   // The compute bound of prompt processing: the peak of the instructions that the MLP's
@@ -352,10 +354,17 @@ int run_bench(int argc, char** argv) {
     const DType dt = m.weights.layers.empty() ? DType::F32 : m.weights.layers[0].up_proj.dtype;
     const ActivationRounding rounding = cpu::activation_rounding(cpu_be->level());
     const bool block = dt == DType::Q8_0 || dt == DType::Q4_0;
-    if (rounding == ActivationRounding::Int8 && block) {
+    if (cpu_be->level() == cpu::Isa::AMX && (block || dt == DType::BF16)) {
+      // Block weights take two int8 tile products (each twice the bf16 rate) per product.
+      peak = peak_amx;
+      peak_name = "AMX bf16 tiles";
+    } else if (rounding == ActivationRounding::Int8 && block) {
       peak = peak_int8;
       peak_name = "int8 dot";
-    } else if (rounding != ActivationRounding::Exact && (block || dt == DType::BF16)) {
+    } else if (rounding == ActivationRounding::Int16 && block) {
+      peak = peak_int16;
+      peak_name = "int16 dot";
+    } else if (rounding != ActivationRounding::Exact && dt == DType::BF16) {
       peak = peak_bf16;
       peak_name = "bf16 dot";
     }
@@ -441,6 +450,11 @@ int run_bench(int argc, char** argv) {
       }
   }
 
+  // The machine's bandwidth drifts (other tenants of the host): the bound is the better of the
+  // probes before and after the tests, so that a row's share of it is not flattered by a slow
+  // moment of the probe.
+  const double bandwidth_after = n_gen > 0 ? measure_bandwidth(*cpu_be) : 0.0;
+  const double bandwidth = std::max(bandwidth_before, bandwidth_after);
   const std::string model_name = std::filesystem::path(m.dir).filename().string();
   const double size_gib = static_cast<double>(weight_bytes) / (1 << 30);
   const double rss_gib = static_cast<double>(peak_rss_bytes()) / (1 << 30);
@@ -457,7 +471,9 @@ int run_bench(int argc, char** argv) {
                                 {"peak_gflops",
                                  {{"fp32_fma", peak_fp32},
                                   {"bf16_dot", peak_bf16},
+                                  {"int16_dot", peak_int16},
                                   {"int8_dot", peak_int8},
+                                  {"amx_bf16", peak_amx},
                                   {"bound", peak_name}}},
                                 {"peak_rss_bytes", peak_rss_bytes()},
                                 {"results", json::array()}};
@@ -488,10 +504,15 @@ int run_bench(int argc, char** argv) {
           static_cast<double>(m.n_params()) / 1e6, m.storage_dtype().c_str(), kernels.c_str(),
           threads, r.test.c_str(), r.ts.mean, r.ts.sd, achieved, rss_gib);
     }
-    std::printf("\nmeasured memory read bandwidth: %.1f GB/s (%d threads)\n", bandwidth, threads);
+    std::printf("\nmeasured memory read bandwidth: %.1f GB/s (%d threads", bandwidth, threads);
+    if (bandwidth_after > 0)
+      std::printf("; %.1f before the tests, %.1f after", bandwidth_before, bandwidth_after);
+    std::printf(")\n");
     std::printf("measured compute peak: fp32 FMA %.0f GFLOP/s", peak_fp32);
     if (peak_bf16 > 0) std::printf(", bf16 dot %.0f GFLOP/s", peak_bf16);
+    if (peak_int16 > 0) std::printf(", int16 dot %.0f GOP/s", peak_int16);
     if (peak_int8 > 0) std::printf(", int8 dot %.0f GOP/s", peak_int8);
+    if (peak_amx > 0) std::printf(", AMX bf16 tiles %.0f GFLOP/s", peak_amx);
     std::printf(" (%d threads)\n", threads);
   }
   return 0;

@@ -57,7 +57,7 @@ int run_kl(int argc, char** argv) {
        {{"--kernels"},
         "LEVEL",
         "kernel level of the compared model: portable, avx2, avx512 (float32 activations), "
-        "avx512bf16, avx512vnni (default: QRWKV_ISA, else the CPU's default)"},
+        "avx512bf16, avx512vnni, amx (default: QRWKV_ISA, else the CPU's default)"},
        {{"--base-kernels"}, "LEVEL", "kernel level of the reference model (default: as --kernels)"},
        {{"-t", "--threads"}, "N", "threads (default: physical cores)"},
        {{"-o", "--output"}, "md|json", "output format (default md)"}});

@@ -56,11 +56,14 @@ double CpuBackend::sum(const float* x, int64_t n) {
 }
 
 double CpuBackend::peak(Probe which) {
-  double (*probe)(int64_t) = which == Probe::Fp32Fma   ? kernels_->fma_probe
-                             : which == Probe::Bf16Dot ? kernels_->bf16_probe
-                                                       : kernels_->int8_probe;
+  double (*probe)(int64_t) = which == Probe::Fp32Fma    ? kernels_->fma_probe
+                             : which == Probe::Bf16Dot  ? kernels_->bf16_probe
+                             : which == Probe::Int16Dot ? kernels_->int16_probe
+                             : which == Probe::Int8Dot  ? kernels_->int8_probe
+                                                        : kernels_->amx_probe;
   if (probe == nullptr) return 0.0;
-  constexpr int64_t kIters = 1 << 24;
+  // About 50 ms per run: a tile product does 512 times the work of a vector one.
+  const int64_t kIters = which == Probe::AmxBf16 ? int64_t{1} << 16 : int64_t{1} << 24;
   double best = 0;
   for (int rep = 0; rep < 3; ++rep) {
     std::vector<double> ops(static_cast<size_t>(pool_->size()), 0.0);

@@ -30,7 +30,7 @@ class CpuBackend final : public HostBackend {
   double sum(const float* x, int64_t n);
   // The multiply-add rate of a matrix path with every thread (operations per second, best of
   // three runs of about 50 ms), or 0 where this level has no such path.
-  enum class Probe { Fp32Fma, Bf16Dot, Int8Dot };
+  enum class Probe { Fp32Fma, Bf16Dot, Int16Dot, Int8Dot, AmxBf16 };
   double peak(Probe which);
 
   void prepare(const std::vector<WeightRef>& weights, WeightFormat format,

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 
+#include "backend/cpu/kernels.h"
 #include "io/error.h"
 
 namespace qrwkv::cpu {
@@ -27,6 +28,14 @@ const CpuFeatures& cpu_features() {
     __asm__("cpuid" : "=a"(eax), "=b"(ebx), "=c"(ecx), "=d"(edx) : "a"(7), "c"(0));
     c.amx_bf16 = (edx >> 22) & 1;
     c.amx_int8 = (edx >> 25) & 1;
+    const bool amx_tile = (edx >> 24) & 1;
+    if (amx_tile && c.amx_bf16 && c.amx_int8) {
+      // XCR0 (xgetbv 0): the OS saves the tile configuration and data (bits 17, 18).
+      unsigned lo, hi;
+      __asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+      const bool os = ((lo >> 17) & 3) == 3;
+      c.amx_usable = os && amx::request_permission();
+    }
     c.amd = __builtin_cpu_is("amd");
     return c;
   }();
@@ -45,6 +54,8 @@ const char* isa_name(Isa isa) {
       return "avx512bf16";
     case Isa::AVX512VNNI:
       return "avx512vnni";
+    case Isa::AMX:
+      return "amx";
   }
   return "?";
 }
@@ -65,8 +76,11 @@ Isa max_isa() {
   const CpuFeatures& f = cpu_features();
   const bool avx2 = f.avx2 && f.fma && f.f16c;
   const bool avx512 = avx2 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq;
-  if (avx512 && f.avx512bf16 && f.avx512vnni) return Isa::AVX512VNNI;
-  if (avx512 && f.avx512bf16) return Isa::AVX512BF16;
+  // The AVX512BF16 level's block kernels use vpdpwssd (AVX512-VNNI) as well: every CPU with
+  // AVX512-BF16 has it.
+  const bool bf16 = avx512 && f.avx512bf16 && f.avx512vnni;
+  if (bf16 && f.amx_usable) return Isa::AMX;
+  if (bf16) return Isa::AVX512VNNI;
   if (avx512) return Isa::AVX512;
   if (avx2) return Isa::AVX2;
   return Isa::Portable;
@@ -80,6 +94,7 @@ Isa default_isa() {
            std::string("unknown instruction-set level '") + env + "' (" + isa_names() + ")");
     return std::min(*i, max_isa());
   }
+  if (max_isa() == Isa::AMX) return Isa::AMX;
   if (max_isa() >= Isa::AVX512BF16 && !cpu_features().amd) return Isa::AVX512;
   // int8 activations cost more accuracy than Q8_0 weights do (docs/model.md): opt-in only.
   return std::min(max_isa(), Isa::AVX512BF16);

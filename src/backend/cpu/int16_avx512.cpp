@@ -309,6 +309,19 @@ void run_packed(const PanelLinear& l, int64_t p0, int64_t p1) {
 
 }  // namespace
 
+QRWKV_I16 double probe(int64_t iters) {
+  __m512i acc[12];
+  for (int i = 0; i < 12; ++i) acc[i] = _mm512_set1_epi32(i);
+  const __m512i a = _mm512_set1_epi16(3), b = _mm512_set1_epi16(-2);
+  for (int64_t it = 0; it < iters; ++it)
+    for (int i = 0; i < 12; ++i) acc[i] = _mm512_dpwssd_epi32(acc[i], a, b);
+  __m512i s = acc[0];
+  for (int i = 1; i < 12; ++i) s = _mm512_add_epi32(s, acc[i]);
+  volatile int sink = _mm512_reduce_add_epi32(s);
+  (void)sink;
+  return 2.0 * 12 * 32 * static_cast<double>(iters);
+}
+
 void prepare_panels(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, float* y,
                     int slot, PanelLinear& l) {
   if ((w.dtype != DType::Q8_0 && w.dtype != DType::Q4_0) || w.layout != Layout::Panel32)

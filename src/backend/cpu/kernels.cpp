@@ -32,11 +32,20 @@ const Kernels& kernels_for(Isa level) {
           k.linear_blocks = avx512int16::linear;
           k.prepare_blocks = avx512int16::prepare_panels;
           k.bf16_probe = avx512bf16::probe;
+          k.int16_probe = avx512int16::probe;
           break;
         case Isa::AVX512VNNI:
           k.linear_blocks = avx512vnni::linear;
           k.prepare_blocks = avx512vnni::prepare_panels;
           k.int8_probe = avx512vnni::probe;
+          break;
+        case Isa::AMX:
+          // The function of AVX512BF16 (not of the int8 level below it), with tiles for prefill.
+          k.linear_bf16 = amx::linear_bf16;
+          k.prepare_bf16 = amx::prepare_bf16;
+          k.linear_blocks = amx::linear_blocks;
+          k.prepare_blocks = amx::prepare_blocks;
+          k.amx_probe = amx::probe;
           break;
       }
     }
@@ -46,6 +55,7 @@ const Kernels& kernels_for(Isa level) {
 }
 
 ActivationRounding activation_rounding(Isa level) {
+  if (level == Isa::AMX) return ActivationRounding::Int16;
   if (level >= Isa::AVX512VNNI) return ActivationRounding::Int8;
   if (level >= Isa::AVX512BF16) return ActivationRounding::Int16;
   return ActivationRounding::Exact;

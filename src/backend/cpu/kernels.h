@@ -90,6 +90,10 @@ struct Kernels {
   double (*fma_probe)(int64_t iters) = nullptr;
   double (*bf16_probe)(int64_t iters) = nullptr;
   double (*int8_probe)(int64_t iters) = nullptr;
+  // vpdpwssd, the int16 path of block weights (null below AVX512BF16).
+  double (*int16_probe)(int64_t iters) = nullptr;
+  // tdpbf16ps on four accumulator tiles (the AMX level's matrix engine; null below AMX).
+  double (*amx_probe)(int64_t iters) = nullptr;
 
   // Σ x[i] at full vector width: the memory-bandwidth probe of `qrwkv bench`.
   double (*sum)(const float* x, int64_t n) = nullptr;
@@ -129,8 +133,9 @@ inline void run_panels(ThreadPool& pool, int64_t n, int64_t T, ThreadPool::Job f
     pool.parallel_for(n, 1, fn);
 }
 
-// What linear does to activations at `level` (backend.h): Exact below AVX512BF16, Int16 there,
-// Int8 at AVX512VNNI. RefBackend(activation_rounding(l)) computes the level's function.
+// What linear does to activations at `level` (backend.h): Exact below AVX512BF16, Int16 there
+// and at AMX, Int8 at AVX512VNNI. RefBackend(activation_rounding(l)) computes the level's
+// function.
 ActivationRounding activation_rounding(Isa level);
 
 // The table for `level` (capped at max_isa()).
@@ -164,9 +169,27 @@ double probe(int64_t iters);
 }  // namespace avx512bf16
 namespace avx512int16 {
 void linear(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, float* y);
+double probe(int64_t iters);
 void prepare_panels(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, float* y,
                     int slot, PanelLinear& l);
 }  // namespace avx512int16
+namespace amx {
+// Asks Linux for the AMX tile state (arch_prctl ARCH_REQ_XCOMP_PERM); false where refused.
+bool request_permission();
+void linear_bf16(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, float* y);
+void prepare_bf16(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, float* y, int slot,
+                  PanelLinear& l);
+void linear_blocks(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, float* y);
+void prepare_blocks(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, float* y,
+                    int slot, PanelLinear& l);
+double probe(int64_t iters);
+// The same kernels with the tile instructions carried out in C++ (amx.cpp): for the tests, on
+// any CPU with the AVX512BF16 level.
+namespace emulated {
+void linear_bf16(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, float* y);
+void linear_blocks(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, float* y);
+}  // namespace emulated
+}  // namespace amx
 namespace avx512vnni {
 void linear(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, float* y);
 void prepare_panels(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, float* y,
