@@ -300,18 +300,30 @@ TEST_P(CpuBackendLevel, MatmulMatchesReferenceWithStridedRows) {
              // From kGemmMinTokens on: the packed GEMM reading M transposed.
              {cpu::kGemmMinTokens, 33, 65},
              {70, 160, 37},
-             {129, 64, 7}}) {
-      for (int64_t pad : {0, 3}) {
-        const int64_t ldx = in + pad;
-        const auto m = random_weights(in, out, dt, static_cast<uint32_t>(in + 3 * out));
-        const auto x = random_vec(T * ldx, 9);
-        std::vector<float> want(static_cast<size_t>(T * out)), got(want.size(), NAN);
-        ref.matmul(x.data(), T, ldx, m.t, want.data());
-        be.matmul(x.data(), T, ldx, m.t, got.data());
-        for (size_t i = 0; i < want.size(); ++i)
-          ASSERT_NEAR(got[i], want[i], 1e-4 * (1 + std::sqrt(double(in))))
-              << "T=" << T << " in=" << in << " out=" << out << " ldx=" << ldx << " i=" << i;
-      }
+             {129, 64, 7},
+             // Row counts of a multiple of 32: held packed (transposed) by prepare from
+             // AVX512BF16 on, with float32 activations still.
+             {1, 32, 160},
+             {3, 64, 45},
+             {40, 96, 33}}) {
+      for (int64_t pad : {0, 3})
+        for (bool prepared : {false, true}) {
+          const int64_t ldx = in + pad;
+          const auto m = random_weights(in, out, dt, static_cast<uint32_t>(in + 3 * out));
+          const auto x = random_vec(T * ldx, 9);
+          std::vector<float> want(static_cast<size_t>(T * out)), got(want.size(), NAN);
+          ref.matmul(x.data(), T, ldx, m.t, want.data());
+          Tensor mt = m.t;
+          WeightArena arena;
+          if (prepared) be.prepare({{WeightRole::LoraMatrix, &mt}}, WeightFormat::Stored, arena);
+          EXPECT_EQ(mt.layout == Layout::Panel32, prepared && GetParam() >= cpu::Isa::AVX512BF16 &&
+                                                      dt == DType::BF16 && in % 32 == 0);
+          be.matmul(x.data(), T, ldx, mt, got.data());
+          for (size_t i = 0; i < want.size(); ++i)
+            ASSERT_NEAR(got[i], want[i], 1e-4 * (1 + std::sqrt(double(in))))
+                << "T=" << T << " in=" << in << " out=" << out << " ldx=" << ldx << " i=" << i
+                << " prepared=" << prepared;
+        }
     }
   }
 }

@@ -453,11 +453,12 @@ int run_bench(int argc, char** argv) {
   // The machine's bandwidth drifts (other tenants of the host): the bound is the better of the
   // probes before and after the tests, so that a row's share of it is not flattered by a slow
   // moment of the probe.
+  const int64_t peak_rss = peak_rss_bytes();  // before the probe's buffer
   const double bandwidth_after = n_gen > 0 ? measure_bandwidth(*cpu_be) : 0.0;
   const double bandwidth = std::max(bandwidth_before, bandwidth_after);
   const std::string model_name = std::filesystem::path(m.dir).filename().string();
   const double size_gib = static_cast<double>(weight_bytes) / (1 << 30);
-  const double rss_gib = static_cast<double>(peak_rss_bytes()) / (1 << 30);
+  const double rss_gib = static_cast<double>(peak_rss) / (1 << 30);
   const std::string kernels = a.has("--reference") ? "reference" : cpu::isa_name(cpu_be->level());
   if (fmt == "json") {
     nlohmann::ordered_json j = {{"model", model_name},
@@ -475,7 +476,7 @@ int run_bench(int argc, char** argv) {
                                   {"int8_dot", peak_int8},
                                   {"amx_bf16", peak_amx},
                                   {"bound", peak_name}}},
-                                {"peak_rss_bytes", peak_rss_bytes()},
+                                {"peak_rss_bytes", peak_rss},
                                 {"results", json::array()}};
     for (const auto& r : rows)
       j["results"].push_back({{"test", r.test},

@@ -46,7 +46,8 @@ enum class WeightRole {
   Embedding,      // token embeddings [V, C]: rows are gathered, kept as stored
   Projection,     // linear W [out, in] of the sequence mixer and the lm_head: --dtype applies
   MlpProjection,  // linear W [out, in] of the MLP: --dtype applies (q4_0 puts only these in 4 bits)
-  LoraMatrix,     // matmul M [in, out] (QRWKV6's LoRA matrices): kept as stored
+  LoraMatrix,     // matmul M [in, out] (QRWKV6's LoRA matrices): values kept as stored (a
+                  // backend may hold them transposed or packed)
 };
 
 // A weight of the model: its role and the tensor, which prepare() may replace.

@@ -72,6 +72,21 @@ DType projection_dtype(const Tensor& t, WeightRole role, WeightFormat format) {
   return block && !quantizable(t) ? t.dtype : target;
 }
 
+// Mᵀ of a row-major 2-D BF16 tensor, in memory that lives until the tensor is packed (a LoRA
+// matrix is small).
+Tensor transpose_bf16(const Tensor& m) {
+  thread_local std::vector<uint16_t> buf;
+  const int64_t rows = m.shape[0], cols = m.shape[1];
+  buf.resize(static_cast<size_t>(rows * cols));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c)
+      std::memcpy(&buf[static_cast<size_t>(c * rows + r)], m.data + 2 * (r * cols + c), 2);
+  Tensor t = m;
+  t.shape = {cols, rows};
+  t.data = reinterpret_cast<const uint8_t*>(buf.data());
+  return t;
+}
+
 }  // namespace
 
 void prepare_host_weights(const std::vector<WeightRef>& weights, WeightFormat format,
@@ -109,6 +124,16 @@ void prepare_host_weights(const std::vector<WeightRef>& weights, WeightFormat fo
       std::shared_ptr<uint8_t> bytes;
       t = pack_panels(src, target, bytes, pool);
       release_pages(src.data, static_cast<size_t>(tensor_bytes(src)));
+      arena.push_back(std::move(bytes));
+      continue;
+    }
+    if (ref.role == WeightRole::LoraMatrix && panels && t.dtype == DType::BF16 &&
+        t.layout == Layout::RowMajor && t.shape.size() == 2 && t.shape[0] % kQuantBlock == 0) {
+      // Held as its transpose Mᵀ [out, in], packed as a BF16 projection (values unchanged), so
+      // that the panel kernels read it: a packed LoRA matrix has shape [out, in].
+      const Tensor tr = transpose_bf16(t);
+      std::shared_ptr<uint8_t> bytes;
+      t = pack_panels(tr, DType::BF16, bytes, pool);
       arena.push_back(std::move(bytes));
       continue;
     }

@@ -490,7 +490,7 @@ void linear_bf16_with(ThreadPool& pool, const float* x, int64_t T, const Tensor&
     return avx512bf16::linear(pool, x, T, w, y);
   PanelLinear l;
   prepare_bf16_with<Ops>(pool, x, T, w, y, 0, l);
-  run_panels(pool, panel_count(w.shape[0]), T,
+  run_panels(pool, panel_count(w.shape[0]), T, tensor_bytes(w),
              [&](int64_t p0, int64_t p1, int) { l.run(l, p0, p1); });
 }
 
@@ -512,7 +512,7 @@ void linear_blocks_with(ThreadPool& pool, const float* x, int64_t T, const Tenso
   }
   PanelLinear l;
   prepare_blocks_with<Ops>(pool, x, T, packed, y, 0, l);
-  run_panels(pool, panel_count(w.shape[0]), T,
+  run_panels(pool, panel_count(w.shape[0]), T, tensor_bytes(w),
              [&](int64_t p0, int64_t p1, int) { l.run(l, p0, p1); });
 }
 

@@ -214,10 +214,6 @@ QRWKV_BF16 void gemm_panels(const Tensor& w, const uint16_t* xb, int64_t Kp, int
 
 // ---- decode over packed panels -------------------------------------------------------------
 
-// Bytes of a packed panel fetched into L2 ahead of the decode kernel's reads (as kPrefetchFar for
-// row-major weights: one core's demand misses alone do not reach the memory's bandwidth).
-constexpr int64_t kPanelPrefetch = 16384;
-
 // TT tokens × 32 rows. Two k-pairs per step into separate accumulators (a single chain of
 // vdpbf16ps would wait on its latency).
 template <int TT>
@@ -225,10 +221,12 @@ QRWKV_BF16 void decode_bf16(const uint32_t* p, int64_t nkp, const uint16_t* xb, 
                             float* y, int64_t ys, __mmask16 m0, __mmask16 m1) {
   __m512 a0[TT], a1[TT], b0[TT], b1[TT];
   for (int t = 0; t < TT; ++t) a0[t] = a1[t] = b0[t] = b1[t] = _mm512_setzero_ps();
+  const int64_t far = panel_prefetch_bytes();
   for (int64_t kp = 0; kp < nkp; kp += 2) {
     const uint32_t* q = p + kp * kPanelRows;
-    const char* f = reinterpret_cast<const char*>(q) + kPanelPrefetch;
-    for (int l = 0; l < 4; ++l) _mm_prefetch(f + 64 * l, _MM_HINT_T1);
+    if (far != 0)
+      for (int l = 0; l < 4; ++l)
+        _mm_prefetch(reinterpret_cast<const char*>(q) + far + 64 * l, _MM_HINT_T1);
     const __m512bh w0 = (__m512bh)_mm512_load_si512(q), w1 = (__m512bh)_mm512_load_si512(q + 16);
     const __m512bh w2 = (__m512bh)_mm512_load_si512(q + 32);
     const __m512bh w3 = (__m512bh)_mm512_load_si512(q + 48);
@@ -263,6 +261,56 @@ QRWKV_BF16 void packed_panels(const Tensor& w, const uint16_t* xb, int64_t T, in
     int64_t t = 0;
     auto run = [&]<int TT>() {
       decode_bf16<TT>(panel, K / 2, xb + t * K, K, y + t * out + o0, out, m0, m1);
+    };
+    for (; t + 4 <= T; t += 4) run.template operator()<4>();
+    if (T > t) dispatch_tt<3>(static_cast<int>(T - t), run);
+  }
+}
+
+// ---- Y = X M for a packed LoRA matrix, float32 activations -------------------------------------
+//
+// prepare holds a BF16 LoRA matrix M [in, out] as the packed panels of Mᵀ. The time mix's
+// decay and token-shift paths stay exact: the bf16 pairs are widened (a bf16 is the top half of
+// its float32) and multiplied with the float32 activations by FMAs, even and odd k apart.
+template <int TT>
+QRWKV_BF16 void exact_panel(const uint32_t* p, int64_t nkp, const float* x, int64_t xs, float* y,
+                            int64_t ys, __mmask16 m0, __mmask16 m1) {
+  __m512 a0[TT], a1[TT], b0[TT], b1[TT];
+  for (int t = 0; t < TT; ++t) a0[t] = a1[t] = b0[t] = b1[t] = _mm512_setzero_ps();
+  const __m512i hi = _mm512_set1_epi32(-65536);
+  for (int64_t kp = 0; kp < nkp; ++kp) {
+    const __m512i w0 = _mm512_load_si512(p + kp * kPanelRows);
+    const __m512i w1 = _mm512_load_si512(p + kp * kPanelRows + 16);
+    const __m512 e0 = _mm512_castsi512_ps(_mm512_slli_epi32(w0, 16));
+    const __m512 o0 = _mm512_castsi512_ps(_mm512_and_si512(w0, hi));
+    const __m512 e1 = _mm512_castsi512_ps(_mm512_slli_epi32(w1, 16));
+    const __m512 o1 = _mm512_castsi512_ps(_mm512_and_si512(w1, hi));
+    for (int t = 0; t < TT; ++t) {
+      const __m512 xe = _mm512_set1_ps(x[t * xs + 2 * kp]);
+      const __m512 xo = _mm512_set1_ps(x[t * xs + 2 * kp + 1]);
+      a0[t] = _mm512_fmadd_ps(e0, xe, a0[t]);
+      b0[t] = _mm512_fmadd_ps(o0, xo, b0[t]);
+      a1[t] = _mm512_fmadd_ps(e1, xe, a1[t]);
+      b1[t] = _mm512_fmadd_ps(o1, xo, b1[t]);
+    }
+  }
+  for (int t = 0; t < TT; ++t) {
+    _mm512_mask_storeu_ps(y + t * ys, m0, _mm512_add_ps(a0[t], b0[t]));
+    _mm512_mask_storeu_ps(y + t * ys + 16, m1, _mm512_add_ps(a1[t], b1[t]));
+  }
+}
+
+QRWKV_BF16 void exact_panels(const Tensor& m, const float* x, int64_t T, int64_t p0, int64_t p1,
+                             float* y) {
+  const int64_t out = m.shape[0], K = m.shape[1], pbytes = panel_bytes(DType::BF16, K);
+  for (int64_t p = p0; p < p1; ++p) {
+    const int64_t o0 = p * kPanelRows;
+    const auto* panel = reinterpret_cast<const uint32_t*>(m.data + p * pbytes);
+    __mmask16 m0, m1;
+    panel_masks(out, o0, m0, m1);
+    int64_t t = 0;
+    auto run = [&]<int TT>() {
+      exact_panel<TT>(panel, K / 2, x + t * K, K, y + t * out + o0, out, m0, m1);
     };
     for (; t + 4 <= T; t += 4) run.template operator()<4>();
     if (T > t) dispatch_tt<3>(static_cast<int>(T - t), run);
@@ -310,6 +358,20 @@ void prepare_panels(ThreadPool& pool, const float* x, int64_t T, const Tensor& w
   l = PanelLinear{&w, T, y, &a, run_packed};
 }
 
+void matmul_packed(ThreadPool& pool, const float* x, int64_t T, int64_t ldx, const Tensor& m,
+                   float* y) {
+  if (m.dtype != DType::BF16 || m.layout != Layout::Panel32)
+    fail(m.name, "matmul_packed: not a packed BF16 matrix");
+  const int64_t K = m.shape[1];
+  thread_local std::vector<float> xc;  // the rows of X, contiguous
+  xc.resize(static_cast<size_t>(T * K));
+  for (int64_t t = 0; t < T; ++t)
+    std::memcpy(xc.data() + t * K, x + t * ldx, static_cast<size_t>(K) * sizeof(float));
+  const float* xp = xc.data();
+  run_panels(pool, panel_count(m.shape[0]), T, tensor_bytes(m),
+             [&](int64_t p0, int64_t p1, int) { exact_panels(m, xp, T, p0, p1, y); });
+}
+
 void linear(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, float* y) {
   if (w.dtype != DType::BF16)
     fail(w.name, std::string("linear_bf16: unsupported dtype ") + dtype_name(w.dtype));
@@ -317,7 +379,8 @@ void linear(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, float*
   if (w.layout == Layout::Panel32) {
     PanelLinear l;
     prepare_panels(pool, x, T, w, y, 0, l);
-    run_panels(pool, panel_count(out), T, [&](int64_t p0, int64_t p1, int) { l.run(l, p0, p1); });
+    run_panels(pool, panel_count(out), T, tensor_bytes(w),
+               [&](int64_t p0, int64_t p1, int) { l.run(l, p0, p1); });
     return;
   }
   thread_local std::vector<uint16_t> xb;

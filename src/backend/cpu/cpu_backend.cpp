@@ -145,20 +145,21 @@ void CpuBackend::linears(std::span<const LinearArgs> group) {
   cpu::PanelLinear packed[cpu::kPanelSlots];
   int64_t first[cpu::kPanelSlots + 1] = {0};
   int n = 0;
-  int64_t T = 0;
+  int64_t T = 0, bytes = 0;
   for (const LinearArgs& l : group) {
     const PreparePanels prep = panel_prepare(*l.w);
     if (prep != nullptr && n < cpu::kPanelSlots && (n == 0 || l.T == T)) {
       T = l.T;
       prep(*pool_, l.x, l.T, *l.w, l.y, n, packed[n]);
       first[n + 1] = first[n] + panel_count(l.w->shape[0]);
+      bytes += tensor_bytes(*l.w);
       ++n;
     } else {
       product(l.x, l.T, *l.w, l.y);
     }
   }
   if (n > 0)
-    cpu::run_panels(*pool_, first[n], T, [&](int64_t p0, int64_t p1, int) {
+    cpu::run_panels(*pool_, first[n], T, bytes, [&](int64_t p0, int64_t p1, int) {
       for (int i = 0; i < n && p0 < p1; ++i) {
         const int64_t b = std::max(p0, first[i]), e = std::min(p1, first[i + 1]);
         if (b < e) packed[i].run(packed[i], b - first[i], e - first[i]);
@@ -169,6 +170,12 @@ void CpuBackend::linears(std::span<const LinearArgs> group) {
 
 void CpuBackend::matmul(const float* x, int64_t T, int64_t ldx, const Tensor& m, float* y) {
   const cpu::Kernels& k = *kernels_;
+  if (m.layout == Layout::Panel32) {
+    if (k.matmul_packed == nullptr)
+      fail(m.name, std::string("packed matrix at the ") + cpu::isa_name(k.level) + " level");
+    k.matmul_packed(*pool_, x, T, ldx, m, y);
+    return;
+  }
   const bool elem = m.dtype == DType::F32 || m.dtype == DType::BF16 || m.dtype == DType::F16;
   if (k.gemm != nullptr && T >= cpu::kGemmMinTokens && elem) {
     k.gemm(*pool_, x, T, ldx, m, true, y);

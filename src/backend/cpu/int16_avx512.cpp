@@ -112,9 +112,6 @@ QRWKV_I16 inline void nibbles(__m512i v, __m512i& lo, __m512i& hi) {
   hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m);
 }
 
-// Fetched into L2 ahead of decode's reads (as the other decode kernels).
-constexpr int64_t kPanelPrefetch = 16384;
-
 // acc[t] += A·(quad q of token t, first pair) + B·(its second pair).
 template <int TT>
 QRWKV_I16 inline void dot_quad(const int16_t* xq, int64_t xs, int q, __m512i A, __m512i B,
@@ -131,10 +128,12 @@ QRWKV_I16 void decode_panel(const Act& a, int64_t t0, const uint8_t* p, float* y
   constexpr int64_t BB = DT == DType::Q8_0 ? kQ8PanelBlock : kQ4PanelBlock;
   __m512 a0[TT], a1[TT];
   for (int t = 0; t < TT; ++t) a0[t] = a1[t] = _mm512_setzero_ps();
+  const int64_t far = panel_prefetch_bytes();
   for (int64_t b = 0; b < a.nb; ++b) {
     const uint8_t* pb = p + b * BB;
-    for (int64_t l = 0; l < BB; l += 64)
-      _mm_prefetch(reinterpret_cast<const char*>(pb) + kPanelPrefetch + l, _MM_HINT_T1);
+    if (far != 0)
+      for (int64_t l = 0; l < BB; l += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(pb) + far + l, _MM_HINT_T1);
     const int16_t* xq = a.q + t0 * a.K + b * kQuantBlock;
     __m512i i0[TT], i1[TT];
     for (int t = 0; t < TT; ++t)
@@ -360,7 +359,7 @@ void linear(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, float*
   }
   PanelLinear l;
   prepare_panels(pool, x, T, packed, y, 0, l);
-  run_panels(pool, panel_count(w.shape[0]), T,
+  run_panels(pool, panel_count(w.shape[0]), T, tensor_bytes(w),
              [&](int64_t p0, int64_t p1, int) { l.run(l, p0, p1); });
 }
 

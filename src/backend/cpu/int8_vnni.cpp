@@ -293,8 +293,6 @@ QRWKV_VNNI void gemm_panels(const Tensor& w, const Act& a, int64_t T, int64_t p0
 //    panel and call);
 //  - Q4_0 (both): the nibbles against q_x, the sums starting at −8 · s_x.
 
-constexpr int64_t kPanelPrefetch = 16384;  // bytes fetched into L2 ahead of decode's reads
-
 inline void panel_masks(int64_t out, int64_t o0, __mmask16& m0, __mmask16& m1) {
   const int64_t rows = std::min(kPanelRows, out - o0);
   m0 = rows >= 16 ? __mmask16(0xffff) : __mmask16((1u << rows) - 1);
@@ -321,10 +319,12 @@ QRWKV_VNNI void decode_panel(const Act& a, int64_t t0, const uint8_t* p, float* 
   constexpr int64_t BB = DT == DType::Q8_0 ? kQ8PanelBlock : kQ4PanelBlock;
   __m512 a0[TT], a1[TT];
   for (int t = 0; t < TT; ++t) a0[t] = a1[t] = _mm512_setzero_ps();
+  const int64_t far = panel_prefetch_bytes();
   for (int64_t b = 0; b < a.nb; ++b) {
     const uint8_t* pb = p + b * BB;
-    for (int64_t l = 0; l < BB; l += 64)
-      _mm_prefetch(reinterpret_cast<const char*>(pb) + kPanelPrefetch + l, _MM_HINT_T1);
+    if (far != 0)
+      for (int64_t l = 0; l < BB; l += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(pb) + far + l, _MM_HINT_T1);
     __m512i i0[TT], i1[TT];
     const int8_t* xq = a.q + t0 * a.K + b * kQuantBlock;
     for (int t = 0; t < TT; ++t) {
@@ -534,7 +534,8 @@ void linear(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, float*
   if (w.layout == Layout::Panel32) {
     PanelLinear l;
     prepare_panels(pool, x, T, w, y, 0, l);
-    run_panels(pool, panel_count(out), T, [&](int64_t p0, int64_t p1, int) { l.run(l, p0, p1); });
+    run_panels(pool, panel_count(out), T, tensor_bytes(w),
+               [&](int64_t p0, int64_t p1, int) { l.run(l, p0, p1); });
     return;
   }
   thread_local std::vector<int8_t> q;

@@ -28,6 +28,7 @@ const Kernels& kernels_for(Isa level) {
         case Isa::AVX512BF16:
           k.panels = true;
           k.linear_bf16 = avx512bf16::linear;
+          k.matmul_packed = avx512bf16::matmul_packed;
           k.prepare_bf16 = avx512bf16::prepare_panels;
           k.linear_blocks = avx512int16::linear;
           k.prepare_blocks = avx512int16::prepare_panels;
@@ -52,6 +53,11 @@ const Kernels& kernels_for(Isa level) {
     return t;
   }();
   return tables[static_cast<size_t>(std::min(level, max_isa()))];
+}
+
+int64_t panel_prefetch_bytes() {
+  static const int64_t bytes = cpu_features().amd ? 0 : 16384;
+  return bytes;
 }
 
 ActivationRounding activation_rounding(Isa level) {
