@@ -311,7 +311,9 @@ void run_packed(const PanelLinear& l, int64_t p0, int64_t p1) {
 QRWKV_I16 double probe(int64_t iters) {
   __m512i acc[12];
   for (int i = 0; i < 12; ++i) acc[i] = _mm512_set1_epi32(i);
-  const __m512i a = _mm512_set1_epi16(3), b = _mm512_set1_epi16(-2);
+  // b pairs +2 with -2, so every dot product is zero and the sums never overflow (an int
+  // overflow in the reduction below would be undefined behaviour).
+  const __m512i a = _mm512_set1_epi16(3), b = _mm512_set1_epi32(int32_t(0xFFFE0002u));
   for (int64_t it = 0; it < iters; ++it)
     for (int i = 0; i < 12; ++i) acc[i] = _mm512_dpwssd_epi32(acc[i], a, b);
   __m512i s = acc[0];
