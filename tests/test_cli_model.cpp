@@ -211,7 +211,7 @@ TEST(CliErrors, HelpOnEverySubcommand) {
 TEST(CliErrors, BadModelsGiveOneLineErrors) {
   auto r = run_cli({"info", "-m", "/nonexistent"});
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_EQ(r.err, "error: /nonexistent: model directory does not exist\n");
+  EXPECT_EQ(r.err, "error: /nonexistent: model directory or GGUF file does not exist\n");
   r = run_cli({"logits", "-m", kRwkv, "--tokens", "1 1000"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_EQ(r.err, "error: token id 1000 is out of range (vocabulary size 1000)\n");

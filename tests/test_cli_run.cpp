@@ -122,7 +122,7 @@ TEST(CliRun, ChatFormattingAndErrors) {
   r = run_cli({"run", "-p", "Hi"});
   ::unsetenv("QRWKV_MODEL");
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_THAT(r.err, HasSubstr("no model given: pass a model directory with -m DIR"));
+  EXPECT_THAT(r.err, HasSubstr("no model given: pass a model with -m PATH"));
   EXPECT_THAT(r.err, HasSubstr("the default model /nonexistent/qrwkv-model does not exist"));
   r = run_cli({"run", "-m", chat_model()});
   EXPECT_EQ(r.exit_code, 2);

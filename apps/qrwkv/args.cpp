@@ -179,10 +179,11 @@ std::string model_dir(const Args& a) {
     dir = QRWKV_DEFAULT_MODEL;
 #endif
   }
-  if (dir.empty() || !std::filesystem::exists(std::filesystem::path(dir) / "config.json"))
+  if (dir.empty() || !(std::filesystem::exists(std::filesystem::path(dir) / "config.json") ||
+                       std::filesystem::is_regular_file(dir)))
     throw UsageError(
-        "no model given: pass a model directory with -m DIR (a Hugging Face layout directory "
-        "with config.json, safetensors weights and tokenizer.json)" +
+        "no model given: pass a model with -m PATH (a Hugging Face layout directory with "
+        "config.json, safetensors weights and tokenizer.json, or a GGUF file)" +
         (dir.empty() ? std::string() : "; the default model " + dir + " does not exist"));
   return dir;
 }

@@ -40,10 +40,10 @@ std::vector<double> log_softmax(const float* z, int64_t V) {
 int run_kl(int argc, char** argv) {
   Args a(
       "kl",
-      "-m DIR (--dtype TYPE | --base-model DIR | --kernels L) [--base-dtype TYPE] [--base-kernels "
+      "-m PATH (--dtype TYPE | --base-model DIR | --kernels L) [--base-dtype TYPE] [--base-kernels "
       "L] "
       "[-f TEXT | -n N] [-c CTX]",
-      {{{"-m", "--model"}, "DIR", "model directory"},
+      {{{"-m", "--model"}, "PATH", "model directory or GGUF file"},
        dtype_flag(),
        {{"--base-model"},
         "DIR",

@@ -7,6 +7,7 @@
 #include "apps/qrwkv/args.h"
 #include "apps/qrwkv/command.h"
 #include "io/safetensors.h"
+#include "model/gguf_model.h"
 #include "model/model.h"
 
 namespace qrwkv::app {
@@ -27,8 +28,8 @@ std::string human_bytes(double b) {
 
 int run_info(int argc, char** argv) {
   Args args(
-      "info", "-m DIR",
-      {{{"-m", "--model"}, "DIR", "model directory (config.json + safetensors)"},
+      "info", "-m PATH",
+      {{{"-m", "--model"}, "PATH", "model directory (config.json + safetensors) or GGUF file"},
        dtype_flag(),
        {{"-t", "--threads"}, "N", "threads of the CPU backend (default: one per physical core)"}});
   args.parse(argc, argv);
@@ -38,6 +39,8 @@ int run_info(int argc, char** argv) {
   std::printf("architecture:     %s\n", arch_name(c.arch));
   std::printf("parameters:       %lld\n", static_cast<long long>(m.n_params()));
   std::printf("storage dtype:    %s\n", m.storage_dtype().c_str());
+  if (is_gguf_file(m.dir))
+    std::printf("gguf types:       %s\n", gguf_type_mix(GgufFile(m.dir)).c_str());
   std::printf("backend:          %s\n", m.backend().name().c_str());
   std::printf("layers:           %lld\n", static_cast<long long>(c.num_layers));
   std::printf("hidden size:      %lld\n", static_cast<long long>(c.hidden_size));
@@ -79,8 +82,8 @@ Model load_with_state(const Args& args, State& state) {
 }
 
 int run_logits(int argc, char** argv) {
-  Args args("logits", "-m DIR --tokens \"1 2 3\" [--state-in F] [--state-out F] [--out FILE]",
-            {{{"-m", "--model"}, "DIR", "model directory"},
+  Args args("logits", "-m PATH --tokens \"1 2 3\" [--state-in F] [--state-out F] [--out FILE]",
+            {{{"-m", "--model"}, "PATH", "model directory or GGUF file"},
              dtype_flag(),
              {{"-t", "--threads"}, "N", "threads (default: one per physical core)"},
              {{"--reference"}, "", "use the plain float32 reference kernels"},
@@ -118,8 +121,8 @@ int run_logits(int argc, char** argv) {
 }
 
 int run_generate_ids(int argc, char** argv) {
-  Args args("generate-ids", "-m DIR --tokens \"1 2 3\" -n N",
-            {{{"-m", "--model"}, "DIR", "model directory"},
+  Args args("generate-ids", "-m PATH --tokens \"1 2 3\" -n N",
+            {{{"-m", "--model"}, "PATH", "model directory or GGUF file"},
              dtype_flag(),
              {{"-t", "--threads"}, "N", "threads (default: one per physical core)"},
              {{"--reference"}, "", "use the plain float32 reference kernels"},

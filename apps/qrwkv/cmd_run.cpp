@@ -38,8 +38,9 @@ void install_sigint_handler() {
 
 std::vector<Flag> model_flags() {
   return {{{"-m", "--model"},
-           "DIR",
-           "model directory (weights, config, tokenizer); default $QRWKV_MODEL, else the built-in "
+           "PATH",
+           "model directory (weights, config, tokenizer) or GGUF file; default $QRWKV_MODEL, else "
+           "the built-in "
            "demo model"},
           dtype_flag(),
           {{"-t", "--threads"}, "N", "threads (default: one per physical core)"},
@@ -166,7 +167,7 @@ int run_run(int argc, char** argv) {
   flags.push_back({{"--state-out"}, "FILE", "save the state after the prompt and the reply"});
   flags.push_back(
       {{"--n-completions"}, "K", "sample K continuations from one prefill (default 1)"});
-  Args a("run", "-m DIR (-p TEXT | -f FILE) [options]", flags);
+  Args a("run", "-m PATH (-p TEXT | -f FILE) [options]", flags);
   a.parse(argc, argv);
   std::string prompt;
   if (a.has("--prompt") == a.has("--file")) throw UsageError("give exactly one of -p and -f");
@@ -235,7 +236,7 @@ int run_chat(int argc, char** argv) {
       {{"--session"}, "FILE", "keep the conversation and its state in FILE across runs"});
   flags.push_back(
       {{"--enable-thinking"}, "BOOL", "pass enable_thinking=true|false to the template"});
-  Args a("chat", "-m DIR [options]   (then type; /save F, /load F, /reset, /exit)", flags);
+  Args a("chat", "-m PATH [options]   (then type; /save F, /load F, /reset, /exit)", flags);
   a.parse(argc, argv);
   const SamplerParams sp = sampler_params(a);
   LoadedModel L = load_all(a, true);

@@ -15,36 +15,37 @@ namespace qrwkv::app {
 namespace {
 
 int run_serve(int argc, char** argv) {
-  Args a("serve", "-m DIR [--host 127.0.0.1] [--port 8080] [-np N] [--api-key KEY] [options]",
-         {
-             {{"-m", "--model"}, "DIR", "model directory (weights, config, tokenizer)"},
-             {{"--host"}, "ADDR", "address to listen on (default 127.0.0.1)"},
-             {{"--port"}, "N", "port to listen on; 0 = any free port (default 8080)"},
-             {{"-np", "--parallel"}, "N", "sequences generated together at most (default 4)"},
-             {{"--api-key"}, "KEY", "require 'Authorization: Bearer KEY' on every request"},
-             dtype_flag(),
-             {{"-t", "--threads"}, "N", "threads (default: one per physical core)"},
-             {{"-n", "--n-predict"},
-              "N",
-              "max_tokens of a request that gives none; -1 = until a stop (default 2048)"},
-             {{"--state-cache-mb"},
-              "MB",
-              "memory for cached prompt/reply states; 0 = no cache (default 1024)"},
-             {{"--state-dir"},
-              "DIR",
-              "keep cached states on disk too: evicted ones and all at exit, reused after a "
-              "restart"},
-             {{"--state-dir-mb"}, "MB", "disk space for --state-dir (default 10240)"},
-             {{"--max-body-mb"}, "MB", "largest request body accepted (default 16)"},
-             {{"--max-queue"}, "N", "requests allowed to wait for a slot (default 256)"},
-             {{"--prefill-chunk"},
-              "N",
-              "prompt tokens evaluated per step, all requests together (default 256)"},
-             {{"--http-threads"}, "N", "connection threads (default 4 per slot + 32)"},
-             {{"--alias"}, "NAME", "model id reported and accepted (default: directory name)"},
-             {{"--chat-template-file"}, "FILE", "use this Jinja chat template"},
-             {{"-v", "--verbose"}, "", "log every request"},
-         });
+  Args a(
+      "serve", "-m PATH [--host 127.0.0.1] [--port 8080] [-np N] [--api-key KEY] [options]",
+      {
+          {{"-m", "--model"}, "PATH", "model directory (weights, config, tokenizer) or GGUF file"},
+          {{"--host"}, "ADDR", "address to listen on (default 127.0.0.1)"},
+          {{"--port"}, "N", "port to listen on; 0 = any free port (default 8080)"},
+          {{"-np", "--parallel"}, "N", "sequences generated together at most (default 4)"},
+          {{"--api-key"}, "KEY", "require 'Authorization: Bearer KEY' on every request"},
+          dtype_flag(),
+          {{"-t", "--threads"}, "N", "threads (default: one per physical core)"},
+          {{"-n", "--n-predict"},
+           "N",
+           "max_tokens of a request that gives none; -1 = until a stop (default 2048)"},
+          {{"--state-cache-mb"},
+           "MB",
+           "memory for cached prompt/reply states; 0 = no cache (default 1024)"},
+          {{"--state-dir"},
+           "DIR",
+           "keep cached states on disk too: evicted ones and all at exit, reused after a "
+           "restart"},
+          {{"--state-dir-mb"}, "MB", "disk space for --state-dir (default 10240)"},
+          {{"--max-body-mb"}, "MB", "largest request body accepted (default 16)"},
+          {{"--max-queue"}, "N", "requests allowed to wait for a slot (default 256)"},
+          {{"--prefill-chunk"},
+           "N",
+           "prompt tokens evaluated per step, all requests together (default 256)"},
+          {{"--http-threads"}, "N", "connection threads (default 4 per slot + 32)"},
+          {{"--alias"}, "NAME", "model id reported and accepted (default: directory name)"},
+          {{"--chat-template-file"}, "FILE", "use this Jinja chat template"},
+          {{"-v", "--verbose"}, "", "log every request"},
+      });
   a.parse(argc, argv);
   server::ServerOptions o;
   o.model_dir = model_dir(a);

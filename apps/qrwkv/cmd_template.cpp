@@ -13,9 +13,11 @@ namespace {
 
 int run_template(int argc, char** argv) {
   using qrwkv::app::Args;
-  Args args("template", "-m DIR --request FILE.json [--template FILE]",
+  Args args("template", "-m PATH --request FILE.json [--template FILE]",
             {
-                {{"-m", "--model"}, "DIR", "model directory (tokenizer_config.json is enough)"},
+                {{"-m", "--model"},
+                 "PATH",
+                 "model directory (tokenizer_config.json is enough) or GGUF file"},
                 {{"--request"},
                  "FILE",
                  "JSON object with \"messages\", optional \"tools\", \"add_generation_prompt\" "

@@ -28,8 +28,10 @@ std::string ids_json(const std::vector<int32_t>& ids) {
 
 int run_tokenize(int argc, char** argv) {
   Args args(
-      "tokenize", "-m DIR (--text TEXT | -f FILE | --jsonl FILE) [--count] [--no-special]",
-      {{{"-m", "--model"}, "DIR", "model or tokenizer directory holding tokenizer.json"},
+      "tokenize", "-m PATH (--text TEXT | -f FILE | --jsonl FILE) [--count] [--no-special]",
+      {{{"-m", "--model"},
+        "PATH",
+        "model or tokenizer directory holding tokenizer.json, or a GGUF file"},
        {{"--text"}, "TEXT", "text to encode; prints its ids as one JSON array, e.g. [9707,1879]"},
        {{"-f", "--file"}, "FILE", "encode the whole file as one text, like --text"},
        {{"--count"}, "", "print the number of ids instead of the ids"},
@@ -92,8 +94,10 @@ int run_tokenize(int argc, char** argv) {
 }
 
 int run_detokenize(int argc, char** argv) {
-  Args args("detokenize", "-m DIR --ids \"ID ID ...\" [--skip-special]",
-            {{{"-m", "--model"}, "DIR", "model or tokenizer directory holding tokenizer.json"},
+  Args args("detokenize", "-m PATH --ids \"ID ID ...\" [--skip-special]",
+            {{{"-m", "--model"},
+              "PATH",
+              "model or tokenizer directory holding tokenizer.json, or a GGUF file"},
              {{"--ids"},
               "IDS",
               "token ids separated by spaces or commas; prints their text exactly, with no "

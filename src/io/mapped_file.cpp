@@ -87,36 +87,62 @@ std::string read_text_file(const std::string& path) {
   return ss.str();
 }
 
-void write_file_atomic(const std::string& path, const void* data, size_t size, bool sync) {
-  std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) fail(path, std::string("cannot create temporary file: ") + std::strerror(errno));
+AtomicFileWriter::AtomicFileWriter(const std::string& path, bool sync)
+    : path_(path), tmp_(path + ".tmp." + std::to_string(::getpid())), sync_(sync) {
+  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd_ < 0) fail(path, std::string("cannot create temporary file: ") + std::strerror(errno));
+}
+
+AtomicFileWriter::~AtomicFileWriter() { abandon(); }
+
+void AtomicFileWriter::abandon() {
+  if (fd_ >= 0) {
+    ::close(fd_);
+    ::unlink(tmp_.c_str());
+    fd_ = -1;
+  }
+}
+
+void AtomicFileWriter::append(const void* data, size_t size) {
+  if (fd_ < 0) fail(path_, "write after the file was finished");
   const auto* p = static_cast<const uint8_t*>(data);
   size_t left = size;
   while (left > 0) {
-    ssize_t n = ::write(fd, p, left);
+    ssize_t n = ::write(fd_, p, left);
     if (n < 0) {
       if (errno == EINTR) continue;
-      int e = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      fail(path, std::string("write failed: ") + std::strerror(e));
+      const int e = errno;
+      abandon();
+      fail(path_, std::string("write failed: ") + std::strerror(e));
     }
     p += n;
     left -= static_cast<size_t>(n);
   }
-  const int synced = sync ? ::fsync(fd) : 0;
+}
+
+void AtomicFileWriter::commit() {
+  if (fd_ < 0) fail(path_, "write after the file was finished");
+  const int synced = sync_ ? ::fsync(fd_) : 0;
   const int sync_errno = errno;
-  if (::close(fd) != 0 || synced != 0) {
-    const int e = synced != 0 ? sync_errno : errno;
-    ::unlink(tmp.c_str());
-    fail(path, std::string("write failed: ") + std::strerror(e));
+  const int closed = ::close(fd_);
+  const int close_errno = errno;
+  fd_ = -1;
+  if (closed != 0 || synced != 0) {
+    ::unlink(tmp_.c_str());
+    fail(path_,
+         std::string("write failed: ") + std::strerror(synced != 0 ? sync_errno : close_errno));
   }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    int e = errno;
-    ::unlink(tmp.c_str());
-    fail(path, std::string("cannot rename temporary file into place: ") + std::strerror(e));
+  if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
+    const int e = errno;
+    ::unlink(tmp_.c_str());
+    fail(path_, std::string("cannot rename temporary file into place: ") + std::strerror(e));
   }
+}
+
+void write_file_atomic(const std::string& path, const void* data, size_t size, bool sync) {
+  AtomicFileWriter w(path, sync);
+  w.append(data, size);
+  w.commit();
 }
 
 }  // namespace qrwkv

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 namespace qrwkv {
 
@@ -50,5 +51,25 @@ std::string read_text_file(const std::string& path);
 // data is not flushed to the disk before the rename: for caches, whose files a crash may leave
 // damaged (they carry checksums), and whose writers must not stall on fsync.
 void write_file_atomic(const std::string& path, const void* data, size_t size, bool sync = true);
+
+// The same for a file written in pieces: the bytes go to a temporary file beside `path`, and
+// commit() flushes it (with `sync`) and renames it over `path`. A writer destroyed without
+// commit() (an error on the way) removes the temporary file and leaves `path` as it was.
+class AtomicFileWriter {
+ public:
+  explicit AtomicFileWriter(const std::string& path, bool sync = true);
+  ~AtomicFileWriter();
+  AtomicFileWriter(const AtomicFileWriter&) = delete;
+  AtomicFileWriter& operator=(const AtomicFileWriter&) = delete;
+  void append(const void* data, size_t size);
+  void append(std::string_view bytes) { append(bytes.data(), bytes.size()); }
+  void commit();
+
+ private:
+  void abandon();
+  std::string path_, tmp_;
+  bool sync_;
+  int fd_ = -1;
+};
 
 }  // namespace qrwkv

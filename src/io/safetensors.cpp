@@ -38,9 +38,30 @@ uint64_t read_u64_le(const uint8_t* p) {
 const char* dtype_name(DType t) {
   for (const auto& e : kDTypes)
     if (e.type == t) return e.name;
-  if (t == DType::Q8_0) return "Q8_0";
-  if (t == DType::Q4_0) return "Q4_0";
-  return "?";
+  switch (t) {
+    case DType::Q8_0:
+      return "Q8_0";
+    case DType::Q4_0:
+      return "Q4_0";
+    case DType::Q4_1:
+      return "Q4_1";
+    case DType::Q5_0:
+      return "Q5_0";
+    case DType::Q5_1:
+      return "Q5_1";
+    case DType::Q2_K:
+      return "Q2_K";
+    case DType::Q3_K:
+      return "Q3_K";
+    case DType::Q4_K:
+      return "Q4_K";
+    case DType::Q5_K:
+      return "Q5_K";
+    case DType::Q6_K:
+      return "Q6_K";
+    default:
+      return "?";
+  }
 }
 
 size_t dtype_size(DType t) {

@@ -13,11 +13,36 @@
 
 namespace qrwkv {
 
-// Q8_0 and Q4_0 are in-memory block formats that weights are quantized to at load time
-// (ops/quant.h); they never appear in, and are never written to, a safetensors file.
-enum class DType { F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL, Q8_0, Q4_0 };
+// Q8_0 and the types after it are block formats (ops/quant.h): weights are quantized to
+// Q8_0 and Q4_0 at load time, and GGUF files store all of them (ggml's layouts); they never
+// appear in, and are never written to, a safetensors file.
+enum class DType {
+  F64,
+  F32,
+  F16,
+  BF16,
+  I64,
+  I32,
+  I16,
+  I8,
+  U8,
+  BOOL,
+  Q8_0,
+  Q4_0,
+  Q4_1,
+  Q5_0,
+  Q5_1,
+  Q2_K,
+  Q3_K,
+  Q4_K,
+  Q5_K,
+  Q6_K
+};
+// Whether a dtype is one of the block formats.
+inline bool is_block_dtype(DType t) { return t >= DType::Q8_0; }
 
-// "F32", "BF16", ... as spelled in safetensors headers ("Q8_0", "Q4_0" for the block formats).
+// "F32", "BF16", ... as spelled in safetensors headers ("Q8_0", "Q4_K", ... for the block
+// formats, as llama.cpp spells them).
 const char* dtype_name(DType t);
 // Bytes per element; 0 for the block formats, whose size needs tensor_bytes (ops/tensor.h).
 size_t dtype_size(DType t);

@@ -30,6 +30,9 @@ struct RopeConfig {
   double low_freq_factor = 1.0;                     // llama3
   double high_freq_factor = 4.0;                    // llama3
   int64_t original_max_position_embeddings = 8192;  // llama3
+  // Per-frequency divisors after the scaling above (a GGUF file's rope_freqs.weight, in which
+  // llama.cpp's converter stores the llama3 scaling): inv_freq[i] /= freq_factors[i].
+  std::vector<double> freq_factors;
 };
 
 struct Config {

@@ -14,6 +14,7 @@
 #include <set>
 
 #include "io/error.h"
+#include "model/gguf_model.h"
 
 namespace qrwkv {
 
@@ -42,11 +43,17 @@ Model::~Model() = default;
 
 Model Model::load(const std::string& dir, const LoadOptions& options) {
   namespace fs = std::filesystem;
-  if (!fs::is_directory(dir)) fail(dir, "model directory does not exist");
   Model m;
   m.dir = dir;
-  m.config = load_config((fs::path(dir) / "config.json").string());
-  m.store = WeightStore::open(dir);
+  if (is_gguf_file(dir)) {
+    GgufModel g = open_gguf_model(dir);
+    m.config = std::move(g.config);
+    m.store = std::move(g.store);
+  } else {
+    if (!fs::is_directory(dir)) fail(dir, "model directory or GGUF file does not exist");
+    m.config = load_config((fs::path(dir) / "config.json").string());
+    m.store = WeightStore::open(dir);
+  }
   m.weights = bind_weights(m.config, m.store);
   m.format = options.format;
   m.runner_ = std::make_unique<Runner>(options.backend ? options.backend

@@ -87,6 +87,12 @@ std::vector<double> rope_inv_freq(const RopeConfig& rope, int64_t head_dim) {
       }
     }
   }
+  if (!rope.freq_factors.empty()) {
+    if (static_cast<int64_t>(rope.freq_factors.size()) != half)
+      fail("rope_freqs", "has " + std::to_string(rope.freq_factors.size()) +
+                             " factors, expected head_dim / 2 = " + std::to_string(half));
+    for (int64_t i = 0; i < half; ++i) inv[i] /= rope.freq_factors[i];
+  }
   return inv;
 }
 

@@ -6,6 +6,7 @@
 #include "io/error.h"
 #include "io/json.h"
 #include "model/architecture.h"
+#include "model/gguf_model.h"
 
 namespace qrwkv {
 
@@ -15,20 +16,52 @@ std::string shape_str(const std::vector<int64_t>& s) {
   return out + "]";
 }
 
-WeightStore WeightStore::open(const std::string& dir) {
+void WeightStore::add(Tensor t, const std::string& file) {
+  std::string name = t.name;
+  index_[name] = {std::move(t), file};
+}
+
+void WeightStore::add_mapped(std::shared_ptr<const MappedFile> f) {
+  mapped_.push_back(f);
+  keep_.push_back(std::move(f));
+}
+
+namespace {
+
+// The safetensors files of a directory share their mapping with the store.
+void add_safetensors(WeightStore& ws, const std::shared_ptr<SafetensorsFile>& f,
+                     const TensorInfo& info) {
+  Tensor t;
+  t.name = info.name;
+  t.dtype = info.dtype;
+  t.shape = info.shape;
+  t.data = f->data(info);
+  ws.add(std::move(t), f->path());
+}
+
+}  // namespace
+
+WeightStore WeightStore::open(const std::string& path) {
   namespace fs = std::filesystem;
-  WeightStore ws;
-  ws.dir_ = dir;
-  const fs::path root(dir);
+  if (is_gguf_file(path)) return open_gguf_weights(path);
+  WeightStore ws(path);
+  const fs::path root(path);
   const fs::path single = root / "model.safetensors";
   const fs::path index = root / "model.safetensors.index.json";
+  auto adopt = [&](const fs::path& p) {
+    auto f = std::make_shared<SafetensorsFile>(p.string());
+    // The store keeps the file (and so its mapping) alive; mapped_ views the same mapping.
+    ws.keep(f);
+    ws.mapped_.push_back(std::shared_ptr<const MappedFile>(f, &f->file()));
+    return f;
+  };
   if (fs::exists(index)) {
     const std::string where = index.string();
     const json j = load_json_file(where);
     auto wm = j.find("weight_map");
     if (!j.is_object() || wm == j.end() || !wm->is_object())
       fail(where, "missing 'weight_map' object");
-    std::map<std::string, const SafetensorsFile*> by_name;
+    std::map<std::string, std::shared_ptr<SafetensorsFile>> by_name;
     for (const auto& [tensor, shard_json] : wm->items()) {
       if (!shard_json.is_string())
         fail(where, "weight_map entry '" + tensor + "' is not a file name");
@@ -39,21 +72,19 @@ WeightStore WeightStore::open(const std::string& dir) {
       if (it == by_name.end()) {
         const fs::path p = root / shard;
         if (!fs::exists(p)) fail(where, "index points to missing shard " + shard);
-        ws.files_.push_back(std::make_unique<SafetensorsFile>(p.string()));
-        it = by_name.emplace(shard, ws.files_.back().get()).first;
+        it = by_name.emplace(shard, adopt(p)).first;
       }
       const TensorInfo* info = it->second->find(tensor);
       if (info == nullptr)
         fail(it->second->path(),
              "tensor '" + tensor + "' listed in the index is not in this shard");
-      ws.index_[tensor] = {it->second, info};
+      add_safetensors(ws, it->second, *info);
     }
   } else if (fs::exists(single)) {
-    ws.files_.push_back(std::make_unique<SafetensorsFile>(single.string()));
-    for (const auto& [name, info] : ws.files_.back()->header().tensors)
-      ws.index_[name] = {ws.files_.back().get(), &info};
+    auto f = adopt(single);
+    for (const auto& [name, info] : f->header().tensors) add_safetensors(ws, f, info);
   } else {
-    fail(dir, "no model.safetensors or model.safetensors.index.json in the model directory");
+    fail(path, "no model.safetensors or model.safetensors.index.json in the model directory");
   }
   return ws;
 }
@@ -61,19 +92,17 @@ WeightStore WeightStore::open(const std::string& dir) {
 Tensor WeightStore::get_any_shape(const std::string& name) const {
   auto it = index_.find(name);
   if (it == index_.end()) {
-    const std::string where = files_.size() == 1 ? files_[0]->path() : dir_;
+    const std::string where = mapped_.size() == 1 ? mapped_[0]->path() : dir_;
+    if (auto a = aliases_.find(name); a != aliases_.end())
+      fail(where, "missing tensor '" + a->second + "' (" + name + ")");
     fail(where, "missing tensor '" + name + "'");
   }
-  const auto& [file, info] = it->second;
-  if (info->dtype != DType::F32 && info->dtype != DType::BF16 && info->dtype != DType::F16)
-    fail(file->path(), "tensor '" + name + "' has unsupported dtype " + dtype_name(info->dtype) +
-                           " (supported: F32, BF16, F16)");
-  Tensor t;
-  t.name = name;
-  t.dtype = info->dtype;
-  t.shape = info->shape;
-  t.data = file->data(*info);
-  return t;
+  const Entry& e = it->second;
+  const DType dt = e.tensor.dtype;
+  if (dt != DType::F32 && dt != DType::BF16 && dt != DType::F16 && !is_block_dtype(dt))
+    fail(e.file, "tensor '" + name + "' has unsupported dtype " + dtype_name(dt) +
+                     " (supported: F32, BF16, F16 and the GGUF block formats)");
+  return e.tensor;
 }
 
 Tensor WeightStore::get(const std::string& name, const std::vector<int64_t>& shape) const {
@@ -83,18 +112,16 @@ Tensor WeightStore::get(const std::string& name, const std::vector<int64_t>& sha
     std::vector<int64_t> a = t.shape, b = shape;
     while (!a.empty() && a.front() == 1 && a.size() > 1) a.erase(a.begin());
     while (!b.empty() && b.front() == 1 && b.size() > 1) b.erase(b.begin());
-    if (a != b) {
-      const std::string where = index_.at(name).file->path();
-      fail(where, "tensor '" + name + "' has shape " + shape_str(t.shape) + ", expected " +
-                      shape_str(shape));
-    }
+    if (a != b)
+      fail(index_.at(name).file, "tensor '" + name + "' has shape " + shape_str(t.shape) +
+                                     ", expected " + shape_str(shape));
   }
   return t;
 }
 
 size_t WeightStore::file_bytes() const {
   size_t n = 0;
-  for (const auto& f : files_) n += f->file().size();
+  for (const auto& f : mapped_) n += f->size();
   return n;
 }
 
@@ -102,9 +129,9 @@ void WeightStore::prefetch(const std::function<void(double)>& progress) const {
   const size_t total = std::max<size_t>(1, file_bytes());
   size_t done = 0, next_report = 0;
   volatile uint8_t sink = 0;
-  for (const auto& f : files_) {
-    const uint8_t* p = f->file().data();
-    const size_t n = f->file().size();
+  for (const auto& f : mapped_) {
+    const uint8_t* p = f->data();
+    const size_t n = f->size();
     for (size_t off = 0; off < n; off += 4096) {
       sink = sink + p[off];
       if (done + off >= next_report) {

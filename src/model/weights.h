@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "io/mapped_file.h"
 #include "io/safetensors.h"
 #include "model/config.h"
 #include "ops/tensor.h"
@@ -17,8 +18,10 @@ namespace qrwkv {
 
 class WeightStore {
  public:
-  // Opens the checkpoint in `dir`; every referenced shard must exist and parse.
-  static WeightStore open(const std::string& dir);
+  // Opens the checkpoint at `path`: a model directory (safetensors) or a GGUF file, whose
+  // tensors are renamed and rearranged into the Hugging Face names and layouts
+  // (model/gguf_model.h). Every referenced shard must exist and parse.
+  static WeightStore open(const std::string& path);
 
   bool has(const std::string& name) const { return index_.count(name) != 0; }
   // The tensor `name`, checked against `shape`; throws Error naming the tensor (and the file)
@@ -28,6 +31,7 @@ class WeightStore {
   Tensor get_any_shape(const std::string& name) const;
 
   std::vector<std::string> names() const;
+  // The directory or file the weights come from.
   const std::string& dir() const { return dir_; }
 
   // Total bytes of the mapped checkpoint files.
@@ -36,14 +40,26 @@ class WeightStore {
   // `progress` receives the fraction done (0..1) now and then.
   void prefetch(const std::function<void(double)>& progress) const;
 
+  // Building a store from another container (GGUF): `file` names the tensor's file in errors;
+  // the bytes a tensor points to must stay alive, which keep() ensures for owned ones.
+  explicit WeightStore(std::string dir) : dir_(std::move(dir)) {}
+  WeightStore() = default;
+  void add(Tensor t, const std::string& file);
+  void keep(std::shared_ptr<const void> owner) { keep_.push_back(std::move(owner)); }
+  void add_mapped(std::shared_ptr<const MappedFile> f);
+  // The file's own name of a tensor that is missing, for the error when it is asked for.
+  void alias(const std::string& name, const std::string& file_name) { aliases_[name] = file_name; }
+
  private:
   struct Entry {
-    const SafetensorsFile* file;
-    const TensorInfo* info;
+    Tensor tensor;
+    std::string file;
   };
   std::string dir_;
-  std::vector<std::unique_ptr<SafetensorsFile>> files_;
+  std::vector<std::shared_ptr<const void>> keep_;          // files and converted bytes
+  std::vector<std::shared_ptr<const MappedFile>> mapped_;  // for file_bytes and prefetch
   std::map<std::string, Entry> index_;
+  std::map<std::string, std::string> aliases_;
 };
 
 class LayerMix;

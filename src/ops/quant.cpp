@@ -171,6 +171,8 @@ using V = VecScalar;
 }  // namespace
 
 void dequantize_blocks(DType dt, const uint8_t* blocks, int64_t b0, int64_t nb, float* out) {
+  if (dt != DType::Q8_0 && dt != DType::Q4_0)
+    return dequantize_ggml_blocks(dt, blocks, b0, nb, out);
   const int64_t bytes = tensor_bytes(dt, kQuantBlock);
   for (int64_t b = b0; b < b0 + nb; ++b, out += kQuantBlock) {
     if (dt == DType::Q8_0)

@@ -54,8 +54,18 @@ void quantize_act_int8(const float* x, int64_t n, int8_t* q, float* d, int32_t* 
 // bfloat16 rounding (relative error up to 2⁻⁹). With int8 weights a block's products still sum
 // exactly in int32 (32 · 127 · 32767 < 2³¹).
 void quantize_act_int16(const float* x, int64_t n, int16_t* q, float* d, int32_t* s);
-// Dequantizes blocks [b0, b0 + nb) of a Q8_0 or Q4_0 row at `blocks` into 32 · nb floats.
+// Dequantizes blocks [b0, b0 + nb) of a row of any block format at `blocks` into
+// block_elems(dt) · nb floats.
 void dequantize_blocks(DType dt, const uint8_t* blocks, int64_t b0, int64_t nb, float* out);
+// The same for the formats of GGUF files other than Q8_0 and Q4_0 (ops/ggml_blocks.cpp):
+// Q4_1, Q5_0, Q5_1 and the k-quants Q2_K ... Q6_K, bit for bit as llama.cpp decodes them.
+void dequantize_ggml_blocks(DType dt, const uint8_t* blocks, int64_t b0, int64_t nb, float* out);
+
+// llama.cpp's own quantizers (ops/ggml_quantize.cpp), without an importance matrix: n values
+// (whole blocks) into the blocks of `dt` at `out`, the same bytes llama-quantize writes.
+// Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K.
+void quantize_ggml(DType dt, const float* x, int64_t n, uint8_t* out);
+bool ggml_quantizable(DType dt);
 
 // Whether a weight of this shape can be stored in a block format: 2-D with a row length that
 // is a multiple of 32.

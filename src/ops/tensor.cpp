@@ -83,16 +83,17 @@ void load_f32(const Tensor& t, int64_t offset, int64_t n, float* dst) {
         dst[i] = f16_to_f32(v);
       }
       return;
-    case DType::Q8_0:
-    case DType::Q4_0: {
-      // Whole blocks go straight to dst; a partial first or last block through a small buffer.
-      int64_t b = offset / kQuantBlock;
-      int64_t skip = offset % kQuantBlock;
+    default: {
+      if (!is_block_dtype(t.dtype)) break;
+      // Whole blocks go straight to dst; a partial first or last block through a buffer.
+      const int64_t be = block_elems(t.dtype);
+      int64_t b = offset / be;
+      int64_t skip = offset % be;
+      float tmp[256];
       while (n > 0) {
-        float tmp[kQuantBlock];
-        const bool whole = skip == 0 && n >= kQuantBlock;
+        const bool whole = skip == 0 && n >= be;
         dequantize_blocks(t.dtype, t.data, b, 1, whole ? dst : tmp);
-        const int64_t take = std::min<int64_t>(n, kQuantBlock - skip);
+        const int64_t take = std::min<int64_t>(n, be - skip);
         if (!whole) std::memcpy(dst, tmp + skip, static_cast<size_t>(take) * 4);
         dst += take;
         n -= take;
@@ -101,9 +102,8 @@ void load_f32(const Tensor& t, int64_t offset, int64_t n, float* dst) {
       }
       return;
     }
-    default:
-      fail(t.name, std::string("unsupported dtype ") + dtype_name(t.dtype));
   }
+  fail(t.name, std::string("unsupported dtype ") + dtype_name(t.dtype));
 }
 
 std::vector<float> to_f32(const Tensor& t) {

@@ -37,18 +37,55 @@ struct Tensor {
   int64_t rows() const { return cols() == 0 ? 0 : numel() / cols(); }
 };
 
-// Bytes taken by n consecutive elements of a dtype. The block formats store blocks of 32
-// elements (a row of a quantized tensor is always a whole number of blocks).
-inline int64_t tensor_bytes(DType dt, int64_t n) {
+// Elements per block of a block format (32, or 256 for the k-quants), 1 for the plain types.
+inline int64_t block_elems(DType dt) {
   switch (dt) {
     case DType::Q8_0:
-      return n / 32 * 34;  // f16 scale + 32 int8
     case DType::Q4_0:
-      return n / 32 * 18;  // f16 scale + 32 nibbles
+    case DType::Q4_1:
+    case DType::Q5_0:
+    case DType::Q5_1:
+      return 32;
+    case DType::Q2_K:
+    case DType::Q3_K:
+    case DType::Q4_K:
+    case DType::Q5_K:
+    case DType::Q6_K:
+      return 256;
     default:
-      return n * static_cast<int64_t>(dtype_size(dt));
+      return 1;
   }
 }
+// Bytes per block (ggml's layouts, ops/quant.h); dtype_size for the plain types.
+inline int64_t block_bytes(DType dt) {
+  switch (dt) {
+    case DType::Q8_0:
+      return 34;  // f16 d, 32 int8
+    case DType::Q4_0:
+      return 18;  // f16 d, 32 nibbles
+    case DType::Q4_1:
+      return 20;  // f16 d, f16 m, 32 nibbles
+    case DType::Q5_0:
+      return 22;  // f16 d, 32 high bits, 32 nibbles
+    case DType::Q5_1:
+      return 24;  // f16 d, f16 m, 32 high bits, 32 nibbles
+    case DType::Q2_K:
+      return 84;  // 16 scale bytes, 256 2-bit, f16 d, f16 dmin
+    case DType::Q3_K:
+      return 110;  // 256 high bits, 256 2-bit, 12 scale bytes, f16 d
+    case DType::Q4_K:
+      return 144;  // f16 d, f16 dmin, 12 scale bytes, 256 nibbles
+    case DType::Q5_K:
+      return 176;  // f16 d, f16 dmin, 12 scale bytes, 256 high bits, nibbles
+    case DType::Q6_K:
+      return 210;  // 256 low nibbles, 256 2-bit highs, 16 int8 scales, f16 d
+    default:
+      return static_cast<int64_t>(dtype_size(dt));
+  }
+}
+// Bytes taken by n consecutive elements of a dtype. A row of a block-format tensor is always a
+// whole number of blocks.
+inline int64_t tensor_bytes(DType dt, int64_t n) { return n / block_elems(dt) * block_bytes(dt); }
 // Bytes of a whole tensor, padding rows of a Panel32 layout included.
 inline int64_t tensor_bytes(const Tensor& t) {
   if (t.layout == Layout::Panel32 && t.shape.size() == 2)

@@ -75,6 +75,7 @@ ChatTemplate ChatTemplate::load(const std::string& model_dir) {
   ChatTemplate t;
   const fs::path dir(model_dir);
   std::error_code ec;
+  if (fs::is_regular_file(dir, ec)) return load_gguf(model_dir);
   if (!fs::is_directory(dir, ec)) fail(model_dir, "not a directory");
 
   const fs::path config_path = dir / "tokenizer_config.json";

@@ -18,6 +18,10 @@ class ChatTemplate {
   // list of {name, template}); bos/eos/unk/pad tokens come from tokenizer_config.json. A model
   // without any template gets a plain ChatML template. Throws Error naming the file.
   static ChatTemplate load(const std::string& model_dir);
+  // The template of a GGUF file (tokenizer.chat_template, or the named ones listed by
+  // tokenizer.chat_templates), with the special tokens its token ids name; ChatML without one.
+  // load() of a file path comes here.
+  static ChatTemplate load_gguf(const std::string& path);
 
   // A template from text; `where` names its origin in error messages.
   static ChatTemplate from_source(const std::string& source, const std::string& where);

@@ -16,6 +16,7 @@
 
 #include "io/error.h"
 #include "io/json.h"
+#include "text/gguf_vocab.h"
 #include "text/tok_regex.h"
 #include "text/tok_utf8.h"
 
@@ -523,6 +524,16 @@ std::string read_file(const std::string& path) {
   ss << in.rdbuf();
   if (in.bad()) fail(path, "read error");
   return ss.str();
+}
+
+// The first n bytes of a file (fewer if it is shorter).
+std::string read_file_prefix(const std::string& path, size_t n) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(path, "cannot open file");
+  std::string out(n, '\0');
+  in.read(out.data(), static_cast<std::streamsize>(n));
+  out.resize(static_cast<size_t>(in.gcount()));
+  return out;
 }
 
 void load_model(Tokenizer::Impl& t, const json& model) {
@@ -1171,10 +1182,21 @@ Tokenizer Tokenizer::from_json(std::string_view json_text, const std::string& wh
 
 Tokenizer Tokenizer::from_file(const std::string& path) { return from_json(read_file(path), path); }
 
+Tokenizer Tokenizer::from_gguf(const std::string& path) {
+  GgufVocab v = gguf_vocab(path);
+  Tokenizer t = from_json(v.tokenizer_json, path);
+  t.impl_->config = std::move(v.config);
+  return t;
+}
+
 Tokenizer Tokenizer::from_dir(const std::string& dir) {
   namespace fs = std::filesystem;
   std::error_code ec;
-  if (fs::is_regular_file(dir, ec)) return from_file(dir);
+  if (fs::is_regular_file(dir, ec)) {
+    // A GGUF model file, or a tokenizer.json given directly.
+    std::string head = read_file_prefix(dir, 4);
+    return head == "GGUF" ? from_gguf(dir) : from_file(dir);
+  }
   if (!fs::is_directory(dir, ec)) fail(dir, "no such directory");
   const std::string path = (fs::path(dir) / "tokenizer.json").string();
   if (!fs::is_regular_file(path, ec)) fail(dir, "no tokenizer.json in this directory");

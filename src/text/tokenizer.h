@@ -48,6 +48,9 @@ class Tokenizer {
   // Loads DIR/tokenizer.json and, when present, DIR/tokenizer_config.json. The directory needs
   // no weights. A path to a tokenizer.json file is accepted too.
   static Tokenizer from_dir(const std::string& dir);
+  // The vocabulary of a GGUF file (tokenizer.ggml.*, byte-level BPE): the same ids as the
+  // tokenizer.json of the same model. from_dir() takes GGUF files too.
+  static Tokenizer from_gguf(const std::string& path);
 
   Tokenizer(Tokenizer&&) noexcept;
   Tokenizer& operator=(Tokenizer&&) noexcept;

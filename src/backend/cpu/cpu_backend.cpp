@@ -8,6 +8,7 @@
 #include "backend/elementwise.h"
 #include "io/error.h"
 #include "ops/panel.h"
+#include "ops/quant.h"
 
 namespace qrwkv {
 
@@ -19,8 +20,31 @@ namespace {
 constexpr int64_t kParallelWork = 1 << 15;
 
 bool computable(DType dt) {
-  return dt == DType::F32 || dt == DType::BF16 || dt == DType::F16 || dt == DType::Q8_0 ||
-         dt == DType::Q4_0;
+  return dt == DType::F32 || dt == DType::BF16 || dt == DType::F16 || is_block_dtype(dt);
+}
+
+// Formats that have no kernels of their own (the GGUF block formats besides Q8_0 and Q4_0):
+// rows [r0, r1) of Y = X Wᵀ from the rows dequantized, 16 at a time, into float32 and the
+// float32 row-dot kernel; Y is [T, out]. Exactly the reference function of the stored weights.
+void rowdot_dequantized(const cpu::Kernels& k, const float* x, int64_t T, const Tensor& w,
+                        int64_t r0, int64_t r1, float* y) {
+  constexpr int64_t kRows = 16;
+  const int64_t out = w.shape[0], K = w.shape[1], rb = tensor_bytes(w.dtype, K);
+  thread_local std::vector<float> rows, ys;
+  rows.resize(static_cast<size_t>(kRows * K));
+  ys.resize(static_cast<size_t>(kRows * T));
+  for (int64_t o = r0; o < r1; o += kRows) {
+    const int64_t n = std::min(kRows, r1 - o);
+    dequantize_blocks(w.dtype, w.data + o * rb, 0, n * K / block_elems(w.dtype), rows.data());
+    Tensor f;
+    f.name = w.name;
+    f.dtype = DType::F32;
+    f.shape = {n, K};
+    f.data = reinterpret_cast<const uint8_t*>(rows.data());
+    k.rowdot(x, T, f, 0, n, ys.data());
+    for (int64_t t = 0; t < T; ++t)
+      std::copy(ys.data() + t * n, ys.data() + (t + 1) * n, y + t * out + o);
+  }
 }
 
 }  // namespace
@@ -111,7 +135,10 @@ void CpuBackend::product(const float* x, int64_t T, const Tensor& w, float* y) {
   const bool block = w.dtype == DType::Q8_0 || w.dtype == DType::Q4_0;
   if (w.layout == Layout::Panel32 && panel_prepare(w) == nullptr)
     fail(w.name, std::string("packed weights at the ") + cpu::isa_name(k.level) + " level");
-  if (k.linear_blocks != nullptr && block) {
+  if (is_block_dtype(w.dtype) && !block) {
+    pool_->parallel_for(
+        out, 16, [&](int64_t r0, int64_t r1, int) { rowdot_dequantized(k, x, T, w, r0, r1, y); });
+  } else if (k.linear_blocks != nullptr && block) {
     k.linear_blocks(*pool_, x, T, w, y);
   } else if (k.linear_bf16 != nullptr && w.dtype == DType::BF16) {
     k.linear_bf16(*pool_, x, T, w, y);

@@ -1,0 +1,239 @@
+// GGUF files made and run by llama.cpp (tests/data/gguf, see its README): dequantization bit
+// for bit against llama.cpp's Python package, logits against llama.cpp's within the tolerance its
+// own activation rounding needs, greedy tokens against the dequantized-float32 twin's, and the
+// vocabulary and chat template against the tokenizer.json of the same model.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "backend/cpu/kernels.h"
+#include "io/gguf.h"
+#include "io/safetensors.h"
+#include "model/gguf_model.h"
+#include "model/model.h"
+#include "ops/quant.h"
+#include "tests/cli.h"
+#include "text/chat_template.h"
+#include "text/tokenizer.h"
+
+namespace qrwkv {
+namespace {
+
+std::string gguf_path(const std::string& name) { return test::data_path("gguf/" + name); }
+
+struct Expected {
+  explicit Expected(const std::string& path) : file(path) {}
+  SafetensorsFile file;
+  template <typename T>
+  std::vector<T> get(const std::string& name) const {
+    const TensorInfo* t = file.find(name);
+    EXPECT_NE(t, nullptr) << name;
+    if (t == nullptr) return {};
+    std::vector<T> out(static_cast<size_t>(t->numel()));
+    EXPECT_EQ(dtype_size(t->dtype), sizeof(T)) << name;
+    std::memcpy(out.data(), file.data(*t), out.size() * sizeof(T));
+    return out;
+  }
+  std::vector<int64_t> shape(const std::string& name) const { return file.find(name)->shape; }
+};
+
+double max_rel_error(const float* got, const float* want, int64_t T, int64_t V) {
+  double worst = 0;
+  for (int64_t t = 0; t < T; ++t) {
+    double max_abs = 0, max_diff = 0;
+    for (int64_t v = 0; v < V; ++v) {
+      max_abs = std::max(max_abs, std::fabs(static_cast<double>(want[t * V + v])));
+      max_diff =
+          std::max(max_diff, std::fabs(static_cast<double>(got[t * V + v]) - want[t * V + v]));
+    }
+    worst = std::max(worst, max_diff / max_abs);
+  }
+  return worst;
+}
+
+TEST(GgufDequant, EqualsLlamaCppBitForBit) {
+  const Expected deq(gguf_path("DEQ.safetensors"));
+  int checked = 0;
+  for (const char* type : {"F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K",
+                           "Q4_K", "Q5_K", "Q6_K"}) {
+    const GgufFile f(gguf_path(std::string("DEQ/DEQ-") + type + ".gguf"));
+    ASSERT_EQ(f.header().tensors.size(), 4u) << type;
+    for (const GgufTensorInfo& g : f.header().tensors) {
+      EXPECT_STREQ(ggml_type_traits(static_cast<uint32_t>(g.type))->name, type) << g.name;
+      Tensor t;
+      t.name = g.name;
+      t.dtype = *dtype_of_ggml(g.type);
+      t.shape = g.shape();
+      t.data = f.data(g);
+      const std::vector<float> got = to_f32(t);
+      const std::vector<float> want = deq.get<float>(g.name + "@" + type);
+      ASSERT_EQ(got.size(), want.size()) << g.name << "@" << type;
+      size_t differ = 0;
+      for (size_t i = 0; i < got.size(); ++i)
+        if (std::memcmp(&got[i], &want[i], 4) != 0) ++differ;
+      EXPECT_EQ(differ, 0u) << g.name << "@" << type << ": " << differ << " of " << got.size()
+                            << " values differ";
+      // A part of a row (offsets inside a block) reads the same values.
+      std::vector<float> part(7);
+      load_f32(t, 37, 7, part.data());
+      EXPECT_EQ(std::memcmp(part.data(), &want[37], 28), 0) << g.name << "@" << type;
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 48);
+}
+
+// llama-quantize made each DEQ-<type>.gguf from DEQ-src-F32.gguf: the same quantizers here give
+// the same bytes.
+TEST(GgufQuantize, SameBytesAsLlamaQuantize) {
+  const GgufFile src(gguf_path("DEQ/DEQ-src-F32.gguf"));
+  for (const char* type : {"Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"}) {
+    const GgufFile f(gguf_path(std::string("DEQ/DEQ-") + type + ".gguf"));
+    for (const GgufTensorInfo& g : f.header().tensors) {
+      const GgufTensorInfo* s = src.find_tensor(g.name);
+      ASSERT_NE(s, nullptr) << g.name;
+      ASSERT_EQ(s->type, GgmlType::F32);
+      std::vector<float> x(static_cast<size_t>(s->bytes / 4));
+      std::memcpy(x.data(), src.data(*s), s->bytes);
+      std::vector<uint8_t> out(static_cast<size_t>(g.bytes));
+      const DType dt = *dtype_of_ggml(g.type);
+      for (int64_t r = 0; r < g.ne[1]; ++r)
+        quantize_ggml(dt, x.data() + r * g.ne[0], g.ne[0],
+                      out.data() + r * tensor_bytes(dt, g.ne[0]));
+      EXPECT_EQ(std::memcmp(out.data(), f.data(g), g.bytes), 0) << g.name << "@" << type;
+    }
+  }
+}
+
+class GgufGolden : public ::testing::TestWithParam<std::string> {
+ protected:
+  std::string file() const { return gguf_path(GetParam() + ".gguf"); }
+  Expected expected() const { return Expected(gguf_path(GetParam() + ".expected.safetensors")); }
+  // llama.cpp's logits are reproducible only to ~2 % for quantized files (its activations are
+  // rounded to 8 bits); float16 files it computes in float32 (tests/data/gguf/README.md).
+  double tolerance() const { return GetParam().find("F16") == std::string::npos ? 0.1 : 2e-3; }
+};
+
+// The logits of both sequences on one backend.
+std::vector<float> logits(const Model& m, const std::vector<int32_t>& ids, int64_t B, int64_t T) {
+  std::vector<float> out;
+  for (int64_t b = 0; b < B; ++b) {
+    State st = m.new_state();
+    const std::vector<float> l = forward(m, st, std::span<const int32_t>(&ids[b * T], T));
+    out.insert(out.end(), l.begin(), l.end());
+  }
+  return out;
+}
+
+TEST_P(GgufGolden, LogitsAndGreedyTokensOnEveryBackend) {
+  const Expected e = expected();
+  const auto ids = e.get<int32_t>("input_ids");
+  const auto want = e.get<float>("logits");
+  const auto shape = e.shape("logits");
+  const int64_t B = shape[0], T = shape[1], V = shape[2];
+  const auto prompt = e.get<int32_t>("greedy_prompt");
+  const auto ref_greedy = e.get<int32_t>("ref_greedy_output");
+  const std::vector<int32_t> want_tokens(ref_greedy.begin() + static_cast<int64_t>(prompt.size()),
+                                         ref_greedy.end());
+
+  // The reference backend computes the dequantized weights exactly: the dequantized twin's
+  // greedy tokens.
+  const Model ref = Model::load(file(), {WeightFormat::Stored, make_reference_backend()});
+  ASSERT_EQ(ref.config.vocab_size, V);
+  const std::vector<float> exact = logits(ref, ids, B, T);
+  const double err = max_rel_error(exact.data(), want.data(), B * T, V);
+  std::printf("[gguf] %s: max relative logit error vs llama.cpp %.3g\n", GetParam().c_str(), err);
+  EXPECT_LE(err, tolerance()) << "reference backend vs llama.cpp";
+  {
+    State st = ref.new_state();
+    EXPECT_EQ(generate_greedy(ref, st, prompt, static_cast<int64_t>(want_tokens.size())),
+              want_tokens)
+        << "reference backend";
+  }
+  for (const auto& nb : test::every_backend()) {
+    if (!nb.level) continue;
+    const Model m = Model::load(file(), {WeightFormat::Stored, nb.backend});
+    const std::vector<float> got = logits(m, ids, B, T);
+    EXPECT_LE(max_rel_error(got.data(), want.data(), B * T, V), tolerance()) << nb.name;
+    const ActivationRounding r = cpu::activation_rounding(*nb.level);
+    if (r == ActivationRounding::Exact) {
+      // Same function as the reference, summed in another order.
+      EXPECT_LE(max_rel_error(got.data(), exact.data(), B * T, V), 1e-4) << nb.name;
+      State st = m.new_state();
+      EXPECT_EQ(generate_greedy(m, st, prompt, static_cast<int64_t>(want_tokens.size())),
+                want_tokens)
+          << nb.name;
+    } else {
+      const Model same = Model::load(file(), {WeightFormat::Stored, make_reference_backend(r)});
+      const std::vector<float> rounded = logits(same, ids, B, T);
+      // Two evaluations of a rounded function may round a few activations to neighbouring
+      // values (sums in another order), and on these random models such a flip grows through
+      // the layers: within half of what the rounding itself moves (as tests/test_golden.cpp).
+      const double rounding = max_rel_error(rounded.data(), exact.data(), B * T, V);
+      EXPECT_LE(max_rel_error(got.data(), rounded.data(), B * T, V), std::max(1e-3, 0.5 * rounding))
+          << nb.name << " against the reference with the same rounding";
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Files, GgufGolden,
+                         ::testing::Values("rwkv6qwen2-tiny-F16", "rwkv6qwen2-tiny-Q8_0",
+                                           "rwkv6qwen2-tiny-Q4_0", "rwkv6qwen2-tiny-Q4_K_M",
+                                           "rwkv6qwen2-tiny-Q6_K", "qwen2-tiny-Q4_K_M",
+                                           "qrwkv6-demo-F16"),
+                         [](const auto& info) {
+                           std::string n = info.param;
+                           for (char& c : n)
+                             if (c == '-') c = '_';
+                           return n;
+                         });
+
+std::string demo_dir() { return test::data_path("../../models/qrwkv6-demo"); }
+
+TEST(GgufVocabulary, SameIdsAsTheTokenizerJsonOfTheSameModel) {
+  const Tokenizer from_gguf = Tokenizer::from_dir(gguf_path("qrwkv6-demo-F16.gguf"));
+  const Tokenizer from_json = Tokenizer::from_dir(demo_dir());
+  EXPECT_EQ(from_gguf.vocab_size(), from_json.vocab_size());
+  const std::string text =
+      "The jury said that it's 1961's best: <|im_start|>user\nHello, world!  \n\n"
+      "Numbers 12345 and caf\xc3\xa9 na\xc3\xafve \xe6\x97\xa5\xe6\x9c\xac <|im_end|> done.\t";
+  EXPECT_EQ(from_gguf.encode(text), from_json.encode(text));
+  EXPECT_EQ(from_gguf.encode(text, {false}), from_json.encode(text, {false}));
+  const std::vector<int32_t> ids = from_json.encode(text);
+  EXPECT_EQ(from_gguf.decode(ids), from_json.decode(ids));
+  EXPECT_TRUE(from_gguf.is_special(2));
+  EXPECT_EQ(from_gguf.eos_id(), std::optional<int32_t>(0));
+}
+
+TEST(GgufChatTemplate, RendersAsTheModelDirectory) {
+  const ChatTemplate a = ChatTemplate::load(gguf_path("qrwkv6-demo-F16.gguf"));
+  const ChatTemplate b = ChatTemplate::load(demo_dir());
+  const nlohmann::ordered_json req = {
+      {"messages",
+       {{{"role", "system"}, {"content", "Be brief."}}, {{"role", "user"}, {"content", "Hi"}}}},
+      {"add_generation_prompt", true}};
+  EXPECT_EQ(a.render(req), b.render(req));
+  EXPECT_NE(a.render(req).find("<|im_start|>assistant"), std::string::npos);
+}
+
+TEST(GgufModel, ConfigAndTypeMixFromTheFile) {
+  const GgufModel g = open_gguf_model(gguf_path("rwkv6qwen2-tiny-Q4_K_M.gguf"));
+  EXPECT_EQ(g.config.arch, Arch::QRWKV6);
+  EXPECT_EQ(g.config.hidden_size, 256);
+  EXPECT_EQ(g.config.num_layers, 2);
+  EXPECT_EQ(g.config.num_heads, 4);
+  EXPECT_EQ(g.config.num_kv_heads, 2);
+  EXPECT_EQ(g.config.intermediate_size, 768);
+  EXPECT_EQ(g.config.lora_rank_tokenshift, 16);
+  EXPECT_EQ(g.config.lora_rank_decay, 32);
+  EXPECT_EQ(gguf_type_mix(*g.file), "Q4_K_M: 25×F32, 16×Q4_K, 2×Q6_K");
+  const GgufModel q = open_gguf_model(gguf_path("qwen2-tiny-Q4_K_M.gguf"));
+  EXPECT_EQ(q.config.arch, Arch::Qwen2);
+  EXPECT_TRUE(q.config.tie_word_embeddings);
+  EXPECT_TRUE(q.config.qkv_bias);
+  EXPECT_EQ(q.config.head_dim, 64);
+}
+
+}  // namespace
+}  // namespace qrwkv
