@@ -145,8 +145,8 @@ std::vector<int32_t> parse_token_list(const std::string& text) {
 Flag dtype_flag() {
   return {{"--dtype"},
           "TYPE",
-          "weights in memory: f32, bf16, f16, q8_0, q4_0 (MLP in 4 bits, the rest in q8_0) "
-          "or q4_0_pure (all 4 bits); "
+          "weights in memory: f32, bf16, f16, q8_0, q4_0 (MLP in 4 bits, the rest in q8_0), "
+          "q4_0_pure (all 4 bits), q4_k, q5_k, q6_k or llama.cpp's mixes q4_k_m, q5_k_m; "
           "converted at load time (default: as stored)"};
 }
 

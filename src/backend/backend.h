@@ -61,9 +61,29 @@ struct WeightRef {
 // in Q8_0: 4-bit errors in the time-mix projections compound through the recurrent state, and
 // on the QRWKV6 test model the mean KL divergence from the stored model drops from 0.47
 // (Q4_0_PURE, every projection in Q4_0) to 0.008, against 0.007 for Q8_0 (`qrwkv kl`).
-enum class WeightFormat { Stored, F32, BF16, F16, Q8_0, Q4_0, Q4_0_PURE };
+//
+// The k-quant formats quantize as llama-quantize does (ops/quant.h, quantize_ggml), the untied
+// embedding included: Q4_K, Q5_K and Q6_K put every matrix in that type but lm_head in Q6_K;
+// Q4_K_M and Q5_K_M are llama-quantize's mixes (also the MLP down projection and attention's v
+// of some layers in Q6_K); rows that are not whole 256-blocks fall back to Q5_0 / Q5_1 / Q8_0
+// (mixed_type).
+enum class WeightFormat {
+  Stored,
+  F32,
+  BF16,
+  F16,
+  Q8_0,
+  Q4_0,
+  Q4_0_PURE,
+  Q4_K,
+  Q5_K,
+  Q6_K,
+  Q4_K_M,
+  Q5_K_M
+};
 
-// "f32", "bf16", "f16", "q8_0", "q4_0", "q4_0_pure" (or "" for Stored); throws on others.
+// "f32", "bf16", "f16", "q8_0", "q4_0", "q4_0_pure", "q4_k", "q5_k", "q6_k", "q4_k_m",
+// "q5_k_m" (or "" for Stored); throws on others.
 WeightFormat parse_weight_format(const std::string& name);
 const char* weight_format_name(WeightFormat f);
 

@@ -1,6 +1,8 @@
 #include "backend/host.h"
 
+#include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <new>
 
@@ -12,11 +14,15 @@
 namespace qrwkv {
 
 WeightFormat parse_weight_format(const std::string& name) {
-  for (WeightFormat f : {WeightFormat::F32, WeightFormat::BF16, WeightFormat::F16,
-                         WeightFormat::Q8_0, WeightFormat::Q4_0, WeightFormat::Q4_0_PURE})
+  for (WeightFormat f :
+       {WeightFormat::F32, WeightFormat::BF16, WeightFormat::F16, WeightFormat::Q8_0,
+        WeightFormat::Q4_0, WeightFormat::Q4_0_PURE, WeightFormat::Q4_K, WeightFormat::Q5_K,
+        WeightFormat::Q6_K, WeightFormat::Q4_K_M, WeightFormat::Q5_K_M})
     if (name == weight_format_name(f)) return f;
   if (name.empty()) return WeightFormat::Stored;
-  fail("--dtype", "unknown weight format '" + name + "' (f32, bf16, f16, q8_0, q4_0, q4_0_pure)");
+  fail("--dtype",
+       "unknown weight format '" + name +
+           "' (f32, bf16, f16, q8_0, q4_0, q4_0_pure, q4_k, q5_k, q6_k, q4_k_m, q5_k_m)");
 }
 
 const char* weight_format_name(WeightFormat f) {
@@ -35,16 +41,50 @@ const char* weight_format_name(WeightFormat f) {
       return "q4_0";
     case WeightFormat::Q4_0_PURE:
       return "q4_0_pure";
+    case WeightFormat::Q4_K:
+      return "q4_k";
+    case WeightFormat::Q5_K:
+      return "q5_k";
+    case WeightFormat::Q6_K:
+      return "q6_k";
+    case WeightFormat::Q4_K_M:
+      return "q4_k_m";
+    case WeightFormat::Q5_K_M:
+      return "q5_k_m";
   }
   return "?";
 }
 
 namespace {
 
+// Where a projection sits, for the k-quant mixes: its kind and layer (from its name).
+struct MatrixPlace {
+  MatrixKind kind = MatrixKind::Other;
+  int64_t layer = 0;
+};
+MatrixPlace place_of(const Tensor& t, bool recurrent) {
+  MatrixPlace p;
+  const std::string& n = t.name;
+  if (n == "lm_head.weight" || n == "model.embed_tokens.weight")
+    p.kind = MatrixKind::Output;
+  else if (n.find("mlp.down_proj") != std::string::npos)
+    p.kind = MatrixKind::FfnDown;
+  else if (!recurrent && n.find("self_attn.v_proj") != std::string::npos)
+    p.kind = MatrixKind::AttentionV;
+  const std::string pre = "model.layers.";
+  if (n.rfind(pre, 0) == 0) p.layer = std::atoll(n.c_str() + pre.size());
+  return p;
+}
+
 // The dtype a projection of this role is stored in under `format` (the stored dtype for
 // WeightFormat::Stored and for matrices a block format cannot hold).
-DType projection_dtype(const Tensor& t, WeightRole role, WeightFormat format) {
+DType projection_dtype(const Tensor& t, WeightRole role, WeightFormat format,
+                       const MatrixPlace& place = {}, int64_t n_layers = 1) {
   DType target = t.dtype;
+  auto mix = [&](QuantMix m) {
+    return t.shape.size() == 2 ? mixed_type(m, place.kind, place.layer, n_layers, t.shape[1])
+                               : t.dtype;
+  };
   switch (format) {
     case WeightFormat::Stored:
       return t.dtype;
@@ -67,9 +107,20 @@ DType projection_dtype(const Tensor& t, WeightRole role, WeightFormat format) {
     case WeightFormat::Q4_0_PURE:
       target = DType::Q4_0;
       break;
+    case WeightFormat::Q4_K:
+      return mix(QuantMix::Q4_K);
+    case WeightFormat::Q5_K:
+      return mix(QuantMix::Q5_K);
+    case WeightFormat::Q6_K:
+      return mix(QuantMix::Q6_K);
+    case WeightFormat::Q4_K_M:
+      return mix(QuantMix::Q4_K_M);
+    case WeightFormat::Q5_K_M:
+      return mix(QuantMix::Q5_K_M);
   }
-  const bool block = target == DType::Q8_0 || target == DType::Q4_0;
-  return block && !quantizable(t) ? t.dtype : target;
+  if (!is_block_dtype(target)) return target;
+  const bool fits = t.shape.size() == 2 && t.shape[1] % block_elems(target) == 0;
+  return fits ? target : t.dtype;
 }
 
 // Mᵀ of a row-major 2-D BF16 tensor, in memory that lives until the tensor is packed (a LoRA
@@ -107,6 +158,22 @@ void prepare_host_weights(const std::vector<WeightRef>& weights, WeightFormat fo
     const uint64_t avail = available_memory_bytes();
     if (avail != 0 && copied > avail / 10 * 8) panels = false;
   }
+  // Layers and the kind of model, for the k-quant mixes.
+  int64_t n_layers = 1;
+  bool recurrent = false;
+  const uint8_t* embedding = nullptr;
+  bool tied = false;
+  for (const WeightRef& ref : weights) {
+    const MatrixPlace p = place_of(*ref.tensor, false);
+    n_layers = std::max(n_layers, p.layer + 1);
+    recurrent = recurrent || ref.role == WeightRole::LoraMatrix;
+    if (ref.role == WeightRole::Embedding) embedding = ref.tensor->data;
+  }
+  for (const WeightRef& ref : weights)
+    tied = tied || (ref.role == WeightRole::Projection && ref.tensor->data == embedding);
+  const bool kquant_mix = format == WeightFormat::Q4_K || format == WeightFormat::Q5_K ||
+                          format == WeightFormat::Q6_K || format == WeightFormat::Q4_K_M ||
+                          format == WeightFormat::Q5_K_M;
   for (const WeightRef& ref : weights) {
     Tensor& t = *ref.tensor;
     if (t.empty()) continue;
@@ -117,7 +184,25 @@ void prepare_host_weights(const std::vector<WeightRef>& weights, WeightFormat fo
     const bool projection =
         ref.role == WeightRole::Projection || ref.role == WeightRole::MlpProjection;
     if (ref.role == WeightRole::Vector) target = DType::F32;
-    if (projection) target = projection_dtype(t, ref.role, format);
+    // The k-quant formats quantize an untied embedding too, as llama-quantize does (a tied one
+    // stays as stored: its lm_head view takes the output's type).
+    if (ref.role == WeightRole::Embedding && kquant_mix && !tied)
+      target = projection_dtype(t, ref.role, format, {MatrixKind::Other, 0}, n_layers);
+    if (projection)
+      target = projection_dtype(t, ref.role, format, place_of(t, recurrent), n_layers);
+    // Q5_0 is held as the Q8_0 of the same values (ops/quant.h, q5_0_to_q8_0): every backend
+    // then runs it on its Q8_0 kernels. A matrix that a k-quant format puts in Q5_0 is quantized
+    // to Q5_0 first.
+    if (projection && target == DType::Q5_0) {
+      if (t.dtype != DType::Q5_0) {
+        auto q5 = std::make_shared<std::vector<uint8_t>>();
+        const Tensor src = t;
+        t = convert_tensor(src, DType::Q5_0, *q5, pool);
+        release_pages(src.data, static_cast<size_t>(tensor_bytes(src)));
+        arena.push_back(std::move(q5));
+      }
+      target = DType::Q8_0;
+    }
     if (projection && panels && t.layout == Layout::RowMajor && packable(t, target)) {
       // Converted and packed in one pass, panel by panel.
       const Tensor src = t;

@@ -392,6 +392,53 @@ bool ggml_quantizable(DType dt) {
   }
 }
 
+DType mixed_type(QuantMix mix, MatrixKind kind, int64_t layer, int64_t n_layers, int64_t cols) {
+  DType base = DType::Q8_0;
+  switch (mix) {
+    case QuantMix::Q8_0:
+      base = DType::Q8_0;
+      break;
+    case QuantMix::Q4_0:
+      base = DType::Q4_0;
+      break;
+    case QuantMix::Q4_K_M:
+    case QuantMix::Q4_K:
+      base = DType::Q4_K;
+      break;
+    case QuantMix::Q5_K_M:
+    case QuantMix::Q5_K:
+      base = DType::Q5_K;
+      break;
+    case QuantMix::Q6_K:
+      base = DType::Q6_K;
+      break;
+  }
+  DType t = base;
+  const bool m = mix == QuantMix::Q4_K_M || mix == QuantMix::Q5_K_M;
+  auto more_bits = [&](int64_t i, int64_t n) {
+    return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2;
+  };
+  if (kind == MatrixKind::Output) {
+    if (cols % block_elems(base) != 0)
+      t = DType::Q8_0;
+    else if (base != DType::Q8_0)
+      t = DType::Q6_K;
+  } else if (m && (kind == MatrixKind::FfnDown || kind == MatrixKind::AttentionV) &&
+             more_bits(layer, n_layers)) {
+    t = DType::Q6_K;
+  }
+  if (cols % block_elems(t) != 0) {
+    if (t == DType::Q4_K)
+      t = DType::Q5_0;
+    else if (t == DType::Q5_K)
+      t = DType::Q5_1;
+    else if (t == DType::Q6_K)
+      t = DType::Q8_0;
+    if (cols % block_elems(t) != 0) t = DType::F16;
+  }
+  return t;
+}
+
 void quantize_ggml(DType dt, const float* x, int64_t n, uint8_t* out) {
   void (*f)(const float*, uint8_t*) = nullptr;
   switch (dt) {

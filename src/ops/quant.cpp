@@ -81,17 +81,9 @@ void quantize_act_int16(const float* x, int64_t n, int16_t* q, float* d, int32_t
 }
 
 void quantize_row_q8_0(const float* x, int64_t n, BlockQ8_0* out) {
-  for (int64_t b = 0; b < n / kQuantBlock; ++b) {
-    const float* xb = x + b * kQuantBlock;
-    float amax = 0.0f;
-    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(xb[j]));
-    // The stored (rounded) scale is the one the integers are computed against.
-    out[b].d = f32_to_f16(amax / 127.0f);
-    const float d = f16_to_f32(out[b].d);
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    for (int j = 0; j < 32; ++j)
-      out[b].q[j] = static_cast<int8_t>(std::clamp(round_even(xb[j] * id), -127.0f, 127.0f));
-  }
+  // llama.cpp's quantizer, so that a model converted here holds the bytes of llama.cpp's Q8_0
+  // file of the same weights.
+  quantize_ggml(DType::Q8_0, x, n, reinterpret_cast<uint8_t*>(out));
 }
 
 namespace {
@@ -184,15 +176,32 @@ void dequantize_blocks(DType dt, const uint8_t* blocks, int64_t b0, int64_t nb, 
   }
 }
 
+void q5_0_to_q8_0(const uint8_t* q5, int64_t nb, uint8_t* q8) {
+  for (int64_t b = 0; b < nb; ++b, q5 += 22, q8 += 34) {
+    std::memcpy(q8, q5, 2);  // d
+    uint32_t qh;
+    std::memcpy(&qh, q5 + 2, 4);
+    for (int j = 0; j < 16; ++j) {
+      const int n0 = (q5[6 + j] & 0xF) | static_cast<int>(((qh >> j) & 1) << 4);
+      const int n1 = (q5[6 + j] >> 4) | static_cast<int>(((qh >> (j + 16)) & 1) << 4);
+      q8[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(n0 - 16));
+      q8[2 + j + 16] = static_cast<uint8_t>(static_cast<int8_t>(n1 - 16));
+    }
+  }
+}
+
 bool quantizable(const Tensor& t) { return t.shape.size() == 2 && t.shape[1] % kQuantBlock == 0; }
 
 Tensor convert_tensor(const Tensor& src, DType target, std::vector<uint8_t>& storage,
                       ThreadPool* pool) {
   if (src.shape.size() != 2) fail(src.name, "only 2-D tensors are converted");
-  const bool block = target == DType::Q8_0 || target == DType::Q4_0;
-  if (block && !quantizable(src))
-    fail(src.name, "row length " + std::to_string(src.shape[1]) + " is not a multiple of 32, so " +
-                       dtype_name(target) + " cannot store it");
+  const bool block = is_block_dtype(target);
+  if (block && src.shape[1] % block_elems(target) != 0)
+    fail(src.name, "row length " + std::to_string(src.shape[1]) + " is not a multiple of " +
+                       std::to_string(block_elems(target)) + ", so " + dtype_name(target) +
+                       " cannot store it");
+  if (block && target != DType::Q8_0 && target != DType::Q4_0 && !ggml_quantizable(target))
+    fail(src.name, std::string("cannot convert to ") + dtype_name(target));
   if (!block && target != DType::F32 && target != DType::BF16 && target != DType::F16)
     fail(src.name, std::string("cannot convert to ") + dtype_name(target));
   const int64_t rows = src.shape[0], cols = src.shape[1];
@@ -201,6 +210,11 @@ Tensor convert_tensor(const Tensor& src, DType target, std::vector<uint8_t>& sto
   auto convert_rows = [&](int64_t r0, int64_t r1, int) {
     std::vector<float> row(static_cast<size_t>(cols));
     for (int64_t r = r0; r < r1; ++r) {
+      if (src.dtype == DType::Q5_0 && target == DType::Q8_0 && src.layout == Layout::RowMajor) {
+        q5_0_to_q8_0(src.data + r * tensor_bytes(src.dtype, cols), cols / 32,
+                     storage.data() + r * row_bytes);  // the same values
+        continue;
+      }
       load_f32(src, r * cols, cols, row.data());
       uint8_t* dst = storage.data() + r * row_bytes;
       switch (target) {
@@ -213,12 +227,16 @@ Tensor convert_tensor(const Tensor& src, DType target, std::vector<uint8_t>& sto
         case DType::F32:
           std::memcpy(dst, row.data(), static_cast<size_t>(row_bytes));
           break;
-        default:
+        case DType::BF16:
+        case DType::F16:
           for (int64_t i = 0; i < cols; ++i) {
             const float v = row[static_cast<size_t>(i)];
             const uint16_t h = target == DType::BF16 ? f32_to_bf16(v) : f32_to_f16(v);
             std::memcpy(dst + 2 * i, &h, 2);
           }
+          break;
+        default:
+          quantize_ggml(target, row.data(), cols, dst);  // llama.cpp's quantizers
       }
     }
   };

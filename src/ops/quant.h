@@ -36,7 +36,8 @@ static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18, "blocks must b
 
 uint16_t f32_to_f16(float v);  // round to nearest even
 
-// Quantizes n values (n a multiple of 32) into n / 32 blocks at `out`.
+// Quantizes n values (n a multiple of 32) into n / 32 blocks at `out`, as llama.cpp does:
+// d = max|x| / 127 stored as float16, q = round-half-away-from-zero(x / d) with the unrounded d.
 void quantize_row_q8_0(const float* x, int64_t n, BlockQ8_0* out);
 // Q4_0 chooses each block's scale by least squares over a few candidate ranges, not simply
 // max / 8: with 16 levels the choice of range changes the error noticeably.
@@ -61,11 +62,30 @@ void dequantize_blocks(DType dt, const uint8_t* blocks, int64_t b0, int64_t nb, 
 // Q4_1, Q5_0, Q5_1 and the k-quants Q2_K ... Q6_K, bit for bit as llama.cpp decodes them.
 void dequantize_ggml_blocks(DType dt, const uint8_t* blocks, int64_t b0, int64_t nb, float* out);
 
+// Q5_0 blocks as the Q8_0 blocks of the same values (nb blocks): w = d · (n − 16) is d · q with
+// q = n − 16 ∈ [−16, 15], so only the bytes change. GGUF files put many 4-bit matrices in Q5_0
+// (llama-quantize's fallback for rows that are not whole 256-blocks); held as Q8_0 they run on
+// the Q8_0 kernels.
+void q5_0_to_q8_0(const uint8_t* q5, int64_t nb, uint8_t* q8);
+
 // llama.cpp's own quantizers (ops/ggml_quantize.cpp), without an importance matrix: n values
 // (whole blocks) into the blocks of `dt` at `out`, the same bytes llama-quantize writes.
 // Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K.
 void quantize_ggml(DType dt, const float* x, int64_t n, uint8_t* out);
 bool ggml_quantizable(DType dt);
+
+// llama-quantize's choice of type per matrix for a file type (src/llama-quant.cpp, dense
+// models, no importance matrix), which export-gguf and the in-memory k-quant formats follow:
+//   the output head (or the tied embedding): Q6_K for every type below Q8_0 (Q8_0 when its rows
+//   are not whole blocks of the base type);
+//   Q4_K_M / Q5_K_M: ffn_down, and attention's v (not QRWKV6's value projection), in Q6_K for
+//   the layers where more bits help most: the first and last eighth and every third between;
+//   everything else the base type (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K). A row length that is not whole
+//   blocks of the chosen type falls back: Q4_K → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0, and to F16
+//   when not even a multiple of 32.
+enum class QuantMix { Q8_0, Q4_0, Q4_K_M, Q5_K_M, Q6_K, Q4_K, Q5_K };
+enum class MatrixKind { Output, AttentionV, FfnDown, Other };
+DType mixed_type(QuantMix mix, MatrixKind kind, int64_t layer, int64_t n_layers, int64_t cols);
 
 // Whether a weight of this shape can be stored in a block format: 2-D with a row length that
 // is a multiple of 32.

@@ -22,13 +22,21 @@ namespace {
 
 struct ExportType {
   const char* name;
-  GgmlType type;
+  GgmlType type;   // the float types: every matrix
+  bool quantized;  // the block types: per matrix, as llama-quantize chooses (mixed_type)
+  QuantMix mix;
   uint32_t file_type;  // llama.cpp's general.file_type
 };
-constexpr ExportType kTypes[] = {{"f32", GgmlType::F32, 0},
-                                 {"f16", GgmlType::F16, 1},
-                                 {"bf16", GgmlType::BF16, 32},
-                                 {"q8_0", GgmlType::Q8_0, 7}};
+constexpr ExportType kTypes[] = {
+    {"f32", GgmlType::F32, false, QuantMix::Q8_0, 0},
+    {"f16", GgmlType::F16, false, QuantMix::Q8_0, 1},
+    {"bf16", GgmlType::BF16, false, QuantMix::Q8_0, 32},
+    {"q8_0", GgmlType::Q8_0, true, QuantMix::Q8_0, 7},
+    {"q4_0", GgmlType::Q4_0, true, QuantMix::Q4_0, 2},
+    {"q4_k_m", GgmlType::Q4_K, true, QuantMix::Q4_K_M, 15},
+    {"q5_k_m", GgmlType::Q5_K, true, QuantMix::Q5_K_M, 17},
+    {"q6_k", GgmlType::Q6_K, true, QuantMix::Q6_K, 18},
+};
 
 // The same regexes llama.cpp names (text/gguf_vocab.cpp reads them back).
 const char* const kQwen2Regex =
@@ -195,12 +203,11 @@ void arch_metadata(const Config& c, GgufWriter& w) {
 // A tensor to write: its GGUF name, type and ne, and how to make its values.
 class Exporter {
  public:
-  Exporter(GgufWriter& w, GgmlType matrix_type, const GgufExportOptions& o)
-      : w_(w), matrix_type_(matrix_type), o_(o) {}
+  Exporter(GgufWriter& w, const ExportType& type, int64_t n_layers, const GgufExportOptions& o)
+      : w_(w), type_(type), n_layers_(n_layers), o_(o) {}
 
   // A tensor whose values are the source's (same row-major order), written as `type`.
   void values(const std::string& name, const Tensor& src, std::vector<int64_t> ne, GgmlType type) {
-    if (type == GgmlType::Q8_0 && ne[0] % 32 != 0) type = GgmlType::F16;  // as the converter
     log(name, type, ne);
     const std::optional<DType> same = dtype_of_ggml(type);
     if (same && *same == src.dtype && src.layout == Layout::RowMajor) {
@@ -217,9 +224,16 @@ class Exporter {
       }
     });
   }
-  // A matrix: the export type.
-  void matrix(const std::string& name, const Tensor& src) {
-    values(name, src, {src.shape.rbegin(), src.shape.rend()}, matrix_type_);
+  // A matrix: the export type, or for the quantized types llama-quantize's choice for its
+  // kind and layer.
+  void matrix(const std::string& name, const Tensor& src, MatrixKind kind = MatrixKind::Other,
+              int64_t layer = 0) {
+    GgmlType type = type_.type;
+    if (type_.quantized) {
+      const DType dt = mixed_type(type_.mix, kind, layer, n_layers_, src.shape.back());
+      type = dt == DType::F16 ? GgmlType::F16 : *ggml_of_dtype(dt);
+    }
+    values(name, src, {src.shape.rbegin(), src.shape.rend()}, type);
   }
   // A vector or small tensor kept in float32.
   void f32(const std::string& name, const Tensor& src, std::vector<int64_t> ne) {
@@ -251,14 +265,14 @@ class Exporter {
           out.append(reinterpret_cast<const char*>(&h), 2);
         }
         return;
-      case GgmlType::Q8_0: {
-        std::vector<BlockQ8_0> blocks(static_cast<size_t>(n / 32));
-        quantize_row_q8_0(x, n, blocks.data());
-        out.append(reinterpret_cast<const char*>(blocks.data()), blocks.size() * sizeof(BlockQ8_0));
+      default: {
+        // llama.cpp's own quantizers: the bytes llama-quantize writes for these values.
+        const DType dt = *dtype_of_ggml(type);
+        std::string blocks(static_cast<size_t>(tensor_bytes(dt, n)), '\0');
+        quantize_ggml(dt, x, n, reinterpret_cast<uint8_t*>(blocks.data()));
+        out += blocks;
         return;
       }
-      default:
-        fail("export-gguf", "cannot encode this type");
     }
   }
 
@@ -270,7 +284,8 @@ class Exporter {
     o_.log(s + "]");
   }
   GgufWriter& w_;
-  GgmlType matrix_type_;
+  const ExportType& type_;
+  int64_t n_layers_;
   const GgufExportOptions& o_;
 };
 
@@ -297,7 +312,7 @@ Tensor permuted_rows(const Tensor& src, int64_t heads, std::vector<std::shared_p
 
 }  // namespace
 
-const char* gguf_export_types() { return "f32, f16, bf16, q8_0"; }
+const char* gguf_export_types() { return "f32, f16, bf16, q8_0, q4_0, q4_k_m, q5_k_m, q6_k"; }
 
 void export_gguf(const std::string& model_path, const std::string& out_path,
                  const GgufExportOptions& o) {
@@ -340,7 +355,7 @@ void export_gguf(const std::string& model_path, const std::string& out_path,
     tokenizer_metadata(model_path, c.vocab_size, c, w, o);
   }
 
-  Exporter x(w, et->type, o);
+  Exporter x(w, *et, c.num_layers, o);
   std::vector<std::shared_ptr<void>> keep;
   auto get = [&](const std::string& n) { return store.get_any_shape(n); };
   const int64_t C = c.hidden_size;
@@ -357,9 +372,10 @@ void export_gguf(const std::string& model_path, const std::string& out_path,
     for (size_t i = 0; i < rf.size(); ++i) rf[i] = static_cast<float>(base[i] / inv[i]);
     x.owned("rope_freqs.weight", std::move(rf), {c.head_dim / 2});
   }
-  x.matrix("token_embd.weight", get("model.embed_tokens.weight"));
+  x.matrix("token_embd.weight", get("model.embed_tokens.weight"),
+           c.tie_word_embeddings ? MatrixKind::Output : MatrixKind::Other);
   x.f32("output_norm.weight", get("model.norm.weight"), {C});
-  if (!c.tie_word_embeddings) x.matrix("output.weight", get("lm_head.weight"));
+  if (!c.tie_word_embeddings) x.matrix("output.weight", get("lm_head.weight"), MatrixKind::Output);
   for (int64_t i = 0; i < c.num_layers; ++i) {
     const std::string b = "blk." + std::to_string(i) + ".";
     const std::string p = "model.layers." + std::to_string(i) + ".";
@@ -367,7 +383,8 @@ void export_gguf(const std::string& model_path, const std::string& out_path,
     x.f32(b + "attn_norm.weight", get(p + "input_layernorm.weight"), {C});
     x.f32(b + "ffn_norm.weight", get(p + "post_attention_layernorm.weight"), {C});
     for (const char* m : {"gate", "up", "down"}) {
-      x.matrix(b + "ffn_" + m + ".weight", get(p + "mlp." + m + "_proj.weight"));
+      x.matrix(b + "ffn_" + m + ".weight", get(p + "mlp." + m + "_proj.weight"),
+               std::string(m) == "down" ? MatrixKind::FfnDown : MatrixKind::Other, i);
       if (c.mlp_bias) {
         const Tensor bias = get(p + "mlp." + m + "_proj.bias");
         x.f32(b + "ffn_" + m + ".bias", bias, {bias.numel()});
@@ -437,7 +454,7 @@ void export_gguf(const std::string& model_path, const std::string& out_path,
       }
       x.matrix(b + "attn_q.weight", q);
       x.matrix(b + "attn_k.weight", k);
-      x.matrix(b + "attn_v.weight", get(a + "v_proj.weight"));
+      x.matrix(b + "attn_v.weight", get(a + "v_proj.weight"), MatrixKind::AttentionV, i);
       x.matrix(b + "attn_output.weight", get(a + "o_proj.weight"));
       if (c.qkv_bias) {
         Tensor qb = get(a + "q_proj.bias"), kb = get(a + "k_proj.bias");

@@ -9,7 +9,8 @@
 namespace qrwkv {
 
 struct GgufExportOptions {
-  // f32, f16, bf16 or q8_0 (the type of the matrices; vectors, norms, biases and QRWKV6's
+  // f32, f16, bf16, q8_0, q4_0, q4_k_m, q5_k_m or q6_k (the type of the matrices, the
+  // quantized ones per matrix as llama-quantize chooses; vectors, norms, biases and QRWKV6's
   // LoRA and token-shift tensors stay F32, as llama.cpp's converter keeps them).
   std::string type = "f16";
   // Receives a line per tensor written ("name type shape").

@@ -9,6 +9,7 @@
 
 #include "io/error.h"
 #include "io/gguf.h"
+#include "model/gguf_model.h"
 #include "model/model.h"
 #include "runtime/gguf_export.h"
 #include "tests/cli.h"
@@ -132,6 +133,56 @@ TEST(GgufExport, ErrorsAndTheCommand) {
   const auto run = test::run_cli({"generate-ids", "-m", out, "--tokens", "785 3166", "-n", "8"});
   const auto ref = test::run_cli({"generate-ids", "-m", demo, "--tokens", "785 3166", "-n", "8"});
   EXPECT_EQ(run.out, ref.out);
+}
+
+}  // namespace
+}  // namespace qrwkv
+
+namespace qrwkv {
+namespace {
+
+// The quantized export types choose each matrix's type as llama-quantize does: the same type
+// mix as the files llama-quantize made from the same model.
+TEST(GgufExport, QuantizedTypesFollowLlamaQuantizesMix) {
+  const std::string rwkv = test::data_path("gguf/rwkv6qwen2-tiny-F16.gguf");
+  EXPECT_EQ(gguf_type_mix(GgufFile(exported(rwkv, "q4_k_m"))),
+            gguf_type_mix(GgufFile(test::data_path("gguf/rwkv6qwen2-tiny-Q4_K_M.gguf"))));
+  EXPECT_EQ(gguf_type_mix(GgufFile(exported(rwkv, "q4_0"))),
+            gguf_type_mix(GgufFile(test::data_path("gguf/rwkv6qwen2-tiny-Q4_0.gguf"))));
+  EXPECT_EQ(gguf_type_mix(GgufFile(exported(rwkv, "q6_k"))),
+            gguf_type_mix(GgufFile(test::data_path("gguf/rwkv6qwen2-tiny-Q6_K.gguf"))));
+  EXPECT_EQ(gguf_type_mix(GgufFile(exported(rwkv, "q8_0"))),
+            gguf_type_mix(GgufFile(test::data_path("gguf/rwkv6qwen2-tiny-Q8_0.gguf"))));
+  const std::string qwen = test::data_path("gguf/qwen2-tiny-Q4_K_M.gguf");
+  const GgufFile q(exported(qwen, "q4_k_m"));
+  EXPECT_EQ(gguf_type_mix(q), gguf_type_mix(GgufFile(qwen)));
+  EXPECT_EQ(q.find_tensor("blk.1.attn_v.weight")->type, GgmlType::Q6_K);
+  EXPECT_EQ(q.find_tensor("blk.0.attn_v.weight")->type, GgmlType::Q4_K);
+  // Rows that are not whole 256-blocks fall back as llama-quantize does (demo: 192 wide).
+  const GgufFile d(exported(test::data_path("../../models/qrwkv6-demo"), "q4_k_m"));
+  EXPECT_EQ(d.find_tensor("blk.0.ffn_up.weight")->type, GgmlType::Q5_0);
+  EXPECT_EQ(d.find_tensor("blk.0.ffn_down.weight")->type, GgmlType::Q5_0);
+  EXPECT_EQ(d.find_tensor("output.weight")->type, GgmlType::Q8_0);
+}
+
+// --dtype q4_k_m in memory quantizes exactly as the exported file (the untied embedding
+// included): the same logits.
+TEST(GgufExport, InMemoryKQuantsEqualTheExportedFile) {
+  const std::string rwkv = test::data_path("gguf/rwkv6qwen2-tiny-F16.gguf");
+  const std::vector<int32_t> ids = {785, 3166, 566, 429, 7, 99};
+  for (const auto& [format, type] :
+       {std::pair{WeightFormat::Q4_K_M, "q4_k_m"}, std::pair{WeightFormat::Q6_K, "q6_k"}}) {
+    const Model mem = Model::load(rwkv, {format, make_reference_backend()});
+    State s1 = mem.new_state();
+    const std::vector<float> a = forward(mem, s1, ids);
+    EXPECT_EQ(a, logits_of(exported(rwkv, type), ids)) << type;
+  }
+  // The demo's rows (192) are not whole 256-blocks: its matrices fall back to Q5_0 (held as
+  // Q8_0 of the same values) and Q8_0, in memory as in the file.
+  const std::string demo = test::data_path("../../models/qrwkv6-demo");
+  const Model mem = Model::load(demo, {WeightFormat::Q4_K_M, make_reference_backend()});
+  State st = mem.new_state();
+  EXPECT_EQ(forward(mem, st, ids), logits_of(exported(demo, "q4_k_m"), ids));
 }
 
 }  // namespace

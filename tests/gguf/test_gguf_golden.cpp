@@ -84,6 +84,47 @@ TEST(GgufDequant, EqualsLlamaCppBitForBit) {
   EXPECT_EQ(checked, 48);
 }
 
+// The CPU backend's row decoders (vectorized for the k-quants) give the same values at every
+// level this machine runs.
+TEST(GgufDequant, CpuRowDecodersEqualLlamaCppAtEveryLevel) {
+  const Expected deq(gguf_path("DEQ.safetensors"));
+  for (cpu::Isa level : cpu::kAllIsas) {
+    if (level > cpu::max_isa()) break;
+    const cpu::Kernels& k = cpu::kernels_for(level);
+    for (const char* type : {"Q4_K", "Q5_K", "Q6_K", "Q2_K", "Q3_K", "Q4_1", "Q5_1"}) {
+      const GgufFile f(gguf_path(std::string("DEQ/DEQ-") + type + ".gguf"));
+      for (const GgufTensorInfo& g : f.header().tensors) {
+        const DType dt = *dtype_of_ggml(g.type);
+        std::vector<float> got(static_cast<size_t>(g.ne[0] * g.ne[1]));
+        k.dequant_row(dt, f.data(g), g.ne[0] * g.ne[1] / block_elems(dt), got.data());
+        const std::vector<float> want = deq.get<float>(g.name + "@" + type);
+        ASSERT_EQ(got.size(), want.size());
+        EXPECT_EQ(std::memcmp(got.data(), want.data(), 4 * got.size()), 0)
+            << g.name << "@" << type << " at " << cpu::isa_name(level);
+      }
+    }
+  }
+}
+
+// Q5_0 is held as the Q8_0 of the same values: converting loses nothing.
+TEST(GgufDequant, Q5_0HeldAsQ8_0KeepsEveryValue) {
+  const Expected deq(gguf_path("DEQ.safetensors"));
+  const GgufFile f(gguf_path("DEQ/DEQ-Q5_0.gguf"));
+  for (const GgufTensorInfo& g : f.header().tensors) {
+    Tensor t;
+    t.name = g.name;
+    t.dtype = DType::Q5_0;
+    t.shape = g.shape();
+    t.data = f.data(g);
+    std::vector<uint8_t> bytes;
+    const Tensor q8 = convert_tensor(t, DType::Q8_0, bytes, nullptr);
+    EXPECT_EQ(q8.dtype, DType::Q8_0);
+    const std::vector<float> got = to_f32(q8), want = deq.get<float>(g.name + "@Q5_0");
+    ASSERT_EQ(got.size(), want.size());
+    EXPECT_EQ(std::memcmp(got.data(), want.data(), 4 * got.size()), 0) << g.name;
+  }
+}
+
 // llama-quantize made each DEQ-<type>.gguf from DEQ-src-F32.gguf: the same quantizers here give
 // the same bytes.
 TEST(GgufQuantize, SameBytesAsLlamaQuantize) {

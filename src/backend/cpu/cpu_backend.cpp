@@ -35,7 +35,7 @@ void rowdot_dequantized(const cpu::Kernels& k, const float* x, int64_t T, const 
   ys.resize(static_cast<size_t>(kRows * T));
   for (int64_t o = r0; o < r1; o += kRows) {
     const int64_t n = std::min(kRows, r1 - o);
-    dequantize_blocks(w.dtype, w.data + o * rb, 0, n * K / block_elems(w.dtype), rows.data());
+    k.dequant_row(w.dtype, w.data + o * rb, n * K / block_elems(w.dtype), rows.data());
     Tensor f;
     f.name = w.name;
     f.dtype = DType::F32;

@@ -4,6 +4,8 @@
 #include <array>
 #include <iterator>
 
+#include "ops/quant.h"
+
 namespace qrwkv::cpu {
 
 const Kernels& kernels_for(Isa level) {
@@ -18,12 +20,16 @@ const Kernels& kernels_for(Isa level) {
       switch (l) {
         case Isa::Portable:
           portable::fill(k);
+          k.dequant_row = [](DType dt, const uint8_t* blocks, int64_t nb, float* out) {
+            dequantize_blocks(dt, blocks, 0, nb, out);
+          };
           break;
         case Isa::AVX2:
           avx2::fill(k);
           break;
         case Isa::AVX512:
           avx512::fill(k);
+          k.dequant_row = avx512kq::dequant_rows;
           break;
         case Isa::AVX512BF16:
           k.panels = true;

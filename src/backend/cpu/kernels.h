@@ -64,6 +64,11 @@ struct Kernels {
   void (*rowdot)(const float* x, int64_t T, const Tensor& w, int64_t r0, int64_t r1,
                  float* y) = nullptr;
 
+  // Decodes nb blocks of a row of any block format into float32, the reference's values bit for
+  // bit (ops/quant.h dequantize_blocks; vectorized for the k-quants from AVX512 on): the
+  // CPU backend's path for the GGUF formats that have no kernels of their own.
+  void (*dequant_row)(DType dt, const uint8_t* blocks, int64_t nb, float* out) = nullptr;
+
   // Tokens [t0, t1) of Y = X M: Y[t, j] = Σ_i X[t, i] M[i, j] for X rows ldx apart and
   // M [in, out] in F32, BF16 or F16: rows of M are streamed once per token block and the inner
   // loop is a vector axpy over j.
@@ -192,6 +197,9 @@ void prepare_panels(ThreadPool& pool, const float* x, int64_t T, const Tensor& w
                     int slot, PanelLinear& l);
 double probe(int64_t iters);
 }  // namespace avx512bf16
+namespace avx512kq {
+void dequant_rows(DType dt, const uint8_t* blocks, int64_t nb, float* out);
+}  // namespace avx512kq
 namespace avx512int16 {
 void linear(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, float* y);
 double probe(int64_t iters);

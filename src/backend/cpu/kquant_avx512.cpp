@@ -1,0 +1,152 @@
+// AVX-512 decoders of the k-quant super-blocks (Q4_K, Q5_K, Q6_K; layouts and formulas in
+// ops/ggml_blocks.cpp), sixteen values per vector. They compute what the scalar decoders
+// compute, operation for operation (products and differences rounded on their own, no fused
+// multiply-add), so the values are bit for bit the reference's. The CPU backend decodes rows of
+// these formats with them before its float32 row kernels.
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "backend/cpu/kernels.h"
+#include "ops/quant.h"
+
+namespace qrwkv::cpu::avx512kq {
+
+#define QRWKV_KQ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
+
+namespace {
+
+QRWKV_KQ inline float f16_at(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return _cvtsh_ss(h);
+}
+
+// 16 bytes at p as 16 int32 lanes.
+QRWKV_KQ inline __m512i bytes16(const uint8_t* p) {
+  return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+// The 6-bit scale and min of sub-block j of Q4_K / Q5_K (as ops/ggml_blocks.cpp).
+inline void scale_min(int j, const uint8_t* s12, int& sc, int& m) {
+  if (j < 4) {
+    sc = s12[j] & 63;
+    m = s12[j + 4] & 63;
+  } else {
+    sc = (s12[j + 4] & 0xF) | ((s12[j - 4] >> 6) << 4);
+    m = (s12[j + 4] >> 4) | ((s12[j] >> 6) << 4);
+  }
+}
+
+// y = (d · sc) · q − (dmin · m), each rounded on its own.
+QRWKV_KQ inline void store_affine(float* y, __m512i q, __m512 dsc, __m512 dm) {
+  _mm512_storeu_ps(y, _mm512_sub_ps(_mm512_mul_ps(dsc, _mm512_cvtepi32_ps(q)), dm));
+}
+
+QRWKV_KQ void q4_k(const uint8_t* b, float* y) {
+  const float d = f16_at(b), dmin = f16_at(b + 2);
+  const uint8_t* s12 = b + 4;
+  const uint8_t* q = b + 16;
+  const __m512i lo = _mm512_set1_epi32(0xF);
+  for (int i = 0; i < 4; ++i, q += 32, y += 64) {
+    int s0, m0, s1, m1;
+    scale_min(2 * i, s12, s0, m0);
+    scale_min(2 * i + 1, s12, s1, m1);
+    const __m512 d0 = _mm512_set1_ps(d * static_cast<float>(s0));
+    const __m512 n0 = _mm512_set1_ps(dmin * static_cast<float>(m0));
+    const __m512 d1 = _mm512_set1_ps(d * static_cast<float>(s1));
+    const __m512 n1 = _mm512_set1_ps(dmin * static_cast<float>(m1));
+    for (int h = 0; h < 2; ++h) {
+      const __m512i v = bytes16(q + 16 * h);
+      store_affine(y + 16 * h, _mm512_and_si512(v, lo), d0, n0);
+      store_affine(y + 32 + 16 * h, _mm512_srli_epi32(v, 4), d1, n1);
+    }
+  }
+}
+
+QRWKV_KQ void q5_k(const uint8_t* b, float* y) {
+  const float d = f16_at(b), dmin = f16_at(b + 2);
+  const uint8_t* s12 = b + 4;
+  const uint8_t* qh = b + 16;
+  const uint8_t* q = b + 48;
+  const __m512i lo = _mm512_set1_epi32(0xF);
+  for (int i = 0; i < 4; ++i, q += 32, y += 64) {
+    int s0, m0, s1, m1;
+    scale_min(2 * i, s12, s0, m0);
+    scale_min(2 * i + 1, s12, s1, m1);
+    const __m512 d0 = _mm512_set1_ps(d * static_cast<float>(s0));
+    const __m512 n0 = _mm512_set1_ps(dmin * static_cast<float>(m0));
+    const __m512 d1 = _mm512_set1_ps(d * static_cast<float>(s1));
+    const __m512 n1 = _mm512_set1_ps(dmin * static_cast<float>(m1));
+    for (int h = 0; h < 2; ++h) {
+      const __m512i v = bytes16(q + 16 * h);
+      const __m512i hb = bytes16(qh + 16 * h);
+      // Bit 2i of qh[l] is the fifth bit of element l, bit 2i + 1 that of element l + 32.
+      const __m512i h0 = _mm512_slli_epi32(
+          _mm512_and_si512(_mm512_srli_epi32(hb, 2 * i), _mm512_set1_epi32(1)), 4);
+      const __m512i h1 = _mm512_slli_epi32(
+          _mm512_and_si512(_mm512_srli_epi32(hb, 2 * i + 1), _mm512_set1_epi32(1)), 4);
+      store_affine(y + 16 * h, _mm512_add_epi32(_mm512_and_si512(v, lo), h0), d0, n0);
+      store_affine(y + 32 + 16 * h, _mm512_add_epi32(_mm512_srli_epi32(v, 4), h1), d1, n1);
+    }
+  }
+}
+
+QRWKV_KQ void q6_k(const uint8_t* b, float* y) {
+  const uint8_t* ql = b;
+  const uint8_t* qh = b + 128;
+  const auto* sc = reinterpret_cast<const int8_t*>(b + 192);
+  const float d = f16_at(b + 208);
+  const __m512i lo = _mm512_set1_epi32(0xF), three = _mm512_set1_epi32(3),
+                off = _mm512_set1_epi32(32);
+  for (int h = 0; h < 2; ++h, y += 128, ql += 64, qh += 32, sc += 8) {
+    for (int c = 0; c < 2; ++c) {  // l in [16c, 16c + 16): sub-blocks c, c + 2, c + 4, c + 6
+      const __m512i a = bytes16(ql + 16 * c), a2 = bytes16(ql + 32 + 16 * c);
+      const __m512i hb = bytes16(qh + 16 * c);
+      const __m512i q1 =
+          _mm512_sub_epi32(_mm512_or_si512(_mm512_and_si512(a, lo),
+                                           _mm512_slli_epi32(_mm512_and_si512(hb, three), 4)),
+                           off);
+      const __m512i q2 = _mm512_sub_epi32(
+          _mm512_or_si512(_mm512_and_si512(a2, lo),
+                          _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(hb, 2), three), 4)),
+          off);
+      const __m512i q3 = _mm512_sub_epi32(
+          _mm512_or_si512(_mm512_srli_epi32(a, 4),
+                          _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(hb, 4), three), 4)),
+          off);
+      const __m512i q4 = _mm512_sub_epi32(
+          _mm512_or_si512(_mm512_srli_epi32(a2, 4),
+                          _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(hb, 6), three), 4)),
+          off);
+      const __m512i qs[4] = {q1, q2, q3, q4};
+      for (int k = 0; k < 4; ++k) {
+        const __m512 dsc = _mm512_set1_ps(d * static_cast<float>(sc[c + 2 * k]));
+        _mm512_storeu_ps(y + 32 * k + 16 * c, _mm512_mul_ps(dsc, _mm512_cvtepi32_ps(qs[k])));
+      }
+    }
+  }
+}
+
+}  // namespace
+
+QRWKV_KQ void dequant_rows(DType dt, const uint8_t* blocks, int64_t nb, float* out) {
+  void (*f)(const uint8_t*, float*) = nullptr;
+  switch (dt) {
+    case DType::Q4_K:
+      f = q4_k;
+      break;
+    case DType::Q5_K:
+      f = q5_k;
+      break;
+    case DType::Q6_K:
+      f = q6_k;
+      break;
+    default:
+      return dequantize_blocks(dt, blocks, 0, nb, out);
+  }
+  const int64_t bb = block_bytes(dt);
+  for (int64_t b = 0; b < nb; ++b) f(blocks + b * bb, out + 256 * b);
+}
+
+}  // namespace qrwkv::cpu::avx512kq
