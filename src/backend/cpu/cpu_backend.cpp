@@ -136,8 +136,13 @@ void CpuBackend::product(const float* x, int64_t T, const Tensor& w, float* y) {
   if (w.layout == Layout::Panel32 && panel_prepare(w) == nullptr)
     fail(w.name, std::string("packed weights at the ") + cpu::isa_name(k.level) + " level");
   if (is_block_dtype(w.dtype) && !block) {
-    pool_->parallel_for(
-        out, 16, [&](int64_t r0, int64_t r1, int) { rowdot_dequantized(k, x, T, w, r0, r1, y); });
+    // Few tokens: decoded in registers; more: rows decoded once into float32 for all tokens.
+    constexpr int64_t kFusedMaxTokens = 8;
+    pool_->parallel_for(out, 16, [&](int64_t r0, int64_t r1, int) {
+      if (T > kFusedMaxTokens || k.rowdot_kquant == nullptr ||
+          !k.rowdot_kquant(x, T, w, r0, r1, y))
+        rowdot_dequantized(k, x, T, w, r0, r1, y);
+    });
   } else if (k.linear_blocks != nullptr && block) {
     k.linear_blocks(*pool_, x, T, w, y);
   } else if (k.linear_bf16 != nullptr && w.dtype == DType::BF16) {

@@ -30,6 +30,7 @@ const Kernels& kernels_for(Isa level) {
         case Isa::AVX512:
           avx512::fill(k);
           k.dequant_row = avx512kq::dequant_rows;
+          k.rowdot_kquant = avx512kq::rowdot;
           break;
         case Isa::AVX512BF16:
           k.panels = true;

@@ -68,6 +68,11 @@ struct Kernels {
   // bit (ops/quant.h dequantize_blocks; vectorized for the k-quants from AVX512 on): the
   // CPU backend's path for the GGUF formats that have no kernels of their own.
   void (*dequant_row)(DType dt, const uint8_t* blocks, int64_t nb, float* out) = nullptr;
+  // Rows [r0, r1) of Y = X Wᵀ ([T, out]) for W in a k-quant format, each super-block decoded
+  // once into registers for up to 4 tokens (few tokens: no float32 copy of the rows); false for
+  // formats it does not decode. Null below AVX512.
+  bool (*rowdot_kquant)(const float* x, int64_t T, const Tensor& w, int64_t r0, int64_t r1,
+                        float* y) = nullptr;
 
   // Tokens [t0, t1) of Y = X M: Y[t, j] = Σ_i X[t, i] M[i, j] for X rows ldx apart and
   // M [in, out] in F32, BF16 or F16: rows of M are streamed once per token block and the inner
@@ -199,6 +204,7 @@ double probe(int64_t iters);
 }  // namespace avx512bf16
 namespace avx512kq {
 void dequant_rows(DType dt, const uint8_t* blocks, int64_t nb, float* out);
+bool rowdot(const float* x, int64_t T, const Tensor& w, int64_t r0, int64_t r1, float* y);
 }  // namespace avx512kq
 namespace avx512int16 {
 void linear(ThreadPool& pool, const float* x, int64_t T, const Tensor& w, float* y);
