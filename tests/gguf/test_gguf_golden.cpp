@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/kernels.h"
 #include "io/gguf.h"
 #include "io/safetensors.h"
@@ -101,6 +102,45 @@ TEST(GgufDequant, CpuRowDecodersEqualLlamaCppAtEveryLevel) {
         ASSERT_EQ(got.size(), want.size());
         EXPECT_EQ(std::memcmp(got.data(), want.data(), 4 * got.size()), 0)
             << g.name << "@" << type << " at " << cpu::isa_name(level);
+      }
+    }
+  }
+}
+
+// Y = X Wᵀ with W in each GGUF block format on every CPU level, for token counts of both the
+// in-register path (few tokens) and the decoded-rows path, against the reference backend.
+TEST(GgufDequant, CpuLinearEqualsTheReferenceForEveryFormat) {
+  auto ref = make_reference_backend();
+  for (const char* type : {"Q4_K", "Q5_K", "Q6_K", "Q2_K", "Q3_K", "Q4_1", "Q5_1"}) {
+    const GgufFile f(gguf_path(std::string("DEQ/DEQ-") + type + ".gguf"));
+    for (const GgufTensorInfo& g : f.header().tensors) {
+      Tensor w;
+      w.name = g.name;
+      w.dtype = *dtype_of_ggml(g.type);
+      w.shape = g.shape();
+      w.data = f.data(g);
+      const int64_t out = w.shape[0], in = w.shape[1];
+      for (int64_t T : {1, 3, 4, 5, 9, 20}) {
+        std::vector<float> x(static_cast<size_t>(T * in));
+        for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.37f * static_cast<float>(i));
+        std::vector<float> want(static_cast<size_t>(T * out));
+        ref->linear(x.data(), T, w, Tensor(), want.data());
+        for (cpu::Isa level : cpu::kAllIsas) {
+          if (level > cpu::max_isa()) break;
+          CpuBackend be(CpuOptions{2, level});
+          std::vector<float> got(want.size(), -1.0f);
+          be.linear(x.data(), T, w, Tensor(), got.data());
+          for (size_t i = 0; i < got.size(); ++i) {
+            // Float32 sums in another order: a few ulp of the sum of |products|.
+            double mag = 0;
+            const int64_t t = static_cast<int64_t>(i) / out, o = static_cast<int64_t>(i) % out;
+            std::vector<float> row(static_cast<size_t>(in));
+            load_f32(w, o * in, in, row.data());
+            for (int64_t k = 0; k < in; ++k) mag += std::fabs(row[k] * x[t * in + k]);
+            ASSERT_NEAR(got[i], want[i], 1e-6 * mag + 1e-30)
+                << type << " " << g.name << " T=" << T << " at " << cpu::isa_name(level);
+          }
+        }
       }
     }
   }

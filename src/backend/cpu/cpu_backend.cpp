@@ -139,8 +139,7 @@ void CpuBackend::product(const float* x, int64_t T, const Tensor& w, float* y) {
     // Few tokens: decoded in registers; more: rows decoded once into float32 for all tokens.
     constexpr int64_t kFusedMaxTokens = 8;
     pool_->parallel_for(out, 16, [&](int64_t r0, int64_t r1, int) {
-      if (T > kFusedMaxTokens || k.rowdot_kquant == nullptr ||
-          !k.rowdot_kquant(x, T, w, r0, r1, y))
+      if (T > kFusedMaxTokens || k.rowdot_kquant == nullptr || !k.rowdot_kquant(x, T, w, r0, r1, y))
         rowdot_dequantized(k, x, T, w, r0, r1, y);
     });
   } else if (k.linear_blocks != nullptr && block) {

@@ -134,7 +134,6 @@ QRWKV_KQ inline void q6_k(const uint8_t* b, Out& out) {
   }
 }
 
-
 template <DType DT, typename Out>
 QRWKV_KQ inline void decode(const uint8_t* b, Out& out) {
   if constexpr (DT == DType::Q4_K)
@@ -158,7 +157,8 @@ struct Dot {
   int64_t K;
   __m512* acc;
   QRWKV_KQ void operator()(int e, __m512 v) const {
-    for (int j = 0; j < NT; ++j) acc[j] = _mm512_fmadd_ps(v, _mm512_loadu_ps(x + j * K + e), acc[j]);
+    for (int j = 0; j < NT; ++j)
+      acc[j] = _mm512_fmadd_ps(v, _mm512_loadu_ps(x + j * K + e), acc[j]);
   }
 };
 
@@ -167,8 +167,7 @@ struct Dot {
 template <DType DT, int NT>
 QRWKV_KQ void dot_rows(const float* x, int64_t t0, const Tensor& w, int64_t r0, int64_t r1,
                        float* y) {
-  const int64_t out = w.shape[0], K = w.shape[1], nb = K / 256, bb = block_bytes(DT),
-                rb = nb * bb;
+  const int64_t out = w.shape[0], K = w.shape[1], nb = K / 256, bb = block_bytes(DT), rb = nb * bb;
   for (int64_t o = r0; o < r1; ++o) {
     __m512 acc[NT];
     for (int j = 0; j < NT; ++j) acc[j] = _mm512_setzero_ps();
@@ -201,20 +200,30 @@ QRWKV_KQ void rowdot_dt(const float* x, int64_t T, const Tensor& w, int64_t r0, 
 
 QRWKV_KQ void dequant_rows(DType dt, const uint8_t* blocks, int64_t nb, float* out) {
   switch (dt) {
-    case DType::Q4_K: return dequant_dt<DType::Q4_K>(blocks, nb, out);
-    case DType::Q5_K: return dequant_dt<DType::Q5_K>(blocks, nb, out);
-    case DType::Q6_K: return dequant_dt<DType::Q6_K>(blocks, nb, out);
-    default: return dequantize_blocks(dt, blocks, 0, nb, out);
+    case DType::Q4_K:
+      return dequant_dt<DType::Q4_K>(blocks, nb, out);
+    case DType::Q5_K:
+      return dequant_dt<DType::Q5_K>(blocks, nb, out);
+    case DType::Q6_K:
+      return dequant_dt<DType::Q6_K>(blocks, nb, out);
+    default:
+      return dequantize_blocks(dt, blocks, 0, nb, out);
   }
 }
 
-QRWKV_KQ bool rowdot(const float* x, int64_t T, const Tensor& w, int64_t r0, int64_t r1,
-                     float* y) {
+QRWKV_KQ bool rowdot(const float* x, int64_t T, const Tensor& w, int64_t r0, int64_t r1, float* y) {
   switch (w.dtype) {
-    case DType::Q4_K: rowdot_dt<DType::Q4_K>(x, T, w, r0, r1, y); return true;
-    case DType::Q5_K: rowdot_dt<DType::Q5_K>(x, T, w, r0, r1, y); return true;
-    case DType::Q6_K: rowdot_dt<DType::Q6_K>(x, T, w, r0, r1, y); return true;
-    default: return false;
+    case DType::Q4_K:
+      rowdot_dt<DType::Q4_K>(x, T, w, r0, r1, y);
+      return true;
+    case DType::Q5_K:
+      rowdot_dt<DType::Q5_K>(x, T, w, r0, r1, y);
+      return true;
+    case DType::Q6_K:
+      rowdot_dt<DType::Q6_K>(x, T, w, r0, r1, y);
+      return true;
+    default:
+      return false;
   }
 }
 
