@@ -123,6 +123,17 @@ DType projection_dtype(const Tensor& t, WeightRole role, WeightFormat format,
   return fits ? target : t.dtype;
 }
 
+// Whether every value of an F32 tensor is a bfloat16 value (its low 16 bits are zero).
+bool bf16_exact(const Tensor& t) {
+  const int64_t n = t.numel();
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, t.data + 4 * i, 4);
+    if ((bits & 0xffffu) != 0) return false;
+  }
+  return true;
+}
+
 // Mᵀ of a row-major 2-D BF16 tensor, in memory that lives until the tensor is packed (a LoRA
 // matrix is small).
 Tensor transpose_bf16(const Tensor& m) {
@@ -211,6 +222,16 @@ void prepare_host_weights(const std::vector<WeightRef>& weights, WeightFormat fo
       release_pages(src.data, static_cast<size_t>(tensor_bytes(src)));
       arena.push_back(std::move(bytes));
       continue;
+    }
+    if (ref.role == WeightRole::LoraMatrix && panels && t.dtype == DType::F32 &&
+        t.layout == Layout::RowMajor && t.shape.size() == 2 && t.shape[0] % kQuantBlock == 0 &&
+        bf16_exact(t)) {
+      // A float32 LoRA matrix whose values are all bfloat16 values (GGUF files keep the bf16
+      // weights of a checkpoint widened to F32) is the same matrix in BF16: held so, it takes
+      // the packed path below.
+      auto bytes = std::make_shared<std::vector<uint8_t>>();
+      t = convert_tensor(Tensor(t), DType::BF16, *bytes, pool);
+      arena.push_back(std::move(bytes));
     }
     if (ref.role == WeightRole::LoraMatrix && panels && t.dtype == DType::BF16 &&
         t.layout == Layout::RowMajor && t.shape.size() == 2 && t.shape[0] % kQuantBlock == 0) {
