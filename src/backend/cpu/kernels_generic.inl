@@ -371,7 +371,7 @@ QRWKV_TARGET void attention_item(const AttentionArgs& a, int64_t t, int64_t kvh,
     m[g] = -INFINITY;
     l[g] = 0.0;
   }
-  auto ld = [&](const float* p, int64_t v) {
+  auto ld = [&](const float* p, int64_t v) QRWKV_TARGET {
     return v + 1 < nv ? V::load(p + v * W) : V::load_n(p + v * W, tail);
   };
   for (int64_t j0 = 0; j0 < n_ctx; j0 += kAttnKeys) {
