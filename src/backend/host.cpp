@@ -204,6 +204,7 @@ void prepare_host_weights(const std::vector<WeightRef>& weights, WeightFormat fo
     // Q5_0 is held as the Q8_0 of the same values (ops/quant.h, q5_0_to_q8_0): every backend
     // then runs it on its Q8_0 kernels. A matrix that a k-quant format puts in Q5_0 is quantized
     // to Q5_0 first.
+    if (projection && target == DType::IQ4_NL) target = DType::Q8_0;  // the same values
     if (projection && target == DType::Q5_0) {
       if (t.dtype != DType::Q5_0) {
         auto q5 = std::make_shared<std::vector<uint8_t>>();

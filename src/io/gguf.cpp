@@ -53,11 +53,11 @@ constexpr TypeEntry kTypes[] = {
 };
 
 constexpr std::pair<GgmlType, DType> kComputed[] = {
-    {GgmlType::F32, DType::F32},   {GgmlType::F16, DType::F16},   {GgmlType::BF16, DType::BF16},
-    {GgmlType::Q8_0, DType::Q8_0}, {GgmlType::Q4_0, DType::Q4_0}, {GgmlType::Q4_1, DType::Q4_1},
-    {GgmlType::Q5_0, DType::Q5_0}, {GgmlType::Q5_1, DType::Q5_1}, {GgmlType::Q2_K, DType::Q2_K},
-    {GgmlType::Q3_K, DType::Q3_K}, {GgmlType::Q4_K, DType::Q4_K}, {GgmlType::Q5_K, DType::Q5_K},
-    {GgmlType::Q6_K, DType::Q6_K},
+    {GgmlType::F32, DType::F32},   {GgmlType::F16, DType::F16},       {GgmlType::BF16, DType::BF16},
+    {GgmlType::Q8_0, DType::Q8_0}, {GgmlType::Q4_0, DType::Q4_0},     {GgmlType::Q4_1, DType::Q4_1},
+    {GgmlType::Q5_0, DType::Q5_0}, {GgmlType::Q5_1, DType::Q5_1},     {GgmlType::Q2_K, DType::Q2_K},
+    {GgmlType::Q3_K, DType::Q3_K}, {GgmlType::Q4_K, DType::Q4_K},     {GgmlType::Q5_K, DType::Q5_K},
+    {GgmlType::Q6_K, DType::Q6_K}, {GgmlType::IQ4_NL, DType::IQ4_NL},
 };
 
 // ggml's limit on dimensions.

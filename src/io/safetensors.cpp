@@ -59,6 +59,8 @@ const char* dtype_name(DType t) {
       return "Q5_K";
     case DType::Q6_K:
       return "Q6_K";
+    case DType::IQ4_NL:
+      return "IQ4_NL";
     default:
       return "?";
   }

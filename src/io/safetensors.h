@@ -36,7 +36,8 @@ enum class DType {
   Q3_K,
   Q4_K,
   Q5_K,
-  Q6_K
+  Q6_K,
+  IQ4_NL
 };
 // Whether a dtype is one of the block formats.
 inline bool is_block_dtype(DType t) { return t >= DType::Q8_0; }

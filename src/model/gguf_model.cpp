@@ -104,7 +104,7 @@ class Mapper {
       fail(f_->path(), "tensor '" + g.name + "' has type " +
                            ggml_type_traits(static_cast<uint32_t>(g.type))->name +
                            ", which qrwkv does not compute (supported: F32, F16, BF16, Q8_0, Q4_0, "
-                           "Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)");
+                           "Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL)");
     Tensor t;
     t.name = hf_name;
     t.dtype = *dt;

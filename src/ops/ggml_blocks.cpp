@@ -197,7 +197,32 @@ void q6_k(const uint8_t* b, float* y) {
   }
 }
 
+// The 16 levels of IQ4_NL, a non-uniform 4-bit grid (denser near zero).
+constexpr int8_t kIq4nlLevels[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                     1,    13,   25,  38,  53,  69,  89,  113};
+
+// IQ4_NL (18 bytes): f16 d, 16 bytes of nibbles laid out as Q4_0's (byte j: element j low,
+// element j + 16 high), each nibble an index into the levels.   w = d · level[n]
+void iq4_nl(const uint8_t* b, float* y) {
+  const float d = f16_at(b);
+  const uint8_t* qs = b + 2;
+  for (int j = 0; j < 16; ++j) {
+    y[j] = d * static_cast<float>(kIq4nlLevels[qs[j] & 0xF]);
+    y[j + 16] = d * static_cast<float>(kIq4nlLevels[qs[j] >> 4]);
+  }
+}
+
 }  // namespace
+
+void iq4_nl_to_q8_0(const uint8_t* src, int64_t nb, uint8_t* q8) {
+  for (int64_t b = 0; b < nb; ++b, src += 18, q8 += 34) {
+    std::memcpy(q8, src, 2);  // d
+    for (int j = 0; j < 16; ++j) {
+      q8[2 + j] = static_cast<uint8_t>(kIq4nlLevels[src[2 + j] & 0xF]);
+      q8[2 + j + 16] = static_cast<uint8_t>(kIq4nlLevels[src[2 + j] >> 4]);
+    }
+  }
+}
 
 void dequantize_ggml_blocks(DType dt, const uint8_t* blocks, int64_t b0, int64_t nb, float* out) {
   void (*f)(const uint8_t*, float*) = nullptr;
@@ -225,6 +250,9 @@ void dequantize_ggml_blocks(DType dt, const uint8_t* blocks, int64_t b0, int64_t
       break;
     case DType::Q6_K:
       f = q6_k;
+      break;
+    case DType::IQ4_NL:
+      f = iq4_nl;
       break;
     default:
       fail("", std::string("dequantize_ggml_blocks: not a ggml block format: ") + dtype_name(dt));

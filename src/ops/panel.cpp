@@ -42,8 +42,8 @@ void row_in(const Tensor& w, DType dt, int64_t r, float* f, uint8_t* dst) {
     std::memcpy(dst, w.data + r * rb, static_cast<size_t>(rb));
     return;
   }
-  if (w.dtype == DType::Q5_0 && dt == DType::Q8_0 && w.layout == Layout::RowMajor) {
-    q5_0_to_q8_0(w.data + r * tensor_bytes(w.dtype, in), in / 32, dst);  // the same values
+  if (held_as_q8_0(w.dtype) && dt == DType::Q8_0 && w.layout == Layout::RowMajor) {
+    to_q8_0(w.dtype, w.data + r * tensor_bytes(w.dtype, in), in / 32, dst);  // the same values
     return;
   }
   load_f32(w, r * in, in, f);

@@ -210,9 +210,9 @@ Tensor convert_tensor(const Tensor& src, DType target, std::vector<uint8_t>& sto
   auto convert_rows = [&](int64_t r0, int64_t r1, int) {
     std::vector<float> row(static_cast<size_t>(cols));
     for (int64_t r = r0; r < r1; ++r) {
-      if (src.dtype == DType::Q5_0 && target == DType::Q8_0 && src.layout == Layout::RowMajor) {
-        q5_0_to_q8_0(src.data + r * tensor_bytes(src.dtype, cols), cols / 32,
-                     storage.data() + r * row_bytes);  // the same values
+      if (held_as_q8_0(src.dtype) && target == DType::Q8_0 && src.layout == Layout::RowMajor) {
+        to_q8_0(src.dtype, src.data + r * tensor_bytes(src.dtype, cols), cols / 32,
+                storage.data() + r * row_bytes);  // the same values
         continue;
       }
       load_f32(src, r * cols, cols, row.data());

@@ -67,6 +67,18 @@ void dequantize_ggml_blocks(DType dt, const uint8_t* blocks, int64_t b0, int64_t
 // (llama-quantize's fallback for rows that are not whole 256-blocks); held as Q8_0 they run on
 // the Q8_0 kernels.
 void q5_0_to_q8_0(const uint8_t* q5, int64_t nb, uint8_t* q8);
+// IQ4_NL blocks likewise: w = d · level[n] with integer levels in [−127, 113] (llama-quantize's
+// fallback for Q2_K/Q3_K rows that are not whole 256-blocks).
+void iq4_nl_to_q8_0(const uint8_t* src, int64_t nb, uint8_t* q8);
+// Whether blocks of dt are held as the Q8_0 of the same values (Q5_0, IQ4_NL), and that
+// conversion of nb blocks.
+inline bool held_as_q8_0(DType dt) { return dt == DType::Q5_0 || dt == DType::IQ4_NL; }
+inline void to_q8_0(DType dt, const uint8_t* src, int64_t nb, uint8_t* q8) {
+  if (dt == DType::Q5_0)
+    q5_0_to_q8_0(src, nb, q8);
+  else
+    iq4_nl_to_q8_0(src, nb, q8);
+}
 
 // llama.cpp's own quantizers (ops/ggml_quantize.cpp), without an importance matrix: n values
 // (whole blocks) into the blocks of `dt` at `out`, the same bytes llama-quantize writes.

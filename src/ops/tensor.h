@@ -45,6 +45,7 @@ inline int64_t block_elems(DType dt) {
     case DType::Q4_1:
     case DType::Q5_0:
     case DType::Q5_1:
+    case DType::IQ4_NL:
       return 32;
     case DType::Q2_K:
     case DType::Q3_K:
@@ -79,6 +80,8 @@ inline int64_t block_bytes(DType dt) {
       return 176;  // f16 d, f16 dmin, 12 scale bytes, 256 high bits, nibbles
     case DType::Q6_K:
       return 210;  // 256 low nibbles, 256 2-bit highs, 16 int8 scales, f16 d
+    case DType::IQ4_NL:
+      return 18;  // f16 d, 32 nibbles indexing a table of 16 int8 levels
     default:
       return static_cast<int64_t>(dtype_size(dt));
   }

@@ -146,6 +146,35 @@ TEST(GgufDequant, CpuLinearEqualsTheReferenceForEveryFormat) {
   }
 }
 
+// IQ4_NL (no DEQ reference: llama-quantize makes it only as a fallback) against its definition,
+// w = d · level[n], and held as the Q8_0 of the same values.
+TEST(GgufDequant, Iq4NlLevelsAndItsQ8_0) {
+  const int levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+  std::vector<uint8_t> blocks(2 * 18);
+  for (size_t i = 0; i < blocks.size(); ++i) blocks[i] = static_cast<uint8_t>(37 * i + 11);
+  const uint16_t d0 = 0x2e66, d1 = 0xb1ab;  // 0.1, -0.177 in f16
+  std::memcpy(&blocks[0], &d0, 2);
+  std::memcpy(&blocks[18], &d1, 2);
+  Tensor t;
+  t.name = "iq4";
+  t.dtype = DType::IQ4_NL;
+  t.shape = {1, 64};
+  t.data = blocks.data();
+  const std::vector<float> got = to_f32(t);
+  for (int b = 0; b < 2; ++b) {
+    uint16_t dh;
+    std::memcpy(&dh, &blocks[18 * b], 2);
+    const float d = f16_to_f32(dh);
+    for (int j = 0; j < 16; ++j) {
+      const uint8_t q = blocks[18 * b + 2 + j];
+      EXPECT_EQ(got[32 * b + j], d * static_cast<float>(levels[q & 0xF]));
+      EXPECT_EQ(got[32 * b + j + 16], d * static_cast<float>(levels[q >> 4]));
+    }
+  }
+  std::vector<uint8_t> bytes;
+  EXPECT_EQ(to_f32(convert_tensor(t, DType::Q8_0, bytes, nullptr)), got);
+}
+
 // Q5_0 is held as the Q8_0 of the same values: converting loses nothing.
 TEST(GgufDequant, Q5_0HeldAsQ8_0KeepsEveryValue) {
   const Expected deq(gguf_path("DEQ.safetensors"));
