@@ -11,41 +11,13 @@
 #include "io/safetensors.h"
 #include "model/model.h"
 #include "tests/cli.h"
+#include "tests/expect.h"
 
 namespace qrwkv {
 namespace {
 
-struct Expected {
-  explicit Expected(const std::string& path) : file(path) {}
-  SafetensorsFile file;
-
-  bool has(const std::string& name) const { return file.find(name) != nullptr; }
-  std::vector<int64_t> shape(const std::string& name) const { return file.find(name)->shape; }
-  template <typename T>
-  std::vector<T> get(const std::string& name) const {
-    const TensorInfo* t = file.find(name);
-    EXPECT_NE(t, nullptr) << name;
-    std::vector<T> out(static_cast<size_t>(t->numel()));
-    EXPECT_EQ(dtype_size(t->dtype), sizeof(T)) << name;
-    std::memcpy(out.data(), file.data(*t), out.size() * sizeof(T));
-    return out;
-  }
-};
-
-// Largest |Δ| / max|expected| over the positions of a [T, V] block.
-double max_rel_error(const float* got, const float* want, int64_t T, int64_t V) {
-  double worst = 0;
-  for (int64_t t = 0; t < T; ++t) {
-    double max_abs = 0, max_diff = 0;
-    for (int64_t v = 0; v < V; ++v) {
-      max_abs = std::max(max_abs, std::fabs(static_cast<double>(want[t * V + v])));
-      max_diff =
-          std::max(max_diff, std::fabs(static_cast<double>(got[t * V + v]) - want[t * V + v]));
-    }
-    worst = std::max(worst, max_diff / max_abs);
-  }
-  return worst;
-}
+using test::Expected;
+using test::max_rel_error;
 
 // The golden checks run on every backend: the reference, and the CPU backend at every
 // instruction-set level this machine runs.

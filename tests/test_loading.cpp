@@ -15,26 +15,17 @@
 #include "model/rope.h"
 #include "ops/tensor.h"
 #include "tests/cli.h"
+#include "tests/expect.h"
 #include "tests/model_util.h"
 
 namespace qrwkv {
 namespace {
 
+using test::expect_error;
+
 using test::altered_model;
 using test::OwnedTensor;
 using ::testing::HasSubstr;
-
-// Expects `f` to throw qrwkv::Error whose message contains every one of `parts`.
-template <typename F>
-void expect_error(F&& f, std::initializer_list<std::string> parts) {
-  try {
-    f();
-    ADD_FAILURE() << "no error thrown";
-  } catch (const Error& e) {
-    for (const auto& p : parts) EXPECT_THAT(e.what(), HasSubstr(p));
-    EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << "error is not one line";
-  }
-}
 
 std::string with_header(const std::string& header, size_t data_bytes) {
   std::string out(8, '\0');

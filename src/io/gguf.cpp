@@ -337,8 +337,8 @@ const char* gguf_value_type_name(GgufValueType t) {
   return "?";
 }
 
-bool GgufValue::is_integer() const {
-  switch (type) {
+bool is_integer_type(GgufValueType t) {
+  switch (t) {
     case GgufValueType::U8:
     case GgufValueType::I8:
     case GgufValueType::U16:
@@ -352,6 +352,8 @@ bool GgufValue::is_integer() const {
       return false;
   }
 }
+
+bool GgufValue::is_integer() const { return is_integer_type(type); }
 
 uint64_t ggml_tensor_bytes(GgmlType type, const std::vector<int64_t>& ne, bool& ok) {
   ok = false;
@@ -441,9 +443,8 @@ std::vector<std::string> GgufFile::get_strings(const std::string& key) const {
 
 std::vector<int64_t> GgufFile::get_ints(const std::string& key) const {
   const GgufValue& v = need(key);
-  if (v.type != GgufValueType::Array || v.arr.empty() ? false : !v.arr[0].is_integer())
+  if (v.type != GgufValueType::Array || !is_integer_type(v.elem))
     wrong_type(key, v, "an array of integers");
-  if (v.type != GgufValueType::Array) wrong_type(key, v, "an array of integers");
   std::vector<int64_t> out;
   out.reserve(v.arr.size());
   for (const GgufValue& e : v.arr) out.push_back(e.i);

@@ -89,6 +89,7 @@ enum class GgufValueType : uint32_t {
   F64 = 12,
 };
 const char* gguf_value_type_name(GgufValueType t);
+bool is_integer_type(GgufValueType t);
 
 // One metadata value. Scalars keep their value in the member of their kind; strings view the
 // mapped file; arrays hold their elements (all of type `elem`).

@@ -14,12 +14,6 @@ namespace qrwkv {
 
 namespace {
 
-float f16_at(const uint8_t* p) {
-  uint16_t h;
-  std::memcpy(&h, p, 2);
-  return f16_to_f32(h);
-}
-
 // Q4_1 (20 bytes): f16 d, f16 m, 16 bytes of nibbles (byte j: element j low, j + 16 high).
 //   w = d · n + m,  n ∈ [0, 15]
 void q4_1(const uint8_t* b, float* y) {
@@ -116,34 +110,16 @@ void q3_k(const uint8_t* b, float* y) {
   }
 }
 
-// The 8 6-bit scales and mins of a Q4_K / Q5_K block, packed in 12 bytes: for j < 4, scale j
-// is the low 6 bits of byte j and min j the low 6 bits of byte j + 4; for j ≥ 4 the low 4
-// bits come from the nibbles of byte j + 4 (scale: low, min: high) and the top 2 bits from the
-// top bits of bytes j − 4 (scale) and j (min).
-void k4_scale_min(int j, const uint8_t* s12, int& sc, int& mn) {
-  if (j < 4) {
-    sc = s12[j] & 63;
-    mn = s12[j + 4] & 63;
-  } else {
-    sc = (s12[j + 4] & 0xF) | ((s12[j - 4] >> 6) << 4);
-    mn = (s12[j + 4] >> 4) | ((s12[j] >> 6) << 4);
-  }
-}
-
 // Q4_K (144 bytes): f16 d, f16 dmin, 12 scale bytes, 128 bytes of nibbles. Each 64 elements
 // read 32 bytes: their low nibbles are the first 32 elements (sub-block 2i), their high
 // nibbles the next 32 (sub-block 2i + 1).
 //   w = (d · s) · n − (dmin · m),  n ∈ [0, 15]
 void q4_k(const uint8_t* b, float* y) {
-  const float d = f16_at(b), dmin = f16_at(b + 2);
-  const uint8_t* s12 = b + 4;
   const uint8_t* q = b + 16;
   for (int i = 0; i < 4; ++i, q += 32) {
-    int s0, m0, s1, m1;
-    k4_scale_min(2 * i, s12, s0, m0);
-    k4_scale_min(2 * i + 1, s12, s1, m1);
-    const float d0 = d * static_cast<float>(s0), n0 = dmin * static_cast<float>(m0);
-    const float d1 = d * static_cast<float>(s1), n1 = dmin * static_cast<float>(m1);
+    float d0, n0, d1, n1;
+    k_sub_block(b, 2 * i, d0, n0);
+    k_sub_block(b, 2 * i + 1, d1, n1);
     for (int l = 0; l < 32; ++l) *y++ = d0 * static_cast<float>(q[l] & 0xF) - n0;
     for (int l = 0; l < 32; ++l) *y++ = d1 * static_cast<float>(q[l] >> 4) - n1;
   }
@@ -153,16 +129,12 @@ void q4_k(const uint8_t* b, float* y) {
 // nibbles laid out as Q4_K; sub-block k takes its fifth bit from bit k of qh[l].
 //   w = (d · s) · (n + 16 · high) − (dmin · m)
 void q5_k(const uint8_t* b, float* y) {
-  const float d = f16_at(b), dmin = f16_at(b + 2);
-  const uint8_t* s12 = b + 4;
   const uint8_t* qh = b + 16;
   const uint8_t* q = b + 48;
   for (int i = 0; i < 4; ++i, q += 32) {
-    int s0, m0, s1, m1;
-    k4_scale_min(2 * i, s12, s0, m0);
-    k4_scale_min(2 * i + 1, s12, s1, m1);
-    const float d0 = d * static_cast<float>(s0), n0 = dmin * static_cast<float>(m0);
-    const float d1 = d * static_cast<float>(s1), n1 = dmin * static_cast<float>(m1);
+    float d0, n0, d1, n1;
+    k_sub_block(b, 2 * i, d0, n0);
+    k_sub_block(b, 2 * i + 1, d1, n1);
     const uint8_t u0 = static_cast<uint8_t>(1u << (2 * i)),
                   u1 = static_cast<uint8_t>(2u << (2 * i));
     for (int l = 0; l < 32; ++l)

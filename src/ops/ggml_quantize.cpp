@@ -39,11 +39,6 @@ void put_f16(uint8_t* p, float v) {
   const uint16_t h = f32_to_f16(v);
   std::memcpy(p, &h, 2);
 }
-float get_f16(const uint8_t* p) {
-  uint16_t h;
-  std::memcpy(&h, p, 2);
-  return f16_to_f32(h);
-}
 
 void q8_0(const float* x, uint8_t* b) {
   float amax = 0.0f;
@@ -243,7 +238,7 @@ float fit_symmetric(int n, int nmax, const float* x, int8_t* L) {
 }
 
 // The 6-bit scales and mins of Q4_K / Q5_K into their 12 bytes (the inverse of the decoder's
-// k4_scale_min).
+// k_scale_min).
 void pack_scale_min(const uint8_t* ls, const uint8_t* lm, uint8_t* s12) {
   std::memset(s12, 0, 12);
   for (int j = 0; j < 8; ++j) {
@@ -257,16 +252,6 @@ void pack_scale_min(const uint8_t* ls, const uint8_t* lm, uint8_t* s12) {
     }
   }
 }
-void unpack_scale_min(int j, const uint8_t* s12, int& sc, int& m) {
-  if (j < 4) {
-    sc = s12[j] & 63;
-    m = s12[j + 4] & 63;
-  } else {
-    sc = (s12[j + 4] & 0xF) | ((s12[j - 4] >> 6) << 4);
-    m = (s12[j + 4] >> 4) | ((s12[j] >> 6) << 4);
-  }
-}
-
 // Q4_K (nmax 15) and Q5_K (nmax 31): d, dmin, 12 scale bytes at b; the levels into L[256].
 void k_scales_and_levels(const float* x, int nmax, float rmin, int nstep, uint8_t* b, uint8_t* L) {
   float scales[8], mins[8], w[32];
@@ -291,13 +276,10 @@ void k_scales_and_levels(const float* x, int nmax, float rmin, int nstep, uint8_
   put_f16(b, max_scale / 63.f);
   put_f16(b + 2, max_min / 63.f);
   pack_scale_min(ls, lm, b + 4);
-  const float d_all = get_f16(b), dmin_all = get_f16(b + 2);
   for (int j = 0; j < 8; ++j) {
-    int sc, m;
-    unpack_scale_min(j, b + 4, sc, m);
-    const float d = d_all * sc;
+    float d, dm;
+    k_sub_block(b, j, d, dm);
     if (d == 0.0f) continue;
-    const float dm = dmin_all * m;
     for (int i = 0; i < 32; ++i)
       L[32 * j + i] =
           static_cast<uint8_t>(std::clamp(nearest_int((x[32 * j + i] + dm) / d), 0, nmax));
@@ -355,7 +337,7 @@ void q6_k(const float* x, uint8_t* b) {
   auto* sc = reinterpret_cast<int8_t*>(b + 192);
   for (int ib = 0; ib < 16; ++ib)
     sc[ib] = static_cast<int8_t>(std::min(127, nearest_int(iscale * scales[ib])));
-  const float d_all = get_f16(b + 208);
+  const float d_all = f16_at(b + 208);
   for (int j = 0; j < 16; ++j) {
     const float d = d_all * sc[j];
     if (d == 0.0f) continue;
@@ -375,22 +357,6 @@ void q6_k(const float* x, uint8_t* b) {
 }
 
 }  // namespace
-
-bool ggml_quantizable(DType dt) {
-  switch (dt) {
-    case DType::Q8_0:
-    case DType::Q4_0:
-    case DType::Q4_1:
-    case DType::Q5_0:
-    case DType::Q5_1:
-    case DType::Q4_K:
-    case DType::Q5_K:
-    case DType::Q6_K:
-      return true;
-    default:
-      return false;
-  }
-}
 
 DType mixed_type(QuantMix mix, MatrixKind kind, int64_t layer, int64_t n_layers, int64_t cols) {
   DType base = DType::Q8_0;
@@ -439,36 +405,40 @@ DType mixed_type(QuantMix mix, MatrixKind kind, int64_t layer, int64_t n_layers,
   return t;
 }
 
-void quantize_ggml(DType dt, const float* x, int64_t n, uint8_t* out) {
-  void (*f)(const float*, uint8_t*) = nullptr;
+namespace {
+
+// The quantizer of one block of dt, or null.
+using BlockQuantizer = void (*)(const float*, uint8_t*);
+BlockQuantizer quantizer(DType dt) {
   switch (dt) {
     case DType::Q8_0:
-      f = q8_0;
-      break;
+      return q8_0;
     case DType::Q4_0:
-      f = q4_0;
-      break;
+      return q4_0;
     case DType::Q4_1:
-      f = q4_1;
-      break;
+      return q4_1;
     case DType::Q5_0:
-      f = q5_0;
-      break;
+      return q5_0;
     case DType::Q5_1:
-      f = q5_1;
-      break;
+      return q5_1;
     case DType::Q4_K:
-      f = q4_k;
-      break;
+      return q4_k;
     case DType::Q5_K:
-      f = q5_k;
-      break;
+      return q5_k;
     case DType::Q6_K:
-      f = q6_k;
-      break;
+      return q6_k;
     default:
-      fail("", std::string("quantize_ggml: no quantizer for ") + dtype_name(dt));
+      return nullptr;
   }
+}
+
+}  // namespace
+
+bool ggml_quantizable(DType dt) { return quantizer(dt) != nullptr; }
+
+void quantize_ggml(DType dt, const float* x, int64_t n, uint8_t* out) {
+  const BlockQuantizer f = quantizer(dt);
+  if (f == nullptr) fail("", std::string("quantize_ggml: no quantizer for ") + dtype_name(dt));
   const int64_t be = block_elems(dt), bb = block_bytes(dt);
   if (n % be != 0)
     fail("", std::string("quantize_ggml: ") + std::to_string(n) + " values are not whole " +

@@ -34,34 +34,6 @@ std::shared_ptr<uint8_t> alloc_weight_bytes(size_t bytes) {
 
 namespace {
 
-// Row r of w in `dt`, row-major (tensor_bytes(dt, in) bytes at dst): copied when w is stored
-// so, else converted through float32 as convert_tensor converts.
-void row_in(const Tensor& w, DType dt, int64_t r, float* f, uint8_t* dst) {
-  const int64_t in = w.shape[1], rb = tensor_bytes(dt, in);
-  if (w.dtype == dt && w.layout == Layout::RowMajor) {
-    std::memcpy(dst, w.data + r * rb, static_cast<size_t>(rb));
-    return;
-  }
-  if (held_as_q8_0(w.dtype) && dt == DType::Q8_0 && w.layout == Layout::RowMajor) {
-    to_q8_0(w.dtype, w.data + r * tensor_bytes(w.dtype, in), in / 32, dst);  // the same values
-    return;
-  }
-  load_f32(w, r * in, in, f);
-  switch (dt) {
-    case DType::BF16:
-      for (int64_t i = 0; i < in; ++i) {
-        const uint16_t h = f32_to_bf16(f[i]);
-        std::memcpy(dst + 2 * i, &h, 2);
-      }
-      break;
-    case DType::Q8_0:
-      quantize_row_q8_0(f, in, reinterpret_cast<BlockQ8_0*>(dst));
-      break;
-    default:
-      quantize_row_q4_0(f, in, reinterpret_cast<BlockQ4_0*>(dst));
-  }
-}
-
 // Writes row r (0 ≤ r < 32) of a panel from the row-major bytes of that row.
 void scatter_row(DType dt, int64_t in, const uint8_t* row, int64_t r, uint8_t* panel) {
   switch (dt) {
@@ -116,7 +88,7 @@ Tensor pack_panels_into(const Tensor& w, DType dt, uint8_t* base, ThreadPool* po
     std::vector<uint8_t> row(static_cast<size_t>(tensor_bytes(dt, in)));
     for (int64_t p = p0; p < p1; ++p)
       for (int64_t r = 0; r < kPanelRows && p * kPanelRows + r < out; ++r) {
-        row_in(w, dt, p * kPanelRows + r, f.data(), row.data());
+        convert_row(w, p * kPanelRows + r, dt, f.data(), row.data());
         scatter_row(dt, in, row.data(), r, base + p * pb);
       }
   };

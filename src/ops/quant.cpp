@@ -192,6 +192,42 @@ void q5_0_to_q8_0(const uint8_t* q5, int64_t nb, uint8_t* q8) {
 
 bool quantizable(const Tensor& t) { return t.shape.size() == 2 && t.shape[1] % kQuantBlock == 0; }
 
+void convert_row(const Tensor& src, int64_t r, DType target, float* scratch, uint8_t* dst) {
+  const int64_t cols = src.shape[1];
+  if (src.layout == Layout::RowMajor) {
+    const uint8_t* row = src.data + r * tensor_bytes(src.dtype, cols);
+    if (src.dtype == target) {
+      std::memcpy(dst, row, static_cast<size_t>(tensor_bytes(target, cols)));
+      return;
+    }
+    if (held_as_q8_0(src.dtype) && target == DType::Q8_0) {
+      to_q8_0(src.dtype, row, cols / 32, dst);  // the same values
+      return;
+    }
+  }
+  load_f32(src, r * cols, cols, scratch);
+  switch (target) {
+    case DType::Q8_0:
+      quantize_row_q8_0(scratch, cols, reinterpret_cast<BlockQ8_0*>(dst));
+      break;
+    case DType::Q4_0:
+      quantize_row_q4_0(scratch, cols, reinterpret_cast<BlockQ4_0*>(dst));
+      break;
+    case DType::F32:
+      std::memcpy(dst, scratch, static_cast<size_t>(cols) * 4);
+      break;
+    case DType::BF16:
+    case DType::F16:
+      for (int64_t i = 0; i < cols; ++i) {
+        const uint16_t h = target == DType::BF16 ? f32_to_bf16(scratch[i]) : f32_to_f16(scratch[i]);
+        std::memcpy(dst + 2 * i, &h, 2);
+      }
+      break;
+    default:
+      quantize_ggml(target, scratch, cols, dst);  // llama.cpp's quantizers
+  }
+}
+
 Tensor convert_tensor(const Tensor& src, DType target, std::vector<uint8_t>& storage,
                       ThreadPool* pool) {
   if (src.shape.size() != 2) fail(src.name, "only 2-D tensors are converted");
@@ -209,36 +245,8 @@ Tensor convert_tensor(const Tensor& src, DType target, std::vector<uint8_t>& sto
   storage.assign(static_cast<size_t>(rows * row_bytes), 0);
   auto convert_rows = [&](int64_t r0, int64_t r1, int) {
     std::vector<float> row(static_cast<size_t>(cols));
-    for (int64_t r = r0; r < r1; ++r) {
-      if (held_as_q8_0(src.dtype) && target == DType::Q8_0 && src.layout == Layout::RowMajor) {
-        to_q8_0(src.dtype, src.data + r * tensor_bytes(src.dtype, cols), cols / 32,
-                storage.data() + r * row_bytes);  // the same values
-        continue;
-      }
-      load_f32(src, r * cols, cols, row.data());
-      uint8_t* dst = storage.data() + r * row_bytes;
-      switch (target) {
-        case DType::Q8_0:
-          quantize_row_q8_0(row.data(), cols, reinterpret_cast<BlockQ8_0*>(dst));
-          break;
-        case DType::Q4_0:
-          quantize_row_q4_0(row.data(), cols, reinterpret_cast<BlockQ4_0*>(dst));
-          break;
-        case DType::F32:
-          std::memcpy(dst, row.data(), static_cast<size_t>(row_bytes));
-          break;
-        case DType::BF16:
-        case DType::F16:
-          for (int64_t i = 0; i < cols; ++i) {
-            const float v = row[static_cast<size_t>(i)];
-            const uint16_t h = target == DType::BF16 ? f32_to_bf16(v) : f32_to_f16(v);
-            std::memcpy(dst + 2 * i, &h, 2);
-          }
-          break;
-        default:
-          quantize_ggml(target, row.data(), cols, dst);  // llama.cpp's quantizers
-      }
-    }
+    for (int64_t r = r0; r < r1; ++r)
+      convert_row(src, r, target, row.data(), storage.data() + r * row_bytes);
   };
   if (pool != nullptr)
     pool->parallel_for(rows, 1, convert_rows);

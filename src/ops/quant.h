@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "ops/tensor.h"
@@ -35,6 +36,36 @@ struct BlockQ4_0 {
 static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18, "blocks must be packed");
 
 uint16_t f32_to_f16(float v);  // round to nearest even
+
+// The little-endian float16 at p (a block's scale), as float32.
+inline float f16_at(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return f16_to_f32(h);
+}
+
+// The 6-bit scale and min of sub-block j (0..7) of a Q4_K / Q5_K super-block, packed in its 12
+// scale bytes: for j < 4 the low 6 bits of byte j (scale) and byte j + 4 (min); for j ≥ 4 the low
+// 4 bits from the nibbles of byte j + 4 (scale: low, min: high) and the top 2 bits from the top
+// bits of bytes j − 4 (scale) and j (min).
+inline void k_scale_min(int j, const uint8_t* s12, int& sc, int& m) {
+  if (j < 4) {
+    sc = s12[j] & 63;
+    m = s12[j + 4] & 63;
+  } else {
+    sc = (s12[j + 4] & 0xF) | ((s12[j - 4] >> 6) << 4);
+    m = (s12[j + 4] >> 4) | ((s12[j] >> 6) << 4);
+  }
+}
+// Sub-block j of the Q4_K / Q5_K super-block at b (f16 d, f16 dmin, 12 scale bytes, ...): its
+// weights are scale · n − offset with scale = d · sc and offset = dmin · m, each a float32
+// product as llama.cpp rounds it.
+inline void k_sub_block(const uint8_t* b, int j, float& scale, float& offset) {
+  int sc, m;
+  k_scale_min(j, b + 4, sc, m);
+  scale = f16_at(b) * static_cast<float>(sc);
+  offset = f16_at(b + 2) * static_cast<float>(m);
+}
 
 // Quantizes n values (n a multiple of 32) into n / 32 blocks at `out`, as llama.cpp does:
 // d = max|x| / 127 stored as float16, q = round-half-away-from-zero(x / d) with the unrounded d.
@@ -102,6 +133,12 @@ DType mixed_type(QuantMix mix, MatrixKind kind, int64_t layer, int64_t n_layers,
 // Whether a weight of this shape can be stored in a block format: 2-D with a row length that
 // is a multiple of 32.
 bool quantizable(const Tensor& t);
+
+// Row r of a 2-D tensor (any layout load_f32 reads) in `target`, row-major, at dst
+// (tensor_bytes(target, cols) bytes): the bytes themselves when the dtype is the same, the Q8_0
+// of the same values for Q5_0 and IQ4_NL, else through float32 (`scratch`, cols floats) and
+// the format's quantizer. convert_tensor and the panel packer convert rows with it.
+void convert_row(const Tensor& src, int64_t r, DType target, float* scratch, uint8_t* dst);
 
 // Converts a 2-D tensor to `target` (F32, BF16, F16, Q8_0 or Q4_0), with rows split across the
 // pool's threads. The bytes live in `storage` (resized here); the returned view points into it.

@@ -13,6 +13,7 @@
 #include "model/rope.h"
 #include "model/weights.h"
 #include "ops/quant.h"
+#include "text/gguf_vocab.h"
 
 namespace qrwkv {
 
@@ -38,12 +39,6 @@ constexpr ExportType kTypes[] = {
     {"q6_k", GgmlType::Q6_K, true, QuantMix::Q6_K, 18},
 };
 
-// The same regexes llama.cpp names (text/gguf_vocab.cpp reads them back).
-const char* const kQwen2Regex =
-    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
-const char* const kLlama3Regex =
-    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
-
 // llama.cpp's name for the pre-tokenizer of a tokenizer.json.
 std::string pre_name(const json& tj, const std::string& where) {
   const json& pre = tj.value("pre_tokenizer", json());
@@ -62,8 +57,8 @@ std::string pre_name(const json& tj, const std::string& where) {
     else if (type == "ByteLevel" && s.value("use_regex", true))
       byte_level_regex = true;
   }
-  if (regex == kQwen2Regex && !byte_level_regex) return "qwen2";
-  if (regex == kLlama3Regex && !byte_level_regex) return "llama-bpe";
+  if (regex == kQwen2SplitRegex && !byte_level_regex) return "qwen2";
+  if (regex == kLlama3SplitRegex && !byte_level_regex) return "llama-bpe";
   if (regex.empty() && byte_level_regex) return "gpt-2";
   fail(where,
        "its pre-tokenizer is none that llama.cpp names (qwen2, llama-bpe, gpt-2), so a "
@@ -217,7 +212,6 @@ class Exporter {
     const int64_t cols = ne[0], rows = src.numel() / cols;
     w_.add_tensor(name, type, ne, [src, cols, rows, type](std::string& out) {
       std::vector<float> row(static_cast<size_t>(cols));
-      std::vector<uint8_t> enc;
       for (int64_t r = 0; r < rows; ++r) {
         load_f32(src, r * cols, cols, row.data());
         encode(type, row.data(), cols, out);
@@ -288,8 +282,6 @@ class Exporter {
   int64_t n_layers_;
   const GgufExportOptions& o_;
 };
-
-std::vector<float> floats(const Tensor& t) { return to_f32(t); }
 
 // Hugging Face rows in half-split rope order to llama.cpp's adjacent-pair order: row
 // h·D + j·D/2 + i goes to h·D + 2i + j (the inverse of model/gguf_model.cpp's).
@@ -412,13 +404,13 @@ void export_gguf(const std::string& model_path, const std::string& out_path,
       // The five token-shift vectors in llama.cpp's order w, k, v, r, g.
       std::vector<float> fused;
       for (const char* n : {"time_maa_w", "time_maa_k", "time_maa_v", "time_maa_r", "time_maa_g"}) {
-        const std::vector<float> v = floats(get(a + n));
+        const std::vector<float> v = to_f32(get(a + n));
         fused.insert(fused.end(), v.begin(), v.end());
       }
       x.owned(b + "time_mix_lerp_fused.weight", std::move(fused), {C, 1, 1, 5});
       constexpr int perm[5] = {3, 1, 2, 0, 4};  // GGUF block g holds checkpoint block perm[g]
       {
-        const std::vector<float> w1 = floats(get(a + "time_maa_w1"));  // [C, 5·Dm]
+        const std::vector<float> w1 = to_f32(get(a + "time_maa_w1"));  // [C, 5·Dm]
         std::vector<float> g(static_cast<size_t>(5 * Dm * C));         // [5·Dm, C]
         for (int k = 0; k < 5; ++k)
           for (int64_t d = 0; d < Dm; ++d)
@@ -427,7 +419,7 @@ void export_gguf(const std::string& model_path, const std::string& out_path,
         x.owned(b + "time_mix_w1.weight", std::move(g), {C, 5 * Dm});
       }
       {
-        const std::vector<float> w2 = floats(get(a + "time_maa_w2"));  // [5, Dm, C]
+        const std::vector<float> w2 = to_f32(get(a + "time_maa_w2"));  // [5, Dm, C]
         std::vector<float> g(static_cast<size_t>(5 * C * Dm));         // [5, C, Dm]
         for (int k = 0; k < 5; ++k)
           for (int64_t cc = 0; cc < C; ++cc)
@@ -437,7 +429,7 @@ void export_gguf(const std::string& model_path, const std::string& out_path,
       }
       auto transposed = [&](const std::string& gname, const std::string& hf, int64_t rows,
                             int64_t cols) {
-        const std::vector<float> m = floats(get(hf));  // [rows, cols]
+        const std::vector<float> m = to_f32(get(hf));  // [rows, cols]
         std::vector<float> t(static_cast<size_t>(rows * cols));
         for (int64_t r = 0; r < rows; ++r)
           for (int64_t q = 0; q < cols; ++q) t[q * rows + r] = m[r * cols + q];

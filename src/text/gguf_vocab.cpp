@@ -28,17 +28,12 @@ struct PreTokenizer {
   bool ignore_merges;
 };
 
-const char* const kLlama3Regex =
-    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
-const char* const kQwen2Regex =
-    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
-
 PreTokenizer pre_tokenizer(const std::string& pre, const std::string& where) {
   if (pre == "qwen2" || pre == "deepseek-r1-qwen" || pre == "megrez" || pre == "stablelm2")
-    return {kQwen2Regex, pre == "qwen2" || pre == "deepseek-r1-qwen", false};
+    return {kQwen2SplitRegex, pre == "qwen2" || pre == "deepseek-r1-qwen", false};
   if (pre == "llama3" || pre == "llama-v3" || pre == "llama-bpe" || pre == "falcon3" ||
       pre == "dbrx" || pre == "smaug-bpe")
-    return {kLlama3Regex, false, true};
+    return {kLlama3SplitRegex, false, true};
   if (pre == "gpt-2" || pre == "gpt2" || pre == "phi-2" || pre == "roberta-bpe" || pre == "mpt" ||
       pre == "olmo" || pre == "jais")
     return {nullptr, false, false};
@@ -51,6 +46,11 @@ std::string token_text(const std::vector<std::string>& tokens, uint64_t id) {
 }
 
 }  // namespace
+
+const char* const kLlama3SplitRegex =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+const char* const kQwen2SplitRegex =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 
 GgufVocab gguf_vocab(const std::string& path) {
   const GgufFile f(path);

@@ -14,4 +14,9 @@ struct GgufVocab {
 };
 GgufVocab gguf_vocab(const std::string& path);
 
+// The split regexes of the pre-tokenizers llama.cpp calls "qwen2" and "llama-bpe" (LLaMA 3), as
+// the tokenizer.json files of those families spell them.
+extern const char* const kQwen2SplitRegex;
+extern const char* const kLlama3SplitRegex;
+
 }  // namespace qrwkv

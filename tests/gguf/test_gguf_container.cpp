@@ -9,22 +9,14 @@
 #include "io/bytes.h"
 #include "io/error.h"
 #include "io/gguf.h"
+#include "tests/expect.h"
 
 namespace qrwkv {
 namespace {
 
-using ::testing::HasSubstr;
+using test::expect_error;
 
-template <typename F>
-void expect_error(F&& f, std::initializer_list<std::string> parts) {
-  try {
-    f();
-    ADD_FAILURE() << "no error thrown";
-  } catch (const Error& e) {
-    for (const auto& p : parts) EXPECT_THAT(e.what(), HasSubstr(p));
-    EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << "error is not one line";
-  }
-}
+using ::testing::HasSubstr;
 
 GgufHeader parse(const std::string& bytes) {
   return parse_gguf(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), "x.gguf");

@@ -15,43 +15,17 @@
 #include "model/model.h"
 #include "ops/quant.h"
 #include "tests/cli.h"
+#include "tests/expect.h"
 #include "text/chat_template.h"
 #include "text/tokenizer.h"
 
 namespace qrwkv {
 namespace {
 
+using test::Expected;
+using test::max_rel_error;
+
 std::string gguf_path(const std::string& name) { return test::data_path("gguf/" + name); }
-
-struct Expected {
-  explicit Expected(const std::string& path) : file(path) {}
-  SafetensorsFile file;
-  template <typename T>
-  std::vector<T> get(const std::string& name) const {
-    const TensorInfo* t = file.find(name);
-    EXPECT_NE(t, nullptr) << name;
-    if (t == nullptr) return {};
-    std::vector<T> out(static_cast<size_t>(t->numel()));
-    EXPECT_EQ(dtype_size(t->dtype), sizeof(T)) << name;
-    std::memcpy(out.data(), file.data(*t), out.size() * sizeof(T));
-    return out;
-  }
-  std::vector<int64_t> shape(const std::string& name) const { return file.find(name)->shape; }
-};
-
-double max_rel_error(const float* got, const float* want, int64_t T, int64_t V) {
-  double worst = 0;
-  for (int64_t t = 0; t < T; ++t) {
-    double max_abs = 0, max_diff = 0;
-    for (int64_t v = 0; v < V; ++v) {
-      max_abs = std::max(max_abs, std::fabs(static_cast<double>(want[t * V + v])));
-      max_diff =
-          std::max(max_diff, std::fabs(static_cast<double>(got[t * V + v]) - want[t * V + v]));
-    }
-    worst = std::max(worst, max_diff / max_abs);
-  }
-  return worst;
-}
 
 TEST(GgufDequant, EqualsLlamaCppBitForBit) {
   const Expected deq(gguf_path("DEQ.safetensors"));

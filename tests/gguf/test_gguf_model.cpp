@@ -9,10 +9,13 @@
 #include "io/gguf.h"
 #include "model/model.h"
 #include "tests/cli.h"
+#include "tests/expect.h"
 #include "text/tokenizer.h"
 
 namespace qrwkv {
 namespace {
+
+using test::expect_error;
 
 using ::testing::HasSubstr;
 
@@ -40,17 +43,6 @@ std::string rewritten(const std::string& src, const std::function<void(GgufWrite
   const std::string out = test::temp_dir() + "/edited" + std::to_string(counter++) + ".gguf";
   w.write(out);
   return out;
-}
-
-template <typename F>
-void expect_error(F&& f, std::initializer_list<std::string> parts) {
-  try {
-    f();
-    ADD_FAILURE() << "no error thrown";
-  } catch (const Error& e) {
-    for (const auto& p : parts) EXPECT_THAT(e.what(), HasSubstr(p));
-    EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << "error is not one line";
-  }
 }
 
 Model load(const std::string& path) {

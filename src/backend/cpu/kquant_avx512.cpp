@@ -16,26 +16,9 @@ namespace qrwkv::cpu::avx512kq {
 
 namespace {
 
-QRWKV_KQ inline float f16_at(const uint8_t* p) {
-  uint16_t h;
-  std::memcpy(&h, p, 2);
-  return _cvtsh_ss(h);
-}
-
 // 16 bytes at p as 16 int32 lanes.
 QRWKV_KQ inline __m512i bytes16(const uint8_t* p) {
   return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-}
-
-// The 6-bit scale and min of sub-block j of Q4_K / Q5_K (as ops/ggml_blocks.cpp).
-inline void scale_min(int j, const uint8_t* s12, int& sc, int& m) {
-  if (j < 4) {
-    sc = s12[j] & 63;
-    m = s12[j + 4] & 63;
-  } else {
-    sc = (s12[j + 4] & 0xF) | ((s12[j - 4] >> 6) << 4);
-    m = (s12[j + 4] >> 4) | ((s12[j] >> 6) << 4);
-  }
 }
 
 // Each decoder hands its 256 values to `out(e, v)`, 16 at a time (v holds elements e .. e + 15
@@ -46,53 +29,32 @@ QRWKV_KQ inline __m512 affine(__m512i q, __m512 dsc, __m512 dm) {
   return _mm512_sub_ps(_mm512_mul_ps(dsc, _mm512_cvtepi32_ps(q)), dm);
 }
 
-template <typename Out>
-QRWKV_KQ inline void q4_k(const uint8_t* b, Out& out) {
-  const float d = f16_at(b), dmin = f16_at(b + 2);
-  const uint8_t* s12 = b + 4;
-  const uint8_t* q = b + 16;
-  const __m512i lo = _mm512_set1_epi32(0xF);
-  for (int i = 0; i < 4; ++i, q += 32) {
-    int s0, m0, s1, m1;
-    scale_min(2 * i, s12, s0, m0);
-    scale_min(2 * i + 1, s12, s1, m1);
-    const __m512 d0 = _mm512_set1_ps(d * static_cast<float>(s0));
-    const __m512 n0 = _mm512_set1_ps(dmin * static_cast<float>(m0));
-    const __m512 d1 = _mm512_set1_ps(d * static_cast<float>(s1));
-    const __m512 n1 = _mm512_set1_ps(dmin * static_cast<float>(m1));
-    for (int h = 0; h < 2; ++h) {
-      const __m512i v = bytes16(q + 16 * h);
-      out(64 * i + 16 * h, affine(_mm512_and_si512(v, lo), d0, n0));
-      out(64 * i + 32 + 16 * h, affine(_mm512_srli_epi32(v, 4), d1, n1));
-    }
-  }
-}
-
-template <typename Out>
-QRWKV_KQ inline void q5_k(const uint8_t* b, Out& out) {
-  const float d = f16_at(b), dmin = f16_at(b + 2);
-  const uint8_t* s12 = b + 4;
+// Q4_K (kFive false) and Q5_K (kFive true: 32 bytes of fifth bits before the nibbles); the
+// layouts are ops/ggml_blocks.cpp's.
+template <bool kFive, typename Out>
+QRWKV_KQ inline void q45_k(const uint8_t* b, Out& out) {
   const uint8_t* qh = b + 16;
-  const uint8_t* q = b + 48;
-  const __m512i lo = _mm512_set1_epi32(0xF);
+  const uint8_t* q = kFive ? b + 48 : b + 16;
+  const __m512i lo = _mm512_set1_epi32(0xF), one = _mm512_set1_epi32(1);
   for (int i = 0; i < 4; ++i, q += 32) {
-    int s0, m0, s1, m1;
-    scale_min(2 * i, s12, s0, m0);
-    scale_min(2 * i + 1, s12, s1, m1);
-    const __m512 d0 = _mm512_set1_ps(d * static_cast<float>(s0));
-    const __m512 n0 = _mm512_set1_ps(dmin * static_cast<float>(m0));
-    const __m512 d1 = _mm512_set1_ps(d * static_cast<float>(s1));
-    const __m512 n1 = _mm512_set1_ps(dmin * static_cast<float>(m1));
+    float s0, m0, s1, m1;
+    k_sub_block(b, 2 * i, s0, m0);
+    k_sub_block(b, 2 * i + 1, s1, m1);
+    const __m512 d0 = _mm512_set1_ps(s0), n0 = _mm512_set1_ps(m0);
+    const __m512 d1 = _mm512_set1_ps(s1), n1 = _mm512_set1_ps(m1);
     for (int h = 0; h < 2; ++h) {
       const __m512i v = bytes16(q + 16 * h);
-      const __m512i hb = bytes16(qh + 16 * h);
-      // Bit 2i of qh[l] is the fifth bit of element l, bit 2i + 1 that of element l + 32.
-      const __m512i h0 = _mm512_slli_epi32(
-          _mm512_and_si512(_mm512_srli_epi32(hb, 2 * i), _mm512_set1_epi32(1)), 4);
-      const __m512i h1 = _mm512_slli_epi32(
-          _mm512_and_si512(_mm512_srli_epi32(hb, 2 * i + 1), _mm512_set1_epi32(1)), 4);
-      out(64 * i + 16 * h, affine(_mm512_add_epi32(_mm512_and_si512(v, lo), h0), d0, n0));
-      out(64 * i + 32 + 16 * h, affine(_mm512_add_epi32(_mm512_srli_epi32(v, 4), h1), d1, n1));
+      __m512i q0 = _mm512_and_si512(v, lo), q1 = _mm512_srli_epi32(v, 4);
+      if constexpr (kFive) {
+        // Bit 2i of qh[l] is the fifth bit of element l, bit 2i + 1 that of element l + 32.
+        const __m512i hb = bytes16(qh + 16 * h);
+        q0 = _mm512_add_epi32(
+            q0, _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(hb, 2 * i), one), 4));
+        q1 = _mm512_add_epi32(
+            q1, _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(hb, 2 * i + 1), one), 4));
+      }
+      out(64 * i + 16 * h, affine(q0, d0, n0));
+      out(64 * i + 32 + 16 * h, affine(q1, d1, n1));
     }
   }
 }
@@ -136,12 +98,10 @@ QRWKV_KQ inline void q6_k(const uint8_t* b, Out& out) {
 
 template <DType DT, typename Out>
 QRWKV_KQ inline void decode(const uint8_t* b, Out& out) {
-  if constexpr (DT == DType::Q4_K)
-    q4_k(b, out);
-  else if constexpr (DT == DType::Q5_K)
-    q5_k(b, out);
-  else
+  if constexpr (DT == DType::Q6_K)
     q6_k(b, out);
+  else
+    q45_k<DT == DType::Q5_K>(b, out);
 }
 
 // Stores the values (dequant_rows).
