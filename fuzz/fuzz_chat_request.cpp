@@ -35,9 +35,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   try {
     const CompletionRequest r = parse_completion_request(body, limits);
-    for (int32_t id : r.prompt_ids)
-      if (id < 0 || id >= limits.vocab_size) __builtin_trap();
-    if (!r.has_ids && r.prompt_text.empty()) __builtin_trap();
+    if (r.prompts.empty() || r.prompts.size() > static_cast<size_t>(limits.max_prompts))
+      __builtin_trap();
+    for (const PromptInput& p : r.prompts) {
+      for (int32_t id : p.ids)
+        if (id < 0 || id >= limits.vocab_size) __builtin_trap();
+      if (!p.has_ids && p.text.empty()) __builtin_trap();
+    }
+    if (r.gen.logprobs < -1 || r.gen.logprobs > 20) __builtin_trap();
   } catch (const ApiError& e) {
     check_error(e);
   }

@@ -1,5 +1,6 @@
 #include "server/api.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -11,6 +12,7 @@ namespace {
 // template engine and the serializer recurse over the values they are given.
 constexpr int kMaxDepth = 64;
 constexpr size_t kMaxStops = 16;
+constexpr int64_t kMaxTopLogprobs = 20;
 
 std::string type_name(const ojson& v) {
   if (v.is_null()) return "null";
@@ -142,8 +144,6 @@ GenParams parse_gen(const ojson& body, const RequestLimits& limits) {
       p.logit_bias[static_cast<int32_t>(id)] = static_cast<float>(b);
     }
   }
-  if (get_bool(body, "logprobs", false))
-    bad_request("logprobs", "logprobs are not supported", "unsupported_parameter");
   if (const ojson* rf = field(body, "response_format")) {
     if (!rf->is_object()) wrong_type("response_format", *rf, "an object");
     const ojson* t = field(*rf, "type");
@@ -348,6 +348,12 @@ ChatRequest parse_chat_request(std::string_view body, const RequestLimits& limit
   r.template_input["messages"] = parse_messages(j);
   r.template_input["add_generation_prompt"] = true;
   r.gen = parse_gen(j, limits);
+  // Chat: logprobs is a switch and top_logprobs the number of alternatives.
+  const int64_t top = get_int(j, "top_logprobs", -1, 0, kMaxTopLogprobs);
+  if (get_bool(j, "logprobs", false))
+    r.gen.logprobs = static_cast<int>(std::max<int64_t>(top, 0));
+  else if (top >= 0)
+    bad_request("top_logprobs", "'top_logprobs' needs 'logprobs': true");
   const ojson* tools = field(j, "tools");
   const ojson* choice = field(j, "tool_choice");
   r.tools = tools != nullptr && !tools->empty() &&
@@ -361,26 +367,42 @@ CompletionRequest parse_completion_request(std::string_view body, const RequestL
   r.model = get_model(j);
   const ojson* p = field(j, "prompt");
   if (p == nullptr) bad_request("prompt", "'prompt' is required", "missing_required_parameter");
-  // A one-element list of prompts is the same as that prompt; several are not supported.
-  const ojson* one = p;
+  // A prompt is a string or a list of token ids; a list of those is a batch of prompts.
+  std::vector<const ojson*> list;
   if (p->is_array() && !p->empty() && (p->front().is_string() || p->front().is_array())) {
-    if (p->size() != 1)
-      bad_request("prompt", "only one prompt per request is supported", "unsupported_parameter");
-    one = &p->front();
-  }
-  if (one->is_string()) {
-    r.prompt_text = one->get<std::string>();
-    if (r.prompt_text.empty()) bad_request("prompt", "'prompt' must not be empty");
-  } else if (one->is_array()) {
-    if (one->empty()) bad_request("prompt", "'prompt' must not be empty");
-    r.has_ids = true;
-    for (const auto& v : *one) r.prompt_ids.push_back(token_id(v, "prompt", limits.vocab_size));
+    if (p->size() > static_cast<size_t>(limits.max_prompts))
+      bad_request("prompt",
+                  "at most " + std::to_string(limits.max_prompts) + " prompts per request");
+    for (const auto& e : *p) list.push_back(&e);
   } else {
-    wrong_type("prompt", *one, "a string or an array of token ids");
+    list.push_back(p);
   }
-  if (get_bool(j, "echo", false))
-    bad_request("echo", "echo is not supported", "unsupported_parameter");
+  for (const ojson* one : list) {
+    PromptInput in;
+    if (one->is_string()) {
+      in.text = one->get<std::string>();
+      if (in.text.empty()) bad_request("prompt", "'prompt' must not be empty");
+    } else if (one->is_array()) {
+      if (one->empty()) bad_request("prompt", "'prompt' must not be empty");
+      in.has_ids = true;
+      for (const auto& v : *one) in.ids.push_back(token_id(v, "prompt", limits.vocab_size));
+    } else {
+      wrong_type("prompt", *one, "a string or an array of token ids");
+    }
+    r.prompts.push_back(std::move(in));
+  }
+  r.echo = get_bool(j, "echo", false);
   r.gen = parse_gen(j, limits);
+  // The legacy API's logprobs is the number of alternatives (OpenAI allows up to 5, vLLM 20).
+  if (const ojson* lp = field(j, "logprobs")) {
+    if (lp->is_boolean()) {
+      if (lp->get<bool>()) r.gen.logprobs = 0;
+    } else {
+      r.gen.logprobs = static_cast<int>(get_int(j, "logprobs", -1, 0, kMaxTopLogprobs));
+    }
+  }
+  if (r.gen.stream && r.prompts.size() > 1)
+    bad_request("prompt", "a streamed completion takes one prompt", "unsupported_parameter");
   return r;
 }
 
@@ -396,10 +418,14 @@ ojson parse_template_request(std::string_view body) {
 TokenizeRequest parse_tokenize_request(std::string_view body) {
   const ojson j = parse_body(body);
   TokenizeRequest r;
-  const ojson* c = field(j, "content");
+  // llama.cpp names the text "content", vLLM (and lm-eval's remote tokenizer) "prompt".
+  const char* key =
+      field(j, "content") == nullptr && field(j, "prompt") != nullptr ? "prompt" : "content";
+  const ojson* c = field(j, key);
   if (c == nullptr) bad_request("content", "'content' is required", "missing_required_parameter");
-  if (!c->is_string()) wrong_type("content", *c, "a string");
+  if (!c->is_string()) wrong_type(key, *c, "a string");
   r.content = c->get<std::string>();
+  r.add_special = get_bool(j, "add_special_tokens", get_bool(j, "add_special", false));
   r.with_pieces = get_bool(j, "with_pieces", false);
   return r;
 }

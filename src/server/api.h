@@ -44,6 +44,7 @@ ojson error_body(const ApiError& e);
 // What validation needs to know about the running server.
 struct RequestLimits {
   int max_n = 1;                    // choices per request (the parallel slots)
+  int max_prompts = 256;            // prompts per completion request
   int64_t vocab_size = 0;           // token ids must be below this
   int64_t default_max_tokens = -1;  // when the request gives none; -1 = until a stop
 };
@@ -61,6 +62,9 @@ struct GenParams {
   // response_format json_object / json_schema: the reply is constrained to a JSON document
   // whose top level is this.
   std::optional<JsonPrefixValidator::TopLevel> json;
+  // Log-probabilities of the reply's tokens with this many most likely alternatives each
+  // (chat: logprobs + top_logprobs; completions: logprobs); -1: none.
+  int logprobs = -1;
 };
 
 struct ChatRequest {
@@ -74,11 +78,21 @@ struct ChatRequest {
   bool tools = false;
 };
 
+// One prompt of a completion request: text, or token ids.
+struct PromptInput {
+  bool has_ids = false;      // the prompt was given as token ids
+  std::string text;          // when !has_ids
+  std::vector<int32_t> ids;  // when has_ids
+};
+
 struct CompletionRequest {
   std::string model;
-  bool has_ids = false;             // the prompt was given as token ids
-  std::string prompt_text;          // when !has_ids
-  std::vector<int32_t> prompt_ids;  // when has_ids
+  // A request may carry several prompts (a batch); each gets n choices, numbered
+  // prompt_index * n + choice_index as OpenAI does.
+  std::vector<PromptInput> prompts;
+  // The reply starts with the prompt; with logprobs, the prompt's tokens get theirs too (the
+  // first one null), which is how harnesses score a continuation (max_tokens 0 or 1).
+  bool echo = false;
   GenParams gen;
 };
 
@@ -90,9 +104,10 @@ CompletionRequest parse_completion_request(std::string_view body, const RequestL
 
 // POST /apply-template: {messages, tools?, add_generation_prompt?, chat_template_kwargs?}.
 ojson parse_template_request(std::string_view body);
-// POST /tokenize: {content, add_special?, with_pieces?}.
+// POST /tokenize: {content (or prompt), add_special_tokens?, with_pieces?}.
 struct TokenizeRequest {
   std::string content;
+  bool add_special = false;  // prepend the BOS token where the tokenizer adds one
   bool with_pieces = false;
 };
 TokenizeRequest parse_tokenize_request(std::string_view body);

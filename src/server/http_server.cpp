@@ -146,6 +146,95 @@ uint64_t model_key(const std::string& dir, const Config& c, const std::string& v
   return h;
 }
 
+// UTF-8 code points in `s` (continuation bytes not counted): the unit of the legacy API's
+// text_offset, which counts characters of the returned text.
+int64_t code_points(std::string_view s) {
+  int64_t n = 0;
+  for (char c : s) n += (static_cast<unsigned char>(c) & 0xC0) != 0x80;
+  return n;
+}
+
+// A token of a logprobs object; `lp` is null for the first echoed prompt token, which nothing
+// predicts.
+struct LpToken {
+  int32_t id;
+  const TokenLogprob* lp;
+};
+
+// The legacy completions logprobs object: tokens (their text), token_logprobs, top_logprobs
+// (token text → logprob; the chosen token is included, as OpenAI does) and text_offset, counted
+// from `offset`, which is advanced past the tokens.
+ojson completion_logprobs(const Tokenizer& tok, std::span<const LpToken> tokens, int64_t& offset) {
+  ojson strs = ojson::array(), lps = ojson::array(), tops = ojson::array(),
+        offsets = ojson::array();
+  for (const LpToken& t : tokens) {
+    const std::string text = tok.decode_bytes({&t.id, 1});
+    strs.push_back(text);
+    offsets.push_back(offset);
+    offset += code_points(text);
+    if (t.lp == nullptr) {
+      lps.push_back(nullptr);
+      tops.push_back(nullptr);
+      continue;
+    }
+    lps.push_back(t.lp->logprob);
+    ojson top = ojson::object();
+    for (const TopLogprob& a : t.lp->top) top[tok.decode_bytes({&a.id, 1})] = a.logprob;
+    if (!top.contains(text)) top[text] = t.lp->logprob;
+    tops.push_back(std::move(top));
+  }
+  return {{"tokens", std::move(strs)},
+          {"token_logprobs", std::move(lps)},
+          {"top_logprobs", std::move(tops)},
+          {"text_offset", std::move(offsets)}};
+}
+
+// The chat logprobs object: {"content": [{token, logprob, bytes, top_logprobs: [...]}]}.
+ojson chat_logprobs(const Tokenizer& tok, const std::vector<TokenLogprob>& lps) {
+  auto entry = [&tok](int32_t id, double logprob) {
+    const std::string text = tok.decode_bytes({&id, 1});
+    ojson bytes = ojson::array();
+    for (char c : text) bytes.push_back(static_cast<unsigned char>(c));
+    return ojson{{"token", text}, {"logprob", logprob}, {"bytes", std::move(bytes)}};
+  };
+  ojson content = ojson::array();
+  for (const TokenLogprob& t : lps) {
+    ojson e = entry(t.id, t.logprob);
+    ojson top = ojson::array();
+    for (const TopLogprob& a : t.top) top.push_back(entry(a.id, a.logprob));
+    e["top_logprobs"] = std::move(top);
+    content.push_back(std::move(e));
+  }
+  return {{"content", std::move(content)}, {"refusal", nullptr}};
+}
+
+// The prompt's tokens for an echoed logprobs object: the first unscored, the others with the
+// scores of Event index -1.
+std::vector<LpToken> prompt_tokens(const std::vector<int32_t>& prompt,
+                                   const std::vector<TokenLogprob>& scored) {
+  std::vector<LpToken> out;
+  for (size_t i = 0; i < prompt.size(); ++i)
+    out.push_back({prompt[i], i > 0 && i - 1 < scored.size() ? &scored[i - 1] : nullptr});
+  return out;
+}
+
+std::vector<LpToken> reply_tokens(const std::vector<TokenLogprob>& lps) {
+  std::vector<LpToken> out;
+  for (const TokenLogprob& t : lps) out.push_back({t.id, &t});
+  return out;
+}
+
+// Cancels the jobs of a request unless released: a request that fails half-way (a full queue
+// after some of its prompts were queued, a client gone) leaves nothing running.
+struct CancelJobs {
+  std::vector<std::shared_ptr<Job>>& jobs;
+  bool armed = true;
+  ~CancelJobs() {
+    if (armed)
+      for (auto& j : jobs) j->cancel();
+  }
+};
+
 // The model's loaded parts; they exist once loading is over and stay until the server ends.
 struct Loaded {
   Model model;
@@ -189,9 +278,11 @@ struct HttpServer::Impl {
   void count(const httplib::Request& req, const httplib::Response& res) {
     // Unknown paths share one label, so that clients cannot grow the table without bound.
     static const std::set<std::string> known = {
-        "/health",           "/v1/health",      "/v1/models",   "/models",   "/v1/chat/completions",
-        "/chat/completions", "/v1/completions", "/completions", "/tokenize", "/detokenize",
-        "/apply-template",   "/metrics"};
+        "/health",         "/v1/health",           "/v1/models",
+        "/models",         "/v1/chat/completions", "/chat/completions",
+        "/v1/completions", "/completions",         "/tokenize",
+        "/detokenize",     "/apply-template",      "/metrics",
+        "/tokenizer_info"};
     std::lock_guard<std::mutex> lock(metrics_mu);
     ++requests[{known.count(req.path) ? req.path : "other", res.status}];
   }
@@ -239,6 +330,7 @@ struct HttpServer::Impl {
     job->max_tokens = g.max_tokens;
     job->ignore_eos = g.ignore_eos;
     job->json = g.json;
+    job->logprobs = g.logprobs;
     return job;
   }
 
@@ -249,34 +341,59 @@ struct HttpServer::Impl {
             {"prompt_tokens_details", {{"cached_tokens", u.cached_tokens}}}};
   }
 
-  // Waits for the whole output of a job; the texts and finish reasons per choice.
-  // A client that hangs up meanwhile cancels the job, which frees its slots at the next step
-  // (the connection is checked between waits).
-  static void collect(const httplib::Request& req, Job& job, std::vector<std::string>& text,
-                      std::vector<std::string>& finish) {
-    text.assign(static_cast<size_t>(job.n), "");
-    finish.assign(static_cast<size_t>(job.n), "");
+  // The whole output of a job: per choice its text, finish reason and reply logprobs, and the
+  // prompt's scores (prompt_logprobs).
+  struct Collected {
+    std::vector<std::string> text, finish;
+    std::vector<std::vector<TokenLogprob>> logprobs;
+    std::vector<TokenLogprob> prompt_logprobs;
+  };
+
+  // Waits for the whole output of a job. A client that hangs up meanwhile cancels the job, which
+  // frees its slots at the next step (the connection is checked between waits).
+  static Collected collect(const httplib::Request& req, Job& job) {
+    Collected c;
+    const auto n = static_cast<size_t>(job.n);
+    c.text.assign(n, "");
+    c.finish.assign(n, "");
+    c.logprobs.assign(n, {});
     const int fd = connection_socket(req);
     std::vector<Event> ev;
     for (;;) {
       const bool over = job.wait(ev, std::chrono::milliseconds(100));
       if (!over && !job.cancelled() && fd >= 0 && peer_closed(fd)) job.cancel();
       for (auto& e : ev) {
-        text[static_cast<size_t>(e.index)] += e.text;
-        if (!e.finish_reason.empty()) finish[static_cast<size_t>(e.index)] = e.finish_reason;
+        if (e.index < 0) {
+          c.prompt_logprobs = std::move(e.logprobs);
+          continue;
+        }
+        const auto i = static_cast<size_t>(e.index);
+        c.text[i] += e.text;
+        if (!e.finish_reason.empty()) c.finish[i] = e.finish_reason;
+        for (auto& t : e.logprobs) c.logprobs[i].push_back(std::move(t));
       }
       ev.clear();
       if (over) break;
     }
     if (auto err = job.error()) throw ApiError(500, "server_error", "generation_failed", *err);
+    return c;
   }
 
   // Streams a job as Server-Sent Events. `chat` selects chat.completion.chunk objects, otherwise
   // text_completion ones. A client that goes away makes a write fail; the job is then cancelled
   // and its slots are free at the next step.
-  // With `tools`, tool calls in the text are sent as delta.tool_calls (ToolCallStream).
-  void stream(httplib::Response& res, std::shared_ptr<Job> job, bool chat, bool include_usage,
-              bool tools = false) {
+  // With `tools`, tool calls in the text are sent as delta.tool_calls (ToolCallStream). With
+  // `echo` (completions), each choice starts with the prompt's text, and its logprobs when the
+  // job scores the prompt.
+  struct StreamOptions {
+    bool chat = false;
+    bool include_usage = false;
+    bool tools = false;
+    bool echo = false;
+    std::string echo_text;
+  };
+  void stream(httplib::Response& res, std::shared_ptr<Job> job, StreamOptions so) {
+    const bool chat = so.chat, include_usage = so.include_usage;
     struct StreamState {
       std::shared_ptr<Job> job;
       std::string id;
@@ -284,10 +401,13 @@ struct HttpServer::Impl {
       bool started = false;
       bool finished = false;
       std::vector<ToolCallStream> tool_calls;  // per choice, with tools
+      std::vector<int64_t> offsets;            // per choice: text_offset of its next token
     };
     auto st = std::make_shared<StreamState>();
     st->job = std::move(job);
-    if (tools) st->tool_calls.resize(static_cast<size_t>(st->job->n));
+    if (so.tools) st->tool_calls.resize(static_cast<size_t>(st->job->n));
+    st->offsets.assign(static_cast<size_t>(st->job->n), 0);
+    const Tokenizer* tok = &loaded->tokenizer;
     st->id = random_id(chat ? "chatcmpl-" : "cmpl-");
     st->created = unix_time();
     const std::string model = model_id;
@@ -304,6 +424,13 @@ struct HttpServer::Impl {
       return j;
     };
     auto chunk = [object](ojson choices) { return sse(object(std::move(choices), nullptr)); };
+    // The logprobs field of a chunk carrying these reply tokens (null when not asked for).
+    auto lp_field = [st, tok, chat](int index, const std::vector<TokenLogprob>& lps) -> ojson {
+      if (st->job->logprobs < 0) return nullptr;
+      if (chat) return chat_logprobs(*tok, lps);
+      const std::vector<LpToken> t = reply_tokens(lps);
+      return completion_logprobs(*tok, t, st->offsets[static_cast<size_t>(index)]);
+    };
     auto choice = [chat](int index, const std::string* text, const std::string& finish, bool role) {
       ojson c = {{"index", index}};
       if (chat) {
@@ -322,18 +449,33 @@ struct HttpServer::Impl {
     res.set_header("X-Accel-Buffering", "no");
     res.set_chunked_content_provider(
         "text/event-stream",
-        [st, object, chunk, choice, include_usage](size_t, httplib::DataSink& sink) {
+        [st, object, chunk, choice, lp_field, include_usage, so, tok](size_t,
+                                                                      httplib::DataSink& sink) {
           if (st->finished) return true;
           Job& j = *st->job;
           std::string out;
           if (!st->started) {
             st->started = true;
-            const std::string empty;
-            for (int i = 0; i < j.n; ++i) out += chunk(ojson::array({choice(i, &empty, "", true)}));
+            // An echo without prompt scores is known now; with them it waits for event -1.
+            const std::string first = so.echo && !j.prompt_logprobs ? so.echo_text : "";
+            for (int i = 0; i < j.n; ++i) {
+              out += chunk(ojson::array({choice(i, &first, "", true)}));
+              st->offsets[static_cast<size_t>(i)] = code_points(first);
+            }
           }
           std::vector<Event> ev;
           const bool over = j.wait(ev, std::chrono::milliseconds(200));
           for (const Event& e : ev) {
+            if (e.index < 0) {
+              if (!so.echo) continue;
+              const std::vector<LpToken> t = prompt_tokens(j.prompt, e.logprobs);
+              for (int i = 0; i < j.n; ++i) {
+                ojson c = choice(i, &so.echo_text, "", false);
+                c["logprobs"] = completion_logprobs(*tok, t, st->offsets[static_cast<size_t>(i)]);
+                out += chunk(ojson::array({std::move(c)}));
+              }
+              continue;
+            }
             if (!st->tool_calls.empty()) {
               ToolCallStream& tc = st->tool_calls[static_cast<size_t>(e.index)];
               std::vector<ojson> deltas = tc.push(e.text);
@@ -351,7 +493,11 @@ struct HttpServer::Impl {
                 out += chunk(ojson::array({choice(e.index, nullptr, finish, false)}));
               continue;
             }
-            if (!e.text.empty()) out += chunk(ojson::array({choice(e.index, &e.text, "", false)}));
+            if (!e.text.empty() || !e.logprobs.empty()) {
+              ojson c = choice(e.index, &e.text, "", false);
+              c["logprobs"] = lp_field(e.index, e.logprobs);
+              out += chunk(ojson::array({std::move(c)}));
+            }
             if (!e.finish_reason.empty())
               out += chunk(ojson::array({choice(e.index, nullptr, e.finish_reason, false)}));
           }
@@ -385,16 +531,17 @@ struct HttpServer::Impl {
     check_model(r.model);
     std::shared_ptr<Job> job = make_job(encode(render(r.template_input)), r.gen);
     scheduler->submit(job);
-    if (r.gen.stream) return stream(res, job, true, r.gen.include_usage, r.tools);
-    std::vector<std::string> text, finish;
-    collect(req, *job, text, finish);
+    if (r.gen.stream) return stream(res, job, {true, r.gen.include_usage, r.tools, false, ""});
+    Collected c = collect(req, *job);
     ojson choices = ojson::array();
     for (size_t i = 0; i < static_cast<size_t>(job->n); ++i) {
-      ojson message = chat_message(text[i], r.tools, finish[i]);
-      choices.push_back({{"index", i},
-                         {"message", std::move(message)},
-                         {"logprobs", nullptr},
-                         {"finish_reason", finish[i]}});
+      ojson message = chat_message(c.text[i], r.tools, c.finish[i]);
+      choices.push_back(
+          {{"index", i},
+           {"message", std::move(message)},
+           {"logprobs",
+            r.gen.logprobs >= 0 ? chat_logprobs(loaded->tokenizer, c.logprobs[i]) : ojson(nullptr)},
+           {"finish_reason", c.finish[i]}});
     }
     send_json(res, 200,
               {{"id", random_id("chatcmpl-")},
@@ -406,18 +553,52 @@ struct HttpServer::Impl {
                {"usage", usage_json(job->usage())}});
   }
 
+  // Text completions. Several prompts run as separate jobs side by side; their choices are
+  // numbered prompt_index * n + choice_index. With echo, each choice's text (and logprobs
+  // object) starts with the prompt.
   void handle_completion(const httplib::Request& req, httplib::Response& res) {
     const CompletionRequest r = parse_completion_request(req.body, limits());
     check_model(r.model);
-    std::shared_ptr<Job> job = make_job(r.has_ids ? r.prompt_ids : encode(r.prompt_text), r.gen);
-    scheduler->submit(job);
-    if (r.gen.stream) return stream(res, job, false, r.gen.include_usage);
-    std::vector<std::string> text, finish;
-    collect(req, *job, text, finish);
+    std::vector<std::shared_ptr<Job>> jobs;
+    for (const PromptInput& p : r.prompts) {
+      jobs.push_back(make_job(p.has_ids ? p.ids : encode(p.text), r.gen));
+      jobs.back()->prompt_logprobs = r.echo && r.gen.logprobs >= 0;
+    }
+    auto echo_text = [&](size_t k) {
+      if (!r.echo) return std::string();
+      return r.prompts[k].has_ids ? loaded->tokenizer.decode(jobs[k]->prompt) : r.prompts[k].text;
+    };
+    CancelJobs guard{jobs};
+    for (auto& j : jobs) scheduler->submit(j);
+    if (r.gen.stream) {
+      guard.armed = false;  // the stream cancels its job when it ends early
+      return stream(res, jobs[0], {false, r.gen.include_usage, false, r.echo, echo_text(0)});
+    }
     ojson choices = ojson::array();
-    for (int i = 0; i < job->n; ++i)
-      choices.push_back(
-          {{"text", text[i]}, {"index", i}, {"logprobs", nullptr}, {"finish_reason", finish[i]}});
+    Usage total;
+    for (size_t k = 0; k < jobs.size(); ++k) {
+      Collected c = collect(req, *jobs[k]);
+      const std::string prompt_text = echo_text(k);
+      for (size_t i = 0; i < static_cast<size_t>(r.gen.n); ++i) {
+        ojson lp = nullptr;
+        if (r.gen.logprobs >= 0) {
+          std::vector<LpToken> t;
+          if (r.echo) t = prompt_tokens(jobs[k]->prompt, c.prompt_logprobs);
+          for (const LpToken& x : reply_tokens(c.logprobs[i])) t.push_back(x);
+          int64_t offset = 0;
+          lp = completion_logprobs(loaded->tokenizer, t, offset);
+        }
+        choices.push_back({{"text", prompt_text + c.text[i]},
+                           {"index", k * static_cast<size_t>(r.gen.n) + i},
+                           {"logprobs", std::move(lp)},
+                           {"finish_reason", c.finish[i]}});
+      }
+      const Usage u = jobs[k]->usage();
+      total.prompt_tokens += u.prompt_tokens;
+      total.completion_tokens += u.completion_tokens;
+      total.cached_tokens += u.cached_tokens;
+    }
+    guard.armed = false;
     send_json(res, 200,
               {{"id", random_id("cmpl-")},
                {"object", "text_completion"},
@@ -425,7 +606,7 @@ struct HttpServer::Impl {
                {"model", model_id},
                {"system_fingerprint", nullptr},
                {"choices", std::move(choices)},
-               {"usage", usage_json(job->usage())}});
+               {"usage", usage_json(total)}});
   }
 
   std::string metrics_text() {
@@ -516,7 +697,9 @@ struct HttpServer::Impl {
 
   void handle_tokenize(const httplib::Request& req, httplib::Response& res) {
     const TokenizeRequest r = parse_tokenize_request(req.body);
-    const std::vector<int32_t> ids = loaded->tokenizer.encode(r.content);
+    std::vector<int32_t> ids = loaded->tokenizer.encode(r.content);
+    if (r.add_special && loaded->tokenizer.config().add_bos_token)
+      if (const auto bos = loaded->tokenizer.bos_id()) ids.insert(ids.begin(), *bos);
     ojson tokens = ojson::array();
     for (int32_t id : ids) {
       if (r.with_pieces)
@@ -524,13 +707,39 @@ struct HttpServer::Impl {
       else
         tokens.push_back(id);
     }
-    send_json(res, 200, {{"tokens", std::move(tokens)}});
+    send_json(res, 200,
+              {{"tokens", std::move(tokens)},
+               {"count", ids.size()},
+               {"max_model_len", loaded->model.config.max_position_embeddings}});
   }
 
   void handle_detokenize(const httplib::Request& req, httplib::Response& res) {
     const std::vector<int32_t> ids =
         parse_detokenize_request(req.body, loaded->tokenizer.vocab_size());
-    send_json(res, 200, {{"content", loaded->tokenizer.decode(ids)}});
+    // llama.cpp answers "content", vLLM (and lm-eval's remote tokenizer) reads "prompt".
+    const std::string text = loaded->tokenizer.decode(ids);
+    send_json(res, 200, {{"content", text}, {"prompt", text}});
+  }
+
+  // GET /tokenizer_info (vLLM): the special tokens and the chat template. lm-evaluation-harness
+  // finds a server's own tokenizer through it ("eos_token") and /tokenize.
+  void handle_tokenizer_info(const httplib::Request&, httplib::Response& res) {
+    const TokenizerConfig& tc = loaded->tokenizer.config();
+    auto or_null = [](const std::optional<std::string>& s) {
+      return s ? ojson(*s) : ojson(nullptr);
+    };
+    std::optional<std::string> eos = tc.eos_token;
+    if (!eos && !loaded->eos.empty())
+      eos = loaded->tokenizer.decode_bytes({&*loaded->eos.begin(), 1});
+    send_json(res, 200,
+              {{"tokenizer_class", "PreTrainedTokenizerFast"},
+               {"eos_token", or_null(eos)},
+               {"bos_token", or_null(tc.bos_token)},
+               {"pad_token", or_null(tc.pad_token)},
+               {"unk_token", or_null(tc.unk_token)},
+               {"add_bos_token", tc.add_bos_token},
+               {"model_max_length", loaded->model.config.max_position_embeddings},
+               {"chat_template", loaded->chat_template.source()}});
   }
 
   void handle_apply_template(const httplib::Request& req, httplib::Response& res) {
@@ -614,6 +823,7 @@ struct HttpServer::Impl {
     http.Post("/completions", wrap(&Impl::handle_completion));
     http.Post("/tokenize", wrap(&Impl::handle_tokenize));
     http.Post("/detokenize", wrap(&Impl::handle_detokenize));
+    http.Get("/tokenizer_info", wrap(&Impl::handle_tokenizer_info));
     http.Post("/apply-template", wrap(&Impl::handle_apply_template));
     http.Get("/metrics", wrap(&Impl::handle_metrics));
   }

@@ -69,9 +69,10 @@ struct Scheduler::Choice {
   State state;
   Sampler sampler;
   Reply reply;
-  std::vector<float> logits;  // after the last token in `state`
-  size_t fed = 0;             // reply tokens fed into `state`
-  bool pending = false;       // the reply's last token is to be fed at the next step
+  std::vector<float> logits;           // after the last token in `state`
+  std::vector<TokenLogprob> logprobs;  // of reply tokens not yet sent in an event
+  size_t fed = 0;                      // reply tokens fed into `state`
+  bool pending = false;                // the reply's last token is to be fed at the next step
   bool done = false;
 };
 
@@ -84,6 +85,10 @@ struct Scheduler::Active {
   State state;
   size_t fed = 0;
   std::vector<float> logits;
+  // With prompt_logprobs: the logits of every position of the chunk in flight [n, V], and the
+  // scores of prompt tokens 1..fed.
+  std::vector<float> chunk_logits;
+  std::vector<TokenLogprob> prompt_logprobs;
   // Reply phase.
   std::vector<std::unique_ptr<Choice>> choices;
   Usage usage;
@@ -213,7 +218,9 @@ void Scheduler::start(const std::shared_ptr<Job>& job) {
   a->options.ignore_eos = job->ignore_eos;
   a->options.eos_ids = eos_ids_;
   a->options.json = job->json;
-  if (std::optional<CacheHit> hit = cache_.lookup(job->prompt)) {
+  std::optional<CacheHit> hit;
+  if (!job->prompt_logprobs) hit = cache_.lookup(job->prompt);
+  if (hit) {
     a->state = std::move(hit->state);
     a->fed = hit->n_tokens;
     a->logits = std::move(hit->logits);
@@ -256,8 +263,13 @@ void Scheduler::step() {
       prefill_budget -= n;
       const bool last = a->fed + n == prompt.size();
       if (last) a->logits.assign(static_cast<size_t>(V), 0.0f);
-      batch.push_back({&a->state, std::span<const int32_t>(prompt.data() + a->fed, n),
-                       last ? a->logits.data() : nullptr, false});
+      const std::span<const int32_t> chunk(prompt.data() + a->fed, n);
+      if (a->job->prompt_logprobs) {
+        a->chunk_logits.resize(n * static_cast<size_t>(V));
+        batch.push_back({&a->state, chunk, a->chunk_logits.data(), true});
+      } else {
+        batch.push_back({&a->state, chunk, last ? a->logits.data() : nullptr, false});
+      }
       rows.push_back({a.get(), nullptr, n, last});
     } else {
       for (auto& c : a->choices) {
@@ -287,6 +299,7 @@ void Scheduler::step() {
   for (const auto& a : active_) generated_before += a->usage.completion_tokens;
   for (const Row& r : rows) {
     if (r.choice == nullptr) {
+      if (r.active->job->prompt_logprobs) score_prompt(*r.active, r.n_tokens, r.last_chunk);
       r.active->fed += r.n_tokens;
       if (r.last_chunk) fork_choices(*r.active);
     } else {
@@ -315,6 +328,20 @@ void Scheduler::step() {
   stats_.tokens_per_second = recent_.size() > 1 ? static_cast<double>(sum) / span : 0.0;
 }
 
+// Scores the prompt tokens that the chunk just evaluated predicts: row i of the chunk's logits
+// predicts prompt token fed + i + 1. The last row of the prompt's last chunk is its logits.
+void Scheduler::score_prompt(Active& a, size_t n, bool last_chunk) {
+  const auto V = static_cast<size_t>(model_->config.vocab_size);
+  const auto& prompt = a.job->prompt;
+  for (size_t i = 0; i < n; ++i) {
+    const size_t next = a.fed + i + 1;
+    if (next >= prompt.size()) break;
+    const std::span<const float> row(a.chunk_logits.data() + i * V, V);
+    a.prompt_logprobs.push_back(token_logprob(row, prompt[next], std::max(0, a.job->logprobs)));
+  }
+  if (last_chunk) std::copy_n(a.chunk_logits.data() + (n - 1) * V, V, a.logits.begin());
+}
+
 // The prompt is in a->state and its last logits in a->logits: keep a snapshot, then give every
 // choice its own copy of both and draw its first token.
 void Scheduler::fork_choices(Active& a) {
@@ -333,23 +360,33 @@ void Scheduler::fork_choices(Active& a) {
     for (int32_t t : job.prompt) c->sampler.accept(t);
     a.choices.push_back(std::move(c));
   }
+  if (job.prompt_logprobs) {
+    a.job->push({-1, "", "", std::move(a.prompt_logprobs)});
+    a.chunk_logits = {};
+  }
   for (auto& c : a.choices) sample(a, *c);
 }
 
 // Draws the next token of a choice from its logits and decides whether it goes on.
 void Scheduler::sample(Active& a, Choice& c) {
-  if (c.reply.next(c.logits)) ++a.usage.completion_tokens;
+  if (const std::optional<int32_t> t = c.reply.next(c.logits)) {
+    ++a.usage.completion_tokens;
+    if (a.job->logprobs >= 0) c.logprobs.push_back(token_logprob(c.logits, *t, a.job->logprobs));
+  }
   std::string text = c.reply.take_text();
   if (c.reply.done()) {
     finish_choice(a, c, std::move(text));
     return;
   }
-  if (!text.empty()) a.job->push({c.index, std::move(text), ""});
+  if (!text.empty() || !c.logprobs.empty())
+    a.job->push({c.index, std::move(text), "", std::move(c.logprobs)});
+  c.logprobs.clear();
   c.pending = true;
 }
 
 void Scheduler::finish_choice(Active& a, Choice& c, std::string rest) {
-  a.job->push({c.index, std::move(rest), c.reply.finish_reason()});
+  a.job->push({c.index, std::move(rest), c.reply.finish_reason(), std::move(c.logprobs)});
+  c.logprobs.clear();
   c.done = true;
   c.pending = false;
   // The state at the end of the reply: the next turn of a conversation starts with these

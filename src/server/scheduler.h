@@ -32,6 +32,7 @@
 #include "model/model.h"
 #include "runtime/generator.h"
 #include "runtime/json_prefix.h"
+#include "runtime/logprobs.h"
 #include "runtime/sampler.h"
 #include "server/state_cache.h"
 #include "text/tokenizer.h"
@@ -45,11 +46,15 @@ struct Usage {
 };
 
 // A piece of one choice's output. The last event of a choice has a finish_reason
-// ("stop" or "length").
+// ("stop" or "length"). With Job::logprobs, an event carries the log-probabilities of the reply
+// tokens drawn since the choice's previous event (the text may lag behind them: a possible stop
+// string is held back). A job with prompt_logprobs gets one event with index -1 before any
+// choice's output, carrying the prompt's tokens 1.. scored.
 struct Event {
   int index = 0;
   std::string text;
   std::string finish_reason;
+  std::vector<TokenLogprob> logprobs;
 };
 
 // One request: its inputs (set before submit, then read-only) and the channel its output
@@ -65,6 +70,11 @@ class Job {
   // Constrains every choice to a JSON document with this top level (response_format); the
   // choice ends when the document is complete.
   std::optional<JsonPrefixValidator::TopLevel> json;
+  // Log-probabilities (log-softmax of the raw logits): `logprobs` >= 0 scores every reply token,
+  // with that many most likely alternatives; `prompt_logprobs` scores the prompt's tokens too
+  // (the state cache is then bypassed, since every prompt position must be evaluated).
+  int logprobs = -1;
+  bool prompt_logprobs = false;
 
   // Waits up to `timeout` for output and moves what arrived into `out`. Returns true once the
   // job is over (finished, failed or cancelled) and everything has been taken.
@@ -145,6 +155,7 @@ class Scheduler {
   void admit(std::vector<std::shared_ptr<Job>>& admitted);
   void start(const std::shared_ptr<Job>& job);
   void step();
+  void score_prompt(Active& a, size_t n, bool last_chunk);
   void fork_choices(Active& a);
   void sample(Active& a, Choice& c);
   void finish_choice(Active& a, Choice& c, std::string rest);

@@ -56,9 +56,22 @@ ChatTemplate ChatTemplate::from_source(const std::string& source, const std::str
 
 void ChatTemplate::set_template(const std::string& source, const std::string& where) {
   templates_.clear();
-  templates_.emplace_back("default",
-                          std::make_shared<jinja::Template>(source, where + ": chat template"));
+  sources_.clear();
+  add_template("default", source, where);
   where_ = where;
+}
+
+void ChatTemplate::add_template(const std::string& name, const std::string& source,
+                                const std::string& where) {
+  templates_.emplace_back(name,
+                          std::make_shared<jinja::Template>(source, where + ": chat template"));
+  sources_.push_back(source);
+}
+
+const std::string& ChatTemplate::source() const {
+  for (size_t i = 0; i < templates_.size(); ++i)
+    if (templates_[i].first == "default") return sources_[i];
+  return sources_.at(0);
 }
 
 void ChatTemplate::set_special_token(const std::string& name, const std::string& value) {
@@ -104,8 +117,7 @@ ChatTemplate ChatTemplate::load(const std::string& model_dir) {
   }
 
   auto add = [&](const std::string& name, const std::string& source, const std::string& where) {
-    t.templates_.emplace_back(name,
-                              std::make_shared<jinja::Template>(source, where + ": chat template"));
+    t.add_template(name, source, where);
   };
 
   const fs::path jinja_path = dir / "chat_template.jinja";

@@ -42,8 +42,12 @@ class ChatTemplate {
 
   // Names of the templates (a single template is called "default").
   std::vector<std::string> names() const;
+  // The text of the template used for requests without tools ("default", or the only one).
+  const std::string& source() const;
 
  private:
+  void add_template(const std::string& name, const std::string& source, const std::string& where);
+  std::vector<std::string> sources_;  // the text of each of templates_
   std::vector<std::pair<std::string, std::shared_ptr<jinja::Template>>> templates_;
   nlohmann::ordered_json special_tokens_ = nlohmann::ordered_json::object();
   std::string where_;

@@ -169,8 +169,7 @@ ChatTemplate ChatTemplate::load_gguf(const std::string& path) {
       if (const std::string text = token_text(tokens, f.get_uint(key)); !text.empty())
         t.special_tokens_[name] = text;
   auto add = [&](const std::string& name, const std::string& source, const std::string& where) {
-    t.templates_.emplace_back(name,
-                              std::make_shared<jinja::Template>(source, where + ": chat template"));
+    t.add_template(name, source, where);
   };
   if (f.has("tokenizer.chat_template")) {
     add("default", f.get_string("tokenizer.chat_template"), path + " (tokenizer.chat_template)");

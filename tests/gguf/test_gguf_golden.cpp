@@ -266,8 +266,8 @@ INSTANTIATE_TEST_SUITE_P(Files, GgufGolden,
                                            "rwkv6qwen2-tiny-Q4_0", "rwkv6qwen2-tiny-Q4_K_M",
                                            "rwkv6qwen2-tiny-Q6_K", "qwen2-tiny-Q4_K_M",
                                            "qrwkv6-demo-F16"),
-                         [](const auto& info) {
-                           std::string n = info.param;
+                         [](const auto& test_info) {
+                           std::string n = test_info.param;
                            for (char& c : n)
                              if (c == '-') c = '_';
                            return n;

@@ -135,6 +135,40 @@ async function main() {
       { role: 'tool', tool_call_id: 'call_1', content: 'sunny' }] });
     assert.equal(r.choices[0].message.role, 'assistant');
   });
+  await check('completions: lm-eval scoring request (token-id batch, echo, logprobs)', async () => {
+    const prompt = [[3, 4, 5, 6], [7, 8]];
+    const r = await client.completions.create({ model, prompt, temperature: 0, max_tokens: 1,
+      logprobs: 1, seed: 1234, echo: true });
+    assert.equal(r.choices.length, 2);
+    const sorted = [...r.choices].sort((a, b) => a.index - b.index);
+    sorted.forEach((c, k) => {
+      const lp = c.logprobs;
+      assert.equal(lp.tokens.length, prompt[k].length + 1);
+      assert.equal(lp.token_logprobs[0], null);
+      // lm-eval's parse_logprobs: the continuation's logprobs and whether each was the greedy one.
+      for (let i = 1; i < lp.token_logprobs.length; i++) {
+        assert.ok(lp.token_logprobs[i] <= 0);
+        assert.ok(Math.max(...Object.values(lp.top_logprobs[i])) >= lp.token_logprobs[i]);
+      }
+    });
+  });
+  await check('chat: logprobs with top_logprobs, streamed and not', async () => {
+    const params = { model, max_tokens: 4, temperature: 0, logprobs: true, top_logprobs: 2,
+      messages: [{ role: 'user', content: 'Hello' }] };
+    const r = await client.chat.completions.create(params);
+    const content = r.choices[0].logprobs.content;
+    assert.ok(content.length >= 1);
+    for (const e of content) {
+      assert.equal(e.top_logprobs.length, 2);
+      assert.equal(e.logprob, e.top_logprobs[0].logprob);
+      assert.ok(Array.isArray(e.bytes));
+    }
+    const stream = await client.chat.completions.create({ ...params, stream: true });
+    const streamed = [];
+    for await (const chunk of stream)
+      for (const c of chunk.choices) if (c.logprobs) streamed.push(...c.logprobs.content);
+    assert.deepEqual(streamed, content);
+  });
   console.log('all passed');
 }
 

@@ -102,7 +102,14 @@ TEST(ServerApi, RefusesMalformedRequestsWithTheRightCode) {
   EXPECT_EQ(chat_error("{" + m + R"(,"model":3})"), E(400, "invalid_type"));
   EXPECT_EQ(chat_error("{" + m + R"(,"logit_bias":{"abc":1}})"), E(400, "invalid_value"));
   EXPECT_EQ(chat_error("{" + m + R"(,"logit_bias":{"1000":1}})"), E(400, "invalid_value"));
-  EXPECT_EQ(chat_error("{" + m + R"(,"logprobs":true})"), E(400, "unsupported_parameter"));
+  EXPECT_EQ(chat_error("{" + m + R"(,"logprobs":1})"), E(400, "invalid_type"));
+  EXPECT_EQ(chat_error("{" + m + R"(,"top_logprobs":2})"), E(400, "invalid_value"));
+  EXPECT_EQ(chat_error("{" + m + R"(,"logprobs":true,"top_logprobs":21})"),
+            E(400, "invalid_value"));
+  EXPECT_EQ(
+      parse_chat_request("{" + m + R"(,"logprobs":true,"top_logprobs":3})", limits()).gen.logprobs,
+      3);
+  EXPECT_EQ(parse_chat_request("{" + m + R"(,"logprobs":true})", limits()).gen.logprobs, 0);
   EXPECT_EQ(chat_error("{" + m + R"(,"response_format":{"type":"yaml"}})"),
             E(400, "invalid_value"));
   EXPECT_EQ(
@@ -125,19 +132,42 @@ TEST(ServerApi, RefusesMalformedRequestsWithTheRightCode) {
 
 TEST(ServerApi, ParsesCompletionAndUtilityRequests) {
   CompletionRequest c = parse_completion_request(R"({"prompt":"abc"})", limits());
-  EXPECT_FALSE(c.has_ids);
-  EXPECT_EQ(c.prompt_text, "abc");
+  ASSERT_EQ(c.prompts.size(), 1u);
+  EXPECT_FALSE(c.prompts[0].has_ids);
+  EXPECT_EQ(c.prompts[0].text, "abc");
+  EXPECT_FALSE(c.echo);
+  EXPECT_EQ(c.gen.logprobs, -1);
   c = parse_completion_request(R"({"prompt":["abc"]})", limits());
-  EXPECT_EQ(c.prompt_text, "abc");
+  EXPECT_EQ(c.prompts[0].text, "abc");
   c = parse_completion_request(R"({"prompt":[1,2,999]})", limits());
-  EXPECT_EQ(c.prompt_ids, (std::vector<int32_t>{1, 2, 999}));
+  ASSERT_EQ(c.prompts.size(), 1u);
+  EXPECT_EQ(c.prompts[0].ids, (std::vector<int32_t>{1, 2, 999}));
   c = parse_completion_request(R"({"prompt":[[4]]})", limits());
-  EXPECT_EQ(c.prompt_ids, (std::vector<int32_t>{4}));
-  for (const char* bad : {R"({})", R"({"prompt":""})", R"({"prompt":[]})", R"({"prompt":[1000]})",
-                          R"({"prompt":[-1]})", R"({"prompt":["a","b"]})", R"({"prompt":3})",
-                          R"({"prompt":[1.5]})", R"({"prompt":"a","echo":true})"})
+  EXPECT_EQ(c.prompts[0].ids, (std::vector<int32_t>{4}));
+  // What lm-evaluation-harness sends to score continuations: a batch of token-id prompts.
+  c = parse_completion_request(R"({"model":"m","prompt":[[4,5],[6]],"temperature":0,
+      "max_tokens":1,"logprobs":1,"seed":1234,"echo":true})",
+                               limits());
+  ASSERT_EQ(c.prompts.size(), 2u);
+  EXPECT_EQ(c.prompts[1].ids, (std::vector<int32_t>{6}));
+  EXPECT_TRUE(c.echo);
+  EXPECT_EQ(c.gen.logprobs, 1);
+  EXPECT_EQ(c.gen.max_tokens, 1);
+  c = parse_completion_request(R"({"prompt":["a","b"],"max_tokens":0,"echo":true})", limits());
+  EXPECT_EQ(c.prompts.size(), 2u);
+  EXPECT_EQ(c.gen.max_tokens, 0);
+  for (const char* bad :
+       {R"({})", R"({"prompt":""})", R"({"prompt":[]})", R"({"prompt":[1000]})",
+        R"({"prompt":[-1]})", R"({"prompt":["a",""]})", R"({"prompt":3})", R"({"prompt":[1.5]})",
+        R"({"prompt":"a","echo":1})", R"({"prompt":"a","logprobs":21})",
+        R"({"prompt":"a","logprobs":-1})", R"({"prompt":"a","logprobs":"1"})",
+        R"({"prompt":["a","b"],"stream":true})"})
     EXPECT_THROW(parse_completion_request(bad, limits()), ApiError) << bad;
+  RequestLimits few = limits();
+  few.max_prompts = 2;
+  EXPECT_THROW(parse_completion_request(R"({"prompt":["a","b","c"]})", few), ApiError);
   EXPECT_EQ(parse_tokenize_request(R"({"content":"hi"})").content, "hi");
+  EXPECT_EQ(parse_tokenize_request(R"({"prompt":"hi","add_special_tokens":false})").content, "hi");
   EXPECT_THROW(parse_tokenize_request(R"({"content":1})"), ApiError);
   EXPECT_EQ(parse_detokenize_request(R"({"tokens":[1,2]})", 10), (std::vector<int32_t>{1, 2}));
   EXPECT_THROW(parse_detokenize_request(R"({"tokens":[10]})", 10), ApiError);
