@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -91,6 +92,70 @@ TEST(CliBench, ReportsRatesAndTheMachinesBounds) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("% of "));
   EXPECT_THAT(r.out, HasSubstr("measured compute peak: fp32 FMA "));
+}
+
+// Decode speed and per-sequence memory against context depth: the rows carry depth and state
+// size (a fixed QRWKV6 state, a KV cache that grows by 2·layers·Hkv·D floats per token), and
+// gnuplot draws them.
+TEST(CliBench, PlotsDecodeSpeedAndMemoryAgainstDepth) {
+  const std::string dir = test::temp_dir();
+  auto r = run_cli({"bench", "-m", kQwen, "-p", "0", "-n", "2", "-d", "0,8,32", "-r", "1", "-o",
+                    "json", "--plot", dir + "/one.svg"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto qwen = nlohmann::json::parse(r.out);
+  ASSERT_EQ(qwen["results"].size(), 3u);
+  const Model q = Model::load(kQwen);
+  const int64_t depths[] = {0, 8, 32};
+  for (size_t i = 0; i < 3; ++i) {
+    const int64_t depth = qwen["results"][i]["depth"];
+    EXPECT_EQ(depth, depths[i]);
+    EXPECT_EQ(qwen["results"][i]["state_bytes"].get<size_t>(),
+              static_cast<size_t>(depth) * q.kv_bytes_per_token());
+  }
+  std::ifstream svg(dir + "/one.svg");
+  std::stringstream text;
+  text << svg.rdbuf();
+  EXPECT_THAT(text.str(), HasSubstr("<svg"));
+  EXPECT_THAT(text.str(), HasSubstr("context length (tokens)"));
+  EXPECT_FALSE(std::filesystem::exists(dir + "/one.svg.tmp"));
+
+  r = run_cli({"bench", "-m", kRwkv, "-p", "0", "-n", "2", "-d", "0,32", "-r", "1", "-o", "json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto rwkv = nlohmann::json::parse(r.out);
+  const Model m = Model::load(kRwkv);
+  EXPECT_EQ(rwkv["results"][0]["state_bytes"].get<size_t>(), m.state_bytes());
+  EXPECT_EQ(rwkv["results"][1]["state_bytes"].get<size_t>(), m.state_bytes());
+  std::ofstream(dir + "/qwen.json") << qwen.dump();
+  std::ofstream(dir + "/rwkv.json") << rwkv.dump();
+  r = run_cli({"plot", "--bench", dir + "/rwkv.json", "--bench", dir + "/qwen.json", "--out",
+               dir + "/both.svg"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::ifstream both(dir + "/both.svg");
+  std::stringstream both_text;
+  both_text << both.rdbuf();
+  // One titled line per report (checked without printing the whole SVG on failure).
+  EXPECT_NE(both_text.str().find("qrwkv6_tiny (rwkv6qwen2, F32)"), std::string::npos);
+  EXPECT_NE(both_text.str().find("qwen2_tiny (qwen2, F32)"), std::string::npos);
+
+  // A report without generation rows, a file that is not a report, no plotter: one-line errors.
+  auto pp = run_cli({"bench", "-m", kQwen, "-p", "8", "-n", "0", "-r", "1", "-o", "json"});
+  std::ofstream(dir + "/pp.json") << pp.out;
+  r = run_cli({"plot", "--bench", dir + "/pp.json", "--out", dir + "/x.svg"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("no generation rows"));
+  std::ofstream(dir + "/bad.json") << "[1, 2";
+  r = run_cli({"plot", "--bench", dir + "/bad.json", "--out", dir + "/x.svg"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("bad.json"));
+  EXPECT_EQ(run_cli({"plot", "--out", dir + "/x.svg"}).exit_code, 2);
+  const std::string cmd = "env PATH=/nonexistent '" + std::string(QRWKV_BIN) + "' plot --bench '" +
+                          dir + "/rwkv.json' --out '" + dir + "/x.svg' 2>'" + dir + "/err.txt'";
+  EXPECT_NE(std::system(cmd.c_str()), 0);
+  std::ifstream err(dir + "/err.txt");
+  std::stringstream err_text;
+  err_text << err.rdbuf();
+  EXPECT_THAT(err_text.str(), HasSubstr("needs gnuplot"));
+  EXPECT_FALSE(std::filesystem::exists(dir + "/x.svg"));
 }
 
 TEST(CliLogits, WritesSafetensorsEqualToLibrary) {

@@ -14,6 +14,7 @@
 
 #include "apps/qrwkv/args.h"
 #include "apps/qrwkv/command.h"
+#include "apps/qrwkv/plot.h"
 #include "backend/cpu/cpu_backend.h"
 #include "io/json.h"
 #include "io/mapped_file.h"
@@ -309,7 +310,11 @@ int run_bench(int argc, char** argv) {
           {{"-r", "--repetitions"}, "N", "repetitions of each test (default 5)"},
           {{"-t", "--threads"}, "N", "threads (default: physical cores)"},
           {{"--reference"}, "", "use the float32 reference kernels"},
-          {{"-o", "--output"}, "md|json", "output format (default md)"}});
+          {{"-o", "--output"}, "md|json", "output format (default md)"},
+          {{"--plot"},
+           "FILE.svg",
+           "also draw decode t/s and memory per sequence against -d depths (needs gnuplot); "
+           "`qrwkv plot` draws several models' reports together"}});
   a.parse(argc, argv);
   const int64_t n_prompt = a.get_int("--n-prompt", 512), n_gen = a.get_int("--n-gen", 128);
   const int64_t reps = a.get_int("--repetitions", 5);
@@ -335,6 +340,7 @@ int run_bench(int argc, char** argv) {
   };
   const std::vector<int64_t> depths = list("--n-depth", "0", 0);
   const std::vector<int64_t> batches = list("--batch", "1", 1);
+  if (a.has("--plot")) check_plotter(a.get("--plot"));
   LoadOptions lo = load_options(a);
   auto cpu_be = std::make_shared<CpuBackend>(CpuOptions{threads, std::nullopt});
   if (!lo.backend) lo.backend = cpu_be;
@@ -386,6 +392,8 @@ int run_bench(int argc, char** argv) {
     Stats ts;
     double rate;  // GB/s (generation) or GFLOP/s (prompt)
     const char* unit;
+    int64_t depth = 0, batch = 1;
+    int64_t state_bytes = -1;  // generation: memory of one sequence's state at that depth
   };
   std::vector<Row> rows;
   if (n_prompt > 0) {
@@ -446,7 +454,7 @@ int run_bench(int argc, char** argv) {
         // Weights are read once per step for the whole batch.
         rows.push_back({name, st,
                         st.mean / static_cast<double>(B) * static_cast<double>(weight_bytes) / 1e9,
-                        "GB/s"});
+                        "GB/s", depth, B, static_cast<int64_t>(base.bytes())});
       }
   }
 
@@ -460,29 +468,37 @@ int run_bench(int argc, char** argv) {
   const double size_gib = static_cast<double>(weight_bytes) / (1 << 30);
   const double rss_gib = static_cast<double>(peak_rss) / (1 << 30);
   const std::string kernels = a.has("--reference") ? "reference" : cpu::isa_name(cpu_be->level());
+  nlohmann::ordered_json j = {{"model", model_name},
+                              {"arch", arch_name(m.config.arch)},
+                              {"size_bytes", weight_bytes},
+                              {"params", m.n_params()},
+                              {"dtype", m.storage_dtype()},
+                              {"threads", threads},
+                              {"kernels", kernels},
+                              {"bandwidth_gbs", bandwidth},
+                              {"peak_gflops",
+                               {{"fp32_fma", peak_fp32},
+                                {"bf16_dot", peak_bf16},
+                                {"int16_dot", peak_int16},
+                                {"int8_dot", peak_int8},
+                                {"amx_bf16", peak_amx},
+                                {"bound", peak_name}}},
+                              {"peak_rss_bytes", peak_rss},
+                              {"results", json::array()}};
+  for (const auto& r : rows) {
+    nlohmann::ordered_json row = {{"test", r.test},
+                                  {"tps_mean", r.ts.mean},
+                                  {"tps_sd", r.ts.sd},
+                                  {r.unit == std::string("GB/s") ? "gbs" : "gflops", r.rate}};
+    if (r.state_bytes >= 0) {
+      row["depth"] = r.depth;
+      row["batch"] = r.batch;
+      row["state_bytes"] = r.state_bytes;
+    }
+    j["results"].push_back(std::move(row));
+  }
+  if (a.has("--plot")) plot_bench({j}, a.get("--plot"));
   if (fmt == "json") {
-    nlohmann::ordered_json j = {{"model", model_name},
-                                {"arch", arch_name(m.config.arch)},
-                                {"size_bytes", weight_bytes},
-                                {"params", m.n_params()},
-                                {"dtype", m.storage_dtype()},
-                                {"threads", threads},
-                                {"kernels", kernels},
-                                {"bandwidth_gbs", bandwidth},
-                                {"peak_gflops",
-                                 {{"fp32_fma", peak_fp32},
-                                  {"bf16_dot", peak_bf16},
-                                  {"int16_dot", peak_int16},
-                                  {"int8_dot", peak_int8},
-                                  {"amx_bf16", peak_amx},
-                                  {"bound", peak_name}}},
-                                {"peak_rss_bytes", peak_rss},
-                                {"results", json::array()}};
-    for (const auto& r : rows)
-      j["results"].push_back({{"test", r.test},
-                              {"tps_mean", r.ts.mean},
-                              {"tps_sd", r.ts.sd},
-                              {r.unit == std::string("GB/s") ? "gbs" : "gflops", r.rate}});
     std::printf("%s\n", j.dump(2).c_str());
   } else {
     std::printf(
