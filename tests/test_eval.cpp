@@ -94,7 +94,7 @@ TEST(Eval, MetricsEqualTheirDefinitionsOnTheModelsLogits) {
   const LoadedModel lm = load_float32(models_dir() + "/qrwkv6-demo");
   const Model& m = lm.model;
   const Tokenizer& tok = lm.tokenizer;
-  const int32_t prefix = eval::prefix_token(tok, *lm.eos_ids.begin());
+  const int32_t prefix = eval::prefix_token(tok, lm.eos_ids);
 
   // Multiple choice, the context's trailing space moving to the continuation.
   const eval::Task mc = eval::load_task(write_file(

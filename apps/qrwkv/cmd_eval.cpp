@@ -23,30 +23,12 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using ojson = nlohmann::ordered_json;
 
-struct TaskResult {
-  std::vector<eval::Metric> metrics;
-  size_t requests = 0;
-};
-
 struct ModelResult {
   std::string name;
-  std::vector<TaskResult> tasks;
+  std::vector<eval::TaskRun> tasks;
   double seconds = 0;
   int64_t tokens = 0;  // tokens fed through the model
 };
-
-// Tokens a scoring run feeds: each context once (forked) or once per continuation (scratch),
-// and every continuation token but the last.
-int64_t fed_tokens(const std::vector<eval::Group>& groups, bool fork) {
-  int64_t n = 0;
-  for (const auto& g : groups) {
-    const auto k = static_cast<int64_t>(g.continuations.size());
-    n += static_cast<int64_t>(g.context.size()) * (fork ? 1 : k);
-    for (const auto& c : g.continuations)
-      n += std::max<int64_t>(0, static_cast<int64_t>(c.size()) - 1);
-  }
-  return n;
-}
 
 // A progress bar on stderr (only on a terminal): continuations scored, rate and time left.
 class Progress {
@@ -80,22 +62,16 @@ ModelResult evaluate(const LoadedModel& lm, const std::string& name,
                      bool fork, bool progress) {
   ModelResult r;
   r.name = name;
-  const int32_t eos = lm.eos_ids.empty() ? 0 : *lm.eos_ids.begin();
-  const int32_t prefix = eval::prefix_token(lm.tokenizer, eos);
+  const int32_t prefix = eval::prefix_token(lm.tokenizer, lm.eos_ids);
   for (const eval::Task& t : tasks) {
-    const eval::TaskRequests req = eval::task_requests(t, lm.tokenizer, prefix, max_length);
     Progress bar(progress, name + " " + t.name);
     eval::ScoreOptions so;
     so.fork = fork;
     so.batch = batch;
     so.progress = [&bar](size_t d, size_t n) { bar(d, n); };
-    const auto t0 = Clock::now();
-    const auto scores = eval::score(lm.model, req.groups, so);
-    r.seconds += std::chrono::duration<double>(Clock::now() - t0).count();
-    r.tokens += fed_tokens(req.groups, fork);
-    TaskResult tr;
-    tr.metrics = eval::task_metrics(t, req, scores);
-    for (const auto& g : req.groups) tr.requests += g.continuations.size();
+    eval::TaskRun tr = eval::run_task(lm.model, lm.tokenizer, prefix, t, max_length, so);
+    r.seconds += tr.seconds;
+    r.tokens += tr.tokens_fed;
     r.tasks.push_back(std::move(tr));
   }
   return r;

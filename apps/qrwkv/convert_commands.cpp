@@ -23,6 +23,8 @@
 #include "apps/qrwkv/args.h"
 #include "apps/qrwkv/command.h"
 #include "convert/train.h"
+#include "runtime/eval.h"
+#include "runtime/loader.h"
 
 namespace qrwkv::app {
 
@@ -401,6 +403,10 @@ int run_convert(int argc, char** argv) {
   flags.push_back(
       {{"--lora-tokenshift"}, "N", "token-shift LoRA rank (default 32, 64 from hidden 4096)"});
   flags.push_back({{"--lora-decay"}, "N", "decay LoRA rank (default 64, 128 from hidden 4096)"});
+  flags.push_back({{"--eval-task"},
+                   "FILE",
+                   "a task file of `qrwkv eval` (repeatable): the teacher and the student after "
+                   "each stage are scored on it, and a table compares them at the end"});
   Args args(
       "convert",
       "-m TEACHER --data FILE -o DIR [--stages 1,2,3] [--stage1-tokens N] [--stage2-tokens N] "
@@ -429,8 +435,49 @@ int run_convert(int argc, char** argv) {
   o.lora_decay = args.get_int("--lora-decay", 0);
   if (o.lora_tokenshift < 0 || o.lora_decay < 0) throw UsageError("LoRA ranks must be positive");
   if (const int64_t n = launcher_processes(args, o.data)) return launch(argc, argv, n);
+  // Task evaluations (qrwkv eval's) of the teacher and of the student after each stage, run by
+  // the inference engine on the stage's weights.
+  std::vector<eval::Task> tasks;
+  for (const std::string& f : args.get_all("--eval-task")) tasks.push_back(eval::load_task(f));
+  std::vector<std::pair<std::string, std::vector<eval::TaskRun>>> columns;
+  auto evaluate = [&](const std::string& label, const std::string& dir) {
+    LoadModelOptions lo;
+    lo.model.threads = o.run.threads;
+    const LoadedModel lm = load_model(dir, lo);
+    const int32_t prefix = eval::prefix_token(lm.tokenizer, lm.eos_ids);
+    std::vector<eval::TaskRun> runs;
+    for (const eval::Task& t : tasks) {
+      runs.push_back(eval::run_task(lm.model, lm.tokenizer, prefix, t, 2048));
+      std::printf("eval %s: %s", label.c_str(), t.name.c_str());
+      for (const eval::Metric& m : runs.back().metrics)
+        std::printf("  %s %.4f", m.name.c_str(), m.value);
+      std::printf("\n");
+    }
+    std::fflush(stdout);
+    columns.emplace_back(label, std::move(runs));
+  };
+  if (!tasks.empty() && o.run.rank == 0) {
+    evaluate("teacher", o.teacher_dir);
+    o.on_stage_model = [&](int stage, const std::string& dir) {
+      evaluate("stage " + std::to_string(stage), dir);
+    };
+  }
   const auto reports = convert::run_convert(o);
   if (o.run.rank == 0) print_reports(reports, "stage");
+  if (!columns.empty()) {
+    std::printf("\n| task | metric |");
+    for (const auto& c : columns) std::printf(" %s |", c.first.c_str());
+    std::printf("\n| --- | --- |");
+    for (size_t i = 0; i < columns.size(); ++i) std::printf(" ---: |");
+    std::printf("\n");
+    for (size_t t = 0; t < tasks.size(); ++t)
+      for (size_t k = 0; k < columns[0].second[t].metrics.size(); ++k) {
+        std::printf("| %s | %s |", tasks[t].name.c_str(),
+                    columns[0].second[t].metrics[k].name.c_str());
+        for (const auto& c : columns) std::printf(" %.4f |", c.second[t].metrics[k].value);
+        std::printf("\n");
+      }
+  }
   return 0;
 }
 

@@ -60,17 +60,23 @@ void plot_bench(const std::vector<nlohmann::ordered_json>& reports, const std::s
   std::vector<std::pair<std::string, std::vector<Point>>> series;
   for (const auto& r : reports) {
     std::vector<Point> pts;
-    for (const auto& row : r.value("results", nlohmann::ordered_json::array())) {
-      const std::string test = row.value("test", "");
-      if (test.rfind("tg", 0) != 0 || row.value("batch", int64_t{1}) != 1 ||
-          !row.contains("state_bytes"))
-        continue;
-      pts.push_back({row.value("depth", int64_t{0}), row.value("tps_mean", 0.0),
-                     row.value("tps_sd", 0.0),
-                     row["state_bytes"].get<double>() / (1024.0 * 1024.0)});
+    std::string label;
+    try {
+      label =
+          r.value("model", "?") + " (" + r.value("arch", "?") + ", " + r.value("dtype", "?") + ")";
+      for (const auto& row : r.value("results", nlohmann::ordered_json::array())) {
+        const std::string test = row.value("test", "");
+        if (test.rfind("tg", 0) != 0 || row.value("batch", int64_t{1}) != 1 ||
+            !row.contains("state_bytes"))
+          continue;
+        pts.push_back({row.value("depth", int64_t{0}), row.value("tps_mean", 0.0),
+                       row.value("tps_sd", 0.0),
+                       row["state_bytes"].get<double>() / (1024.0 * 1024.0)});
+      }
+    } catch (const nlohmann::json::exception& e) {
+      fail(svg_path,
+           std::string("a report is not as `qrwkv bench -o json` writes it: ") + e.what());
     }
-    const std::string label =
-        r.value("model", "?") + " (" + r.value("arch", "?") + ", " + r.value("dtype", "?") + ")";
     if (pts.empty())
       fail(label, "the report has no generation rows to plot (run bench with -n N -d LIST)");
     std::sort(pts.begin(), pts.end(),
@@ -89,13 +95,13 @@ void plot_bench(const std::vector<nlohmann::ordered_json>& reports, const std::s
     g << "EOD\n";
   }
   const bool png = std::filesystem::path(svg_path).extension() == ".png";
-  g << (png ? "set terminal pngcairo size 1000,430 noenhanced font 'sans,10' background rgb "
+  g << (png ? "set terminal pngcairo size 1000,460 noenhanced font 'sans,10' background rgb "
               "'white'\n"
-            : "set terminal svg size 1000,430 dynamic noenhanced font 'sans,12' background rgb "
+            : "set terminal svg size 1000,460 dynamic noenhanced font 'sans,12' background rgb "
               "'white'\n")
     << "set output " << quoted(tmp) << "\n"
     << "set multiplot layout 1,2\n"
-    << "set grid\nset key top right\nset xlabel 'context length (tokens)'\n"
+    << "set grid\nset key below\nset bmargin 7\nset xlabel 'context length (tokens)'\n"
     << "set yrange [0:*]\nset format x '%.0f'\n";
   auto plot = [&](const char* ylabel, const char* using_, const char* style) {
     g << "set ylabel '" << ylabel << "'\nplot ";

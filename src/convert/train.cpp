@@ -665,13 +665,24 @@ std::vector<StageReport> run_convert(const ConvertOptions& options) {
   // The teacher's own held-out loss is the mark the student's stages approach.
   std::vector<StageReport> reports = {run.evaluate(-1, "teacher", teacher, nullptr)};
 
+  // The student as a model directory for on_stage_model (F32: the stage's exact weights).
+  const std::string stage_dir = (fs::path(o.run.out_dir) / "stage-model").string();
+  auto stage_model = [&](int stage, const Net& net) {
+    if (!o.on_stage_model || !run.root()) return;
+    save_net(net, stage_dir, DType::F32);
+    copy_tokenizer_files(o.teacher_dir, stage_dir);
+    o.on_stage_model(stage, stage_dir);
+  };
+
   // Stage 0: weight transfer and the initial values of docs/model.md, "Conversion".
   Net student = make_student(teacher, dm, dd, o.data.seed);
   std::optional<Run::Resume> resume = run.load_checkpoint();
-  if (!resume)
+  if (!resume) {
     reports.push_back(run.evaluate(0, "stage 0", student, &teacher));
-  else
+    stage_model(0, student);
+  } else {
     student.params = std::move(resume->params);
+  }
   run.check_same_weights(student, "stage 0");
 
   for (int stage : o.stages) {
@@ -731,10 +742,13 @@ std::vector<StageReport> run_convert(const ConvertOptions& options) {
     r.train_loss = result.first;
     r.tokens_per_s = result.second;
     reports.push_back(r);
+    stage_model(stage, student);
   }
   if (run.root()) {
     save_net(student, o.run.out_dir, parse_dtype(o.run.dtype, teacher.source_dtype));
     copy_tokenizer_files(o.teacher_dir, o.run.out_dir);
+    std::error_code ec;
+    fs::remove_all(stage_dir, ec);
   }
   run.remove_checkpoint();
   return reports;

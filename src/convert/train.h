@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -74,6 +75,10 @@ struct ConvertOptions {
   bool freeze_mlp_embeddings = false;  // stage 2 trains only the time mix and norms
   int64_t lora_tokenshift = 0;         // 0: the historical default for the hidden size
   int64_t lora_decay = 0;
+  // Called on rank 0 with the student as a model directory after stage 0 and after each stage
+  // (the directory is rewritten each time and removed at the end), e.g. to run task
+  // evaluations on it with the inference engine; `stage` as in StageReport.
+  std::function<void(int stage, const std::string& model_dir)> on_stage_model;
 };
 
 // What a stage achieved on the held-out sequences.

@@ -1,6 +1,7 @@
 #include "runtime/eval.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -167,20 +168,25 @@ const char* task_kind_name(TaskKind k) {
 }
 
 Task load_task(const std::string& path) {
-  Task t;
-  t.name = std::filesystem::path(path).stem().string();
-  const std::string text = read_text_file(path);
   const std::string ext = std::filesystem::path(path).extension().string();
-  if (ext != ".jsonl" && ext != ".json") {
+  return parse_task(read_text_file(path), std::filesystem::path(path).stem().string(),
+                    ext == ".jsonl" || ext == ".json", path);
+}
+
+Task parse_task(std::string_view text, const std::string& name, bool jsonl,
+                const std::string& path) {
+  Task t;
+  t.name = name;
+  if (!jsonl) {
     // A plain text file is one document.
     t.kind = TaskKind::Perplexity;
     if (text.empty()) fail(path, "the file is empty");
     Doc d;
-    d.text = text;
+    d.text = std::string(text);
     t.docs.push_back(std::move(d));
     return t;
   }
-  std::istringstream in(text);
+  std::istringstream in{std::string(text)};
   std::string line;
   int lineno = 0;
   bool kind_set = false;
@@ -249,10 +255,11 @@ Task load_task(const std::string& path) {
   return t;
 }
 
-int32_t prefix_token(const Tokenizer& tok, int32_t fallback_eos) {
+int32_t prefix_token(const Tokenizer& tok, const std::set<int32_t>& eos_ids) {
   if (const auto b = tok.bos_id()) return *b;
   if (const auto e = tok.eos_id()) return *e;
-  return fallback_eos;
+  if (!eos_ids.empty()) return *eos_ids.begin();
+  fail("eval", "the tokenizer has neither a BOS nor an EOS token to start a text with");
 }
 
 std::pair<std::vector<int32_t>, std::vector<int32_t>> encode_pair(const Tokenizer& tok,
@@ -314,6 +321,30 @@ TaskRequests task_requests(const Task& t, const Tokenizer& tok, int32_t prefix, 
     r.groups.push_back(std::move(g));
     r.doc_of_group.push_back(d);
   }
+  return r;
+}
+
+int64_t fed_tokens(std::span<const Group> groups, bool fork) {
+  int64_t n = 0;
+  for (const auto& g : groups) {
+    const auto k = static_cast<int64_t>(g.continuations.size());
+    n += static_cast<int64_t>(g.context.size()) * (fork ? 1 : k);
+    for (const auto& c : g.continuations)
+      n += std::max<int64_t>(0, static_cast<int64_t>(c.size()) - 1);
+  }
+  return n;
+}
+
+TaskRun run_task(const Model& m, const Tokenizer& tok, int32_t prefix, const Task& t,
+                 size_t max_length, const ScoreOptions& options) {
+  const TaskRequests req = task_requests(t, tok, prefix, max_length);
+  TaskRun r;
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto scores = score(m, req.groups, options);
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.tokens_fed = fed_tokens(req.groups, options.fork);
+  r.metrics = task_metrics(t, req, scores);
+  for (const auto& g : req.groups) r.requests += g.continuations.size();
   return r;
 }
 

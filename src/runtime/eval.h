@@ -19,8 +19,10 @@
 
 #include <cstdint>
 #include <functional>
+#include <set>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "model/model.h"
@@ -73,9 +75,14 @@ struct Task {
 
 // Reads a task file; Error naming the file and line for anything malformed.
 Task load_task(const std::string& path);
+// The same from the file's text: JSON Lines, or (jsonl false) one plain-text document; `path`
+// names it in errors.
+Task parse_task(std::string_view text, const std::string& name, bool jsonl,
+                const std::string& path);
 
-// The token that conditions the first token of a text: BOS when the tokenizer has one, else EOS.
-int32_t prefix_token(const Tokenizer& tok, int32_t fallback_eos);
+// The token that conditions the first token of a text: BOS when the tokenizer has one, else its
+// EOS, else the model's first end-of-generation id (lm-eval's prefix_token_id).
+int32_t prefix_token(const Tokenizer& tok, const std::set<int32_t>& eos_ids);
 
 // lm-eval's pair encoding: trailing spaces of the context move to the continuation, the
 // continuation's tokens are those of context + continuation after the context's tokens; an
@@ -106,6 +113,20 @@ struct TaskRequests {
 TaskRequests task_requests(const Task& t, const Tokenizer& tok, int32_t prefix, size_t max_length);
 std::vector<Metric> task_metrics(const Task& t, const TaskRequests& r,
                                  const std::vector<std::vector<Score>>& scores);
+
+// Tokens a scoring run feeds through the model: each context once (forked) or once per
+// continuation (from scratch), and every continuation token but the last.
+int64_t fed_tokens(std::span<const Group> groups, bool fork);
+
+// One task on one model: its requests scored and its metrics.
+struct TaskRun {
+  std::vector<Metric> metrics;
+  size_t requests = 0;     // continuations scored
+  int64_t tokens_fed = 0;  // fed_tokens()
+  double seconds = 0;      // scoring time
+};
+TaskRun run_task(const Model& m, const Tokenizer& tok, int32_t prefix, const Task& t,
+                 size_t max_length, const ScoreOptions& options = {});
 
 // Mean and lm-eval's standard error of the mean (sample standard deviation / √n).
 std::pair<double, double> mean_stderr(std::span<const double> x);

@@ -8,8 +8,10 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "convert/nets.h"
@@ -338,6 +340,47 @@ TEST(ConvertCli, TinyConversionBeatsItsStage0Student) {
   EXPECT_LE(engine_agreement(out, 40), 1e-4);
   const auto gen = test::run_cli({"generate-ids", "-m", out, "--tokens", "1 2 3", "-n", "4"});
   EXPECT_EQ(gen.exit_code, 0) << gen.err;
+}
+
+// --eval-task: the teacher and the student after each stage scored by the engine, a table at the
+// end; the last stage's column is what `qrwkv eval` gives on the saved student.
+TEST(ConvertCli, EvalTaskScoresTheTeacherAndEveryStage) {
+  const std::string teacher = teacher_dir("qwen2_tiny");
+  const std::string dir = test::temp_dir();
+  const std::string out = dir + "/student", task = dir + "/mc.jsonl";
+  std::ofstream(task) << R"({"context": "a b", "choices": ["c d", "e", "f g h"], "gold": 0}
+{"context": "one", "choices": ["two", "three four"], "gold": 1}
+)";
+  const auto r = test::run_cli({"convert",     "-m",
+                                teacher,       "--data",
+                                kText,         "-o",
+                                out,           "--stages",
+                                "1",           "--stage1-tokens",
+                                "256",         "--seq-len",
+                                "32",          "--batch",
+                                "4",           "--lora-tokenshift",
+                                "8",           "--lora-decay",
+                                "8",           "--quiet",
+                                "-t",          "1",
+                                "--eval-task", task});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (const char* line :
+       {"eval teacher: mc  acc ", "eval stage 0: mc  acc ", "eval stage 1: mc  acc ",
+        "| task | metric | teacher | stage 0 | stage 1 |"})
+    EXPECT_NE(r.out.find(line), std::string::npos) << line << "\n" << r.out;
+  EXPECT_FALSE(fs::exists(out + "/stage-model"));
+  const auto e = test::run_cli({"eval", "-m", out, "--task", task, "-o", "json", "-q"});
+  ASSERT_EQ(e.exit_code, 0) << e.err;
+  const auto j = nlohmann::json::parse(e.out);
+  char want[64];
+  std::snprintf(want, sizeof want, "| mc | acc_norm | ");
+  const size_t row = r.out.find(want);
+  ASSERT_NE(row, std::string::npos) << r.out;
+  const std::string line = r.out.substr(row, r.out.find('\n', row) - row);
+  char last[32];
+  std::snprintf(last, sizeof last, " %.4f |",
+                j["student"]["tasks"]["mc"]["acc_norm"]["value"].get<double>());
+  EXPECT_EQ(line.substr(line.size() - std::strlen(last)), last) << line;
 }
 
 TEST(ConvertCli, FrozenMlpAndEmbeddingsStayTheTeachers) {
