@@ -377,6 +377,56 @@ TEST_P(CpuBackendLevel, ElementwiseStagesEqualReferenceExactly) {
       b.embed(table.t, ids.data(), T, y.data());
     });
     both([&](Backend& b, std::vector<float>& y) {
+      y = a;
+      b.sigmoid(y.data(), n);
+      for (size_t i = 0; i < y.size(); ++i) EXPECT_FLOAT_EQ(y[i], 1.0f / (1.0f + std::exp(-a[i])));
+    });
+    both([&](Backend& b, std::vector<float>& y) {
+      y = a;
+      b.mul(y.data(), d0.data(), n);
+    });
+    // The QRWKV7 time mix on every head, both variants, with GQA and a value residual: the CPU
+    // backend splits the heads across threads and must give the reference's values exactly.
+    for (const bool classic : {true, false}) {
+      const int64_t H = 8, Hkv = 2, N = C / H;
+      const auto k = random_vec(T * Hkv * N, 11), v = random_vec(T * Hkv * N, 12);
+      const auto vf0 = random_vec(n, 13), nu = random_vec(n, 14), S0 = random_vec(H * N * N, 15);
+      // Tensors view their vectors: the vectors live as long as they do.
+      const auto w0v = random_vec(C, 16), a0v = random_vec(C, 17), v0v = random_vec(C, 18);
+      const Tensor w0 = f32_tensor(w0v, {C}), a0 = f32_tensor(a0v, {C});
+      const Tensor v0 = f32_tensor(v0v, {C}), none;
+      const auto kk = random_vec(C, 19), ka = random_vec(C, 20), lw = random_vec(C, 21),
+                 lb = random_vec(C, 22);
+      const Tensor k_k = f32_tensor(kk, {C}), k_a = f32_tensor(ka, {C});
+      const Tensor ln_w = f32_tensor(lw, {C}), ln_b = f32_tensor(lb, {C});
+      for (const bool layer0 : {true, false})
+        both([&](Backend& b, std::vector<float>& y) {
+          std::vector<float> vf = vf0, S = S0;
+          b.wkv7(Wkv7Args{a.data(),
+                          k.data(),
+                          v.data(),
+                          d0.data(),
+                          m.data(),
+                          layer0 ? nullptr : nu.data(),
+                          &w0,
+                          &a0,
+                          &v0,
+                          classic ? &k_k : &none,
+                          classic ? &k_a : &none,
+                          classic ? &ln_w : &none,
+                          classic ? &ln_b : &none,
+                          vf.data(),
+                          T,
+                          H,
+                          Hkv,
+                          N,
+                          S.data(),
+                          y.data()});
+          y.insert(y.end(), S.begin(), S.end());
+          y.insert(y.end(), vf.begin(), vf.end());
+        });
+    }
+    both([&](Backend& b, std::vector<float>& y) {
       std::vector<int64_t> rows;
       for (int64_t t = T - 1; t >= 0; t -= 2) rows.push_back(t);
       b.gather_rows(a.data(), C, rows.data(), static_cast<int64_t>(rows.size()), y.data());

@@ -1,5 +1,5 @@
 // Logits and greedy tokens of every golden model against outputs of independent
-// implementations (Hugging Face transformers, a float64 QRWKV6 implementation); see
+// implementations (Hugging Face transformers, float64 QRWKV6 and QRWKV7 implementations); see
 // tests/data/README.md. Tolerance: max |Δlogit| ≤ 1e-3 · max |logit| per position.
 #include <gtest/gtest.h>
 
@@ -167,10 +167,11 @@ TEST_P(GoldenFull, GenerateIdsCommand) {
 
 INSTANTIATE_TEST_SUITE_P(Models, Golden,
                          ::testing::Values("qrwkv6_tiny", "qrwkv6_tiny_bf16", "qwen2_tiny",
-                                           "qwen2_tiny_bf16", "llama_tiny"));
+                                           "qwen2_tiny_bf16", "llama_tiny", "qrwkv7_tiny",
+                                           "qrwkv7_tiny_balance"));
 INSTANTIATE_TEST_SUITE_P(Models, GoldenFull,
                          ::testing::Values("qrwkv6_tiny", "qrwkv6_tiny_bf16", "qwen2_tiny",
-                                           "llama_tiny"));
+                                           "llama_tiny", "qrwkv7_tiny", "qrwkv7_tiny_balance"));
 
 }  // namespace
 }  // namespace qrwkv

@@ -50,10 +50,22 @@ int run_info(int argc, char** argv) {
   std::printf("mlp width:        %lld\n", static_cast<long long>(c.intermediate_size));
   std::printf("vocabulary:       %lld\n", static_cast<long long>(c.vocab_size));
   std::printf("tied embeddings:  %s\n", c.tie_word_embeddings ? "yes" : "no");
-  if (m.arch().recurrent()) {
+  if (c.arch == Arch::QRWKV7) {
+    std::printf(
+        "variant:          %s (%s), %s, %s gate\n", c.balance_state ? "balance state" : "classic",
+        c.groupnorm_att ? "GroupNorm output" : "output x N^-1/2",
+        c.use_rope ? "RoPE on r and k" : "no RoPE", c.gate_rank_type == 2 ? "LoRA" : "full");
+    if (c.use_rope) std::printf("rope:             theta %g\n", c.rope.theta);
+    std::printf("lora ranks:       decay %lld, iclr %lld, value residual %lld, gate %lld\n",
+                static_cast<long long>(c.lora_rank_decay), static_cast<long long>(c.lora_rank_iclr),
+                static_cast<long long>(c.lora_rank_value_residual_mix),
+                static_cast<long long>(c.lora_rank_gate));
+  } else if (m.arch().recurrent()) {
     std::printf("lora ranks:       token shift %lld, decay %lld\n",
                 static_cast<long long>(c.lora_rank_tokenshift),
                 static_cast<long long>(c.lora_rank_decay));
+  }
+  if (m.arch().recurrent()) {
     const size_t sb = m.state_bytes();
     std::printf("state per seq:    %zu bytes (%s), fixed, independent of context length\n", sb,
                 human_bytes(static_cast<double>(sb)).c_str());

@@ -113,6 +113,29 @@ struct WkvArgs {
   float* o;     // [T, H·N]
 };
 
+// The inputs of the RWKV-7 time mix's per-token work and recurrence, T tokens of one sequence,
+// all heads (model/qrwkv7.cpp, backend/wkv7.h). The LoRA outputs come without their base vectors,
+// which the operation adds.
+struct Wkv7Args {
+  const float* r;      // [T, H·N] receptance (RoPE applied when the model has it)
+  const float* k;      // [T, Hkv·N] (RoPE applied); q-head h reads kv-head ⌊h / (H/Hkv)⌋
+  const float* v;      // [T, Hkv·N]
+  const float* d;      // [T, H·N] tanh(x w1) w2: decay pre-activation less w0
+  const float* a;      // [T, H·N] (x a1) a2: in-context learning rate pre-activation less a0
+  const float* nu;     // [T, H·N] (x v1) v2: value-residual mix less v0; null in layer 0
+  const Tensor* w0;    // [C] (vectors: F32)
+  const Tensor* a0;    // [C]
+  const Tensor* v0;    // [C]; unused in layer 0
+  const Tensor* k_k;   // [C]; empty: the balance-state variant (κ from k alone)
+  const Tensor* k_a;   // [C]; empty with k_k
+  const Tensor* ln_w;  // [C] per-head GroupNorm weight; empty: the output is scaled by N^-½
+  const Tensor* ln_b;  // [C]
+  float* v_first;      // [T, H·N]: written by layer 0 (its values, heads expanded), read after
+  int64_t T, H, Hkv, N;
+  float* S;  // host: the state's [H, N, N] matrices (key × value), advanced past the T tokens
+  float* y;  // [T, H·N]
+};
+
 // The inputs of causal attention over a KV cache: T new tokens at positions pos0 .. pos0+T−1,
 // whose keys and values are already in the cache.
 struct AttentionArgs {
@@ -185,6 +208,15 @@ class Backend {
   virtual void gate(float* o, const float* g, int64_t n) = 0;
   // The WKV recurrence over all heads (backend/wkv.h).
   virtual void wkv(const WkvArgs& a) = 0;
+
+  // ---- the QRWKV7 time mix (model/qrwkv7.cpp) -------------------------------------------
+  // x ← sigmoid(x)  (n values)
+  virtual void sigmoid(float* x, int64_t n) = 0;
+  // o ← o ⊙ g  (n values)
+  virtual void mul(float* o, const float* g, int64_t n) = 0;
+  // Decay, learning rate, value residual, normalized key, the delta-rule recurrence and the
+  // output normalization, for every head (backend/wkv7.h).
+  virtual void wkv7(const Wkv7Args& a) = 0;
 
   // ---- softmax attention (docs/model.md, "Attention") -----------------------------------
   // Rotates T rows of n_heads heads of D in place: pair (i, i + D/2) of the head at position

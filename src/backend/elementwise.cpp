@@ -34,6 +34,14 @@ void gate(float* o, const float* g, int64_t b, int64_t e) {
   for (int64_t j = b; j < e; ++j) o[j] *= sigmoid(g[j]);
 }
 
+void sigmoid(float* x, int64_t b, int64_t e) {
+  for (int64_t i = b; i < e; ++i) x[i] = sigmoid(x[i]);
+}
+
+void mul(float* o, const float* g, int64_t b, int64_t e) {
+  for (int64_t i = b; i < e; ++i) o[i] *= g[i];
+}
+
 void token_shift(const float* a, int64_t t0, int64_t t1, int64_t C, const float* x_prev,
                  const float* maa_x, float* d, float* xx) {
   for (int64_t t = t0; t < t1; ++t) {

@@ -22,6 +22,8 @@ void add(float* h, const float* x, int64_t b, int64_t e);
 void swiglu(float* g, const float* u, int64_t b, int64_t e);
 void tanh(float* x, int64_t b, int64_t e);
 void gate(float* o, const float* g, int64_t b, int64_t e);
+void sigmoid(float* x, int64_t b, int64_t e);
+void mul(float* o, const float* g, int64_t b, int64_t e);
 // d[t] = prev[t] − a[t] (prev[0] = x_prev, prev[t] = a[t−1]) and xx[t] = a[t] + d[t] ⊙ maa_x;
 // x_prev itself is not changed here.
 void token_shift(const float* a, int64_t t0, int64_t t1, int64_t C, const float* x_prev,

@@ -57,6 +57,8 @@ Net load_net(const std::string& dir, at::Device device) {
   if (!fs::is_directory(dir)) fail(dir, "model directory does not exist");
   Net net;
   net.config = load_config((fs::path(dir) / "config.json").string());
+  if (net.config.arch == Arch::QRWKV7)
+    fail(dir, "rwkv7qwen2 models cannot be trained yet (the conversion makes QRWKV6 models)");
   const WeightStore store = WeightStore::open(dir);
   // bind_weights checks every name and shape the architecture needs.
   bind_weights(net.config, store);
@@ -177,7 +179,9 @@ void save_net(const Net& net, const std::string& dir, DType dtype) {
 Net make_student(const Net& teacher, int64_t lora_tokenshift, int64_t lora_decay, uint64_t seed) {
   const Config& tc = teacher.config;
   const std::string where = "conversion";
-  if (tc.arch == Arch::QRWKV6) fail(where, "the teacher is already a QRWKV6 model");
+  if (tc.arch == Arch::QRWKV6 || tc.arch == Arch::QRWKV7)
+    fail(where, std::string("the teacher is already a converted model (") + arch_name(tc.arch) +
+                    "); convert a Qwen2 or LLaMA transformer");
   if (tc.head_dim * tc.num_heads != tc.hidden_size)
     fail(where,
          "the teacher's head_dim * num_attention_heads differs from hidden_size; the time "

@@ -43,9 +43,10 @@ class LayerMix {
   // projections) runs over all Ttot rows at once, so that a batched decode step reads each
   // weight once; only what crosses tokens (token shift, recurrence, attention) runs per
   // sequence. a and out are backend buffers; temporaries come from ws and are given back
-  // before returning.
+  // before returning. `across` is the architecture's per-token buffer [Ttot, across_width]
+  // that every layer of one forward pass sees (QRWKV7's v_first), null when it has none.
   virtual void forward(Backend& be, Workspace& ws, const float* a, int64_t Ttot,
-                       std::span<const MixSequence> seqs, float* out) const = 0;
+                       std::span<const MixSequence> seqs, float* across, float* out) const = 0;
 };
 
 class Architecture {
@@ -62,6 +63,10 @@ class Architecture {
   // Binds every layer's mixer from the checkpoint, checking names and shapes; dimensions the
   // config leaves open (QRWKV6's LoRA ranks) are read from the tensors into c.
   virtual std::vector<std::shared_ptr<LayerMix>> bind(Config& c, const WeightStore& s) const = 0;
+
+  // Floats per token of the buffer that flows from layer to layer within a forward pass
+  // (LayerMix::forward's `across`); 0: none.
+  virtual int64_t across_width(const Config&) const { return 0; }
 
   // A layer's state for a sequence with no tokens yet.
   virtual void init_layer_state(const Config& c, LayerState& l) const = 0;
@@ -85,5 +90,6 @@ std::vector<const Architecture*> architectures();
 const Architecture& qrwkv6_architecture();
 const Architecture& qwen2_architecture();
 const Architecture& llama_architecture();
+const Architecture& qrwkv7_architecture();
 
 }  // namespace qrwkv

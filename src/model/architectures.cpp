@@ -14,6 +14,7 @@ const std::array<const Architecture*, kArchCount>& registry() {
       &qrwkv6_architecture(),
       &qwen2_architecture(),
       &llama_architecture(),
+      &qrwkv7_architecture(),
   };
   return all;
 }

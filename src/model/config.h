@@ -17,8 +17,9 @@ enum class Arch : uint32_t {
   QRWKV6 = 0,  // model_type "rwkv6qwen2": Qwen2 with RWKV-6 linear attention
   Qwen2 = 1,   // model_type "qwen2"
   Llama = 2,   // model_type "llama"
+  QRWKV7 = 3,  // model_type "rwkv7qwen2": Qwen2 with an RWKV-7 time mix
 };
-constexpr uint32_t kArchCount = 3;
+constexpr uint32_t kArchCount = 4;
 
 const char* arch_name(Arch a);  // the model_type string
 
@@ -49,12 +50,22 @@ struct Config {
   bool qkv_bias = false;  // q/k/v projections have biases (Qwen2, QRWKV6)
   bool o_bias = false;    // o_proj has a bias
   bool mlp_bias = false;  // gate/up/down have biases (LLaMA option)
-  RopeConfig rope;        // transformers only: QRWKV6 has no positions
+  RopeConfig rope;        // transformers, and QRWKV7 with use_rope: QRWKV6 has no positions
   int64_t max_position_embeddings = 0;
   // QRWKV6 LoRA ranks: Dm (token shift) and Dd (decay); 0 in config.json = take them from the
   // tensor shapes, which binding the weights does.
   int64_t lora_rank_tokenshift = 0;
   int64_t lora_rank_decay = 0;
+  // QRWKV7 (model/qrwkv7.cpp): its switches, as config.json names them, and the ranks of the
+  // in-context learning rate, value residual and gate LoRAs (the decay's is lora_rank_decay),
+  // always taken from the tensors.
+  bool use_rope = false;       // RoPE on r and k
+  bool balance_state = true;   // κ = normalize(k), k̃ = k ⊙ (1 − w + a); else k_k and k_a
+  bool groupnorm_att = false;  // per-head GroupNorm ln_x on the output; else · N^-½
+  int gate_rank_type = 2;      // 2: LoRA gate g1/g2; 1: a full gate Linear
+  int64_t lora_rank_iclr = 0;
+  int64_t lora_rank_value_residual_mix = 0;
+  int64_t lora_rank_gate = 0;
   std::vector<int64_t> eos_token_ids;
   int64_t bos_token_id = -1;  // -1: none
   std::string torch_dtype;    // as declared, informative only

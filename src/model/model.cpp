@@ -122,6 +122,9 @@ void forward_batch(const Model& m, std::span<SequenceInput> batch) {
   float* h = ws.take(Ttot * C);
   float* a = ws.take(Ttot * C);
   float* mix = ws.take(Ttot * C);
+  // What flows from layer to layer besides h (QRWKV7's v_first), if the architecture has it.
+  const int64_t across_width = m.arch().across_width(c);
+  float* across = across_width > 0 ? ws.take(Ttot * across_width) : nullptr;
   be.embed(w.embed_tokens, run.ids.data(), Ttot, h);
 
   for (int64_t l = 0; l < c.num_layers; ++l) {
@@ -136,7 +139,7 @@ void forward_batch(const Model& m, std::span<SequenceInput> batch) {
       State& st = *batch[b].state;
       run.seqs.push_back({run.offset[b], T, st.n_tokens, &st.layers[static_cast<size_t>(l)]});
     }
-    lw.mix->forward(be, ws, a, Ttot, run.seqs, mix);
+    lw.mix->forward(be, ws, a, Ttot, run.seqs, across, mix);
     be.add(h, mix, Ttot * C);
 
     // SwiGLU MLP: h += down(silu(gate(m)) ⊙ up(m)), m = RMSNorm(h).

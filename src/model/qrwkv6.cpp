@@ -56,7 +56,7 @@ struct TimeMix final : LayerMix {
   }
 
   void forward(Backend& be, Workspace& ws, const float* a, int64_t T,
-               std::span<const MixSequence> seqs, float* out) const override {
+               std::span<const MixSequence> seqs, float*, float* out) const override {
     const int64_t KVD = Hkv * N;
     ScopedBuffers buf(ws);
 

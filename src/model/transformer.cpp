@@ -115,7 +115,7 @@ struct Attention final : LayerMix {
   }
 
   void forward(Backend& be, Workspace& ws, const float* a, int64_t T,
-               std::span<const MixSequence> seqs, float* out) const override {
+               std::span<const MixSequence> seqs, float*, float* out) const override {
     const int64_t QD = H * D, KVD = Hkv * D;
     ScopedBuffers buf(ws);
     float* q = buf.take(T * QD);

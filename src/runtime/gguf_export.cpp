@@ -328,6 +328,9 @@ void export_gguf(const std::string& model_path, const std::string& out_path,
     c = load_config((fs::path(model_path) / "config.json").string());
     store = WeightStore::open(model_path);
   }
+  // llama.cpp has rwkv7 and arwkv7, but no rwkv7qwen2: nothing would read such a file.
+  if (c.arch == Arch::QRWKV7)
+    fail(model_path, "rwkv7qwen2 models have no GGUF architecture in llama.cpp to export to");
   const ModelWeights mw = bind_weights(c, store);  // checks every tensor; fills the LoRA ranks
   (void)mw;
 

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "backend/elementwise.h"
+#include "backend/wkv7.h"
 #include "io/error.h"
 #include "ops/panel.h"
 #include "ops/quant.h"
@@ -274,6 +275,20 @@ void CpuBackend::wkv(const WkvArgs& a) {
                          a.T, a.scale});
     }
   });
+}
+
+void CpuBackend::sigmoid(float* x, int64_t n) {
+  parallel(n, 4096, 4, [&](int64_t b, int64_t e, int) { elementwise::sigmoid(x, b, e); });
+}
+
+void CpuBackend::mul(float* o, const float* g, int64_t n) {
+  parallel(n, 4096, 1, [&](int64_t b, int64_t e, int) { elementwise::mul(o, g, b, e); });
+}
+
+// Heads are independent (their channels of v_first included): one range of heads per thread, on
+// the reference loops for now.
+void CpuBackend::wkv7(const Wkv7Args& a) {
+  pool_->parallel_for(a.H, 1, [&](int64_t h0, int64_t h1, int) { wkv7_reference(a, h0, h1); });
 }
 
 void CpuBackend::rope(float* x, int64_t T, int64_t n_heads, int64_t D, int64_t pos0,

@@ -54,6 +54,9 @@ class CpuBackend final : public HostBackend {
              float* one_minus_w, float* log_w) override;
   void gate(float* o, const float* g, int64_t n) override;
   void wkv(const WkvArgs& a) override;
+  void sigmoid(float* x, int64_t n) override;
+  void mul(float* o, const float* g, int64_t n) override;
+  void wkv7(const Wkv7Args& a) override;
 
   void rope(float* x, int64_t T, int64_t n_heads, int64_t D, int64_t pos0,
             const double* inv_freq) override;

@@ -6,6 +6,7 @@
 
 #include "backend/elementwise.h"
 #include "backend/wkv.h"
+#include "backend/wkv7.h"
 #include "io/error.h"
 #include "ops/panel.h"
 #include "ops/quant.h"
@@ -200,6 +201,12 @@ void RefBackend::wkv(const WkvArgs& a) {
                           a.T, a.scale});
   }
 }
+
+void RefBackend::sigmoid(float* x, int64_t n) { elementwise::sigmoid(x, 0, n); }
+
+void RefBackend::mul(float* o, const float* g, int64_t n) { elementwise::mul(o, g, 0, n); }
+
+void RefBackend::wkv7(const Wkv7Args& a) { wkv7_reference(a, 0, a.H); }
 
 void RefBackend::rope(float* x, int64_t T, int64_t n_heads, int64_t D, int64_t pos0,
                       const double* inv_freq) {
