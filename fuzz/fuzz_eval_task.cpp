@@ -7,6 +7,7 @@
 
 #include "io/error.h"
 #include "runtime/eval.h"
+#include "text/tok_utf8.h"
 
 using namespace qrwkv;
 
@@ -47,7 +48,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     for (const std::string& c : doc.choices) {
       g.continuations.push_back(std::vector<int32_t>(c.begin(), c.end()));
       s.push_back({-static_cast<double>(c.size() % 7) - 0.5, c.size() % 3 == 0});
-      (void)eval::utf8_length(c);
+      (void)tok::char_count(c);
     }
     if (doc.gold < 0 || static_cast<size_t>(doc.gold) >= std::max<size_t>(1, doc.choices.size()))
       __builtin_trap();

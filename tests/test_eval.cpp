@@ -13,6 +13,7 @@
 #include "runtime/loader.h"
 #include "tests/cli.h"
 #include "tests/expect.h"
+#include "text/tok_utf8.h"
 
 namespace qrwkv {
 namespace {
@@ -83,7 +84,7 @@ TEST(Eval, WorkedExamples) {
   EXPECT_EQ(eval::count_words("a b"), 2u);
   EXPECT_EQ(eval::count_words("a b "), 3u);
   EXPECT_EQ(eval::count_words("  a\n\n b"), 3u);
-  EXPECT_EQ(eval::utf8_length("caf\xC3\xA9"), 4u);
+  EXPECT_EQ(tok::char_count("caf\xC3\xA9"), 4u);
   const double x[] = {1, 0, 1, 1};
   const auto [mean, se] = eval::mean_stderr(x);
   EXPECT_DOUBLE_EQ(mean, 0.75);

@@ -19,6 +19,7 @@
 #include "backend/cpu/cpu_backend.h"
 #include "io/mapped_file.h"
 #include "model/model.h"
+#include "runtime/logprobs.h"
 #include "text/tokenizer.h"
 
 namespace qrwkv::app {
@@ -27,11 +28,7 @@ namespace {
 
 // log-softmax of one row of logits, in double.
 std::vector<double> log_softmax(const float* z, int64_t V) {
-  double mx = z[0];
-  for (int64_t v = 1; v < V; ++v) mx = std::max(mx, double{z[v]});
-  double s = 0;
-  for (int64_t v = 0; v < V; ++v) s += std::exp(z[v] - mx);
-  const double lse = mx + std::log(s);
+  const double lse = log_sum_exp({z, static_cast<size_t>(V)});
   std::vector<double> out(static_cast<size_t>(V));
   for (int64_t v = 0; v < V; ++v) out[v] = z[v] - lse;
   return out;

@@ -47,16 +47,24 @@ struct Point {
 
 }  // namespace
 
-void check_plotter(const std::string& svg_path) {
-  if (find_in_path("gnuplot").empty())
+namespace {
+
+// gnuplot's path; an Error naming `svg_path` when there is none.
+std::string gnuplot_path(const std::string& svg_path) {
+  const std::string p = find_in_path("gnuplot");
+  if (p.empty())
     fail(svg_path,
          "drawing a plot needs gnuplot, which is not in PATH (Debian: apt install gnuplot-nox; "
          "scripts/setup installs it)");
+  return p;
 }
 
+}  // namespace
+
+void check_plotter(const std::string& svg_path) { gnuplot_path(svg_path); }
+
 void plot_bench(const std::vector<nlohmann::ordered_json>& reports, const std::string& svg_path) {
-  check_plotter(svg_path);
-  const std::string gnuplot = find_in_path("gnuplot");
+  const std::string gnuplot = gnuplot_path(svg_path);
   std::vector<std::pair<std::string, std::vector<Point>>> series;
   for (const auto& r : reports) {
     std::vector<Point> pts;

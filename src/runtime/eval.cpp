@@ -9,6 +9,8 @@
 
 #include "io/error.h"
 #include "io/mapped_file.h"
+#include "runtime/logprobs.h"
+#include "text/tok_utf8.h"
 
 namespace qrwkv::eval {
 
@@ -16,14 +18,8 @@ namespace {
 
 // log P(token) under softmax(z), and whether the token is the argmax (lowest id among ties).
 std::pair<double, bool> token_score(std::span<const float> z, int32_t token) {
-  size_t best = 0;
-  for (size_t v = 1; v < z.size(); ++v)
-    if (z[v] > z[best]) best = v;
-  double s = 0;
-  const double mx = z[best];
-  for (float v : z) s += std::exp(double{v} - mx);
-  const double lp = double{z[static_cast<size_t>(token)]} - mx - std::log(s);
-  return {lp, best == static_cast<size_t>(token)};
+  const auto best = std::max_element(z.begin(), z.end()) - z.begin();  // first of equal maxima
+  return {double{z[static_cast<size_t>(token)]} - log_sum_exp(z), best == token};
 }
 
 // A sequence being fed in chunks: its state, the tokens still to feed, and where the logits of
@@ -360,12 +356,6 @@ std::pair<double, double> mean_stderr(std::span<const double> x) {
   return {mean, std::sqrt(ss / (n - 1)) / std::sqrt(n)};
 }
 
-size_t utf8_length(std::string_view s) {
-  size_t n = 0;
-  for (char c : s) n += (static_cast<unsigned char>(c) & 0xC0) != 0x80;
-  return n;
-}
-
 size_t count_words(std::string_view s) {
   // re.split(r"\s+", s) has one more piece than there are whitespace runs (empty pieces at the
   // ends included).
@@ -413,7 +403,7 @@ std::vector<Metric> task_metrics(const Task& t, const TaskRequests& r,
     size_t best = 0, best_norm = 0;
     auto norm = [&](size_t c) {
       return scores[g][c].logprob /
-             static_cast<double>(std::max<size_t>(1, utf8_length(d.choices[c])));
+             static_cast<double>(std::max<size_t>(1, tok::char_count(d.choices[c])));
     };
     for (size_t c = 1; c < d.choices.size(); ++c) {
       if (scores[g][c].logprob > scores[g][best].logprob) best = c;

@@ -131,8 +131,6 @@ TaskRun run_task(const Model& m, const Tokenizer& tok, int32_t prefix, const Tas
 // Mean and lm-eval's standard error of the mean (sample standard deviation / √n).
 std::pair<double, double> mean_stderr(std::span<const double> x);
 
-// Number of UTF-8 characters of a text (lm-eval's len() of a Python string).
-size_t utf8_length(std::string_view s);
 // Words as lm-eval counts them: len(re.split(r"\s+", text)).
 size_t count_words(std::string_view s);
 

@@ -28,6 +28,7 @@
 #include "server/scheduler.h"
 #include "server/tool_calls.h"
 #include "text/chat_template.h"
+#include "text/tok_utf8.h"
 #include "text/tokenizer.h"
 
 namespace qrwkv::server {
@@ -146,14 +147,6 @@ uint64_t model_key(const std::string& dir, const Config& c, const std::string& v
   return h;
 }
 
-// UTF-8 code points in `s` (continuation bytes not counted): the unit of the legacy API's
-// text_offset, which counts characters of the returned text.
-int64_t code_points(std::string_view s) {
-  int64_t n = 0;
-  for (char c : s) n += (static_cast<unsigned char>(c) & 0xC0) != 0x80;
-  return n;
-}
-
 // A token of a logprobs object; `lp` is null for the first echoed prompt token, which nothing
 // predicts.
 struct LpToken {
@@ -171,7 +164,7 @@ ojson completion_logprobs(const Tokenizer& tok, std::span<const LpToken> tokens,
     const std::string text = tok.decode_bytes({&t.id, 1});
     strs.push_back(text);
     offsets.push_back(offset);
-    offset += code_points(text);
+    offset += static_cast<int64_t>(tok::char_count(text));  // text_offset counts characters
     if (t.lp == nullptr) {
       lps.push_back(nullptr);
       tops.push_back(nullptr);
@@ -460,7 +453,7 @@ struct HttpServer::Impl {
             const std::string first = so.echo && !j.prompt_logprobs ? so.echo_text : "";
             for (int i = 0; i < j.n; ++i) {
               out += chunk(ojson::array({choice(i, &first, "", true)}));
-              st->offsets[static_cast<size_t>(i)] = code_points(first);
+              st->offsets[static_cast<size_t>(i)] = static_cast<int64_t>(tok::char_count(first));
             }
           }
           std::vector<Event> ev;

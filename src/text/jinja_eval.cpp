@@ -114,7 +114,7 @@ int64_t Evaluator::length(const Value& v, int line) {
     case Value::Type::kUndefined:
       return 0;
     case Value::Type::kStr:
-      return static_cast<int64_t>(u8_length(v.s));
+      return static_cast<int64_t>(tok::char_count(v.s));
     case Value::Type::kList:
       if (v.lazy) fail(line, "object of type 'generator' has no len()");
       return static_cast<int64_t>(v.list->size());

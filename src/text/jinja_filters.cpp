@@ -536,7 +536,7 @@ Value f_center(Evaluator& ev, const Value& v, CallArgs& args, int line) {
   auto a = bind(ev, args, {"width"}, "center", line);
   int64_t width = int_arg(ev, a[0], 80, "center", line);
   std::string s = to_str(v);
-  int64_t len = static_cast<int64_t>(u8_length(s));
+  int64_t len = static_cast<int64_t>(tok::char_count(s));
   if (width <= len) return Value::str(s);
   ev.check_size(static_cast<size_t>(width), line);
   int64_t marg = width - len;

@@ -196,7 +196,7 @@ std::string percent_format(Evaluator& ev, const std::string& fmt, const Value& a
     } else {
       ev.fail(line, std::string("unsupported format character '") + conv + "'");
     }
-    size_t len = u8_length(piece);
+    size_t len = tok::char_count(piece);
     if (static_cast<size_t>(width) > len) {
       std::string pad(static_cast<size_t>(width) - len,
                       flags.find('0') != std::string::npos &&
@@ -285,7 +285,7 @@ Value str_list(const std::vector<std::string>& parts) {
 int64_t cp_find(const std::string& s, const std::string& sub, bool reverse) {
   size_t hit = reverse ? s.rfind(sub) : s.find(sub);
   if (hit == std::string::npos) return -1;
-  return static_cast<int64_t>(u8_length(std::string_view(s).substr(0, hit)));
+  return static_cast<int64_t>(tok::char_count(std::string_view(s).substr(0, hit)));
 }
 
 // ---- methods of str ----
@@ -427,7 +427,7 @@ Value s_index(Evaluator& ev, const Value& self, CallArgs& args, int line) {
 Value s_count(Evaluator& ev, const Value& self, CallArgs& args, int line) {
   const std::string& s = self.s;
   const std::string& sub = sub_arg(ev, args, line, "count");
-  if (sub.empty()) return Value::integer(static_cast<int64_t>(u8_length(s)) + 1);
+  if (sub.empty()) return Value::integer(static_cast<int64_t>(tok::char_count(s)) + 1);
   int64_t n = 0;
   for (size_t p = s.find(sub); p != std::string::npos; p = s.find(sub, p + sub.size())) ++n;
   return Value::integer(n);

@@ -43,13 +43,6 @@ std::string to_u8(std::u32string_view s) {
   return out;
 }
 
-size_t u8_length(std::string_view s) {
-  size_t n = 0;
-  for (unsigned char c : s)
-    if ((c & 0xC0) != 0x80) ++n;
-  return n;
-}
-
 bool is_ascii(std::string_view s) {
   for (unsigned char c : s)
     if (c >= 0x80) return false;

@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "text/jinja_internal.h"
+#include "text/tok_utf8.h"
 
 namespace qrwkv::jinja::detail {
 
@@ -14,7 +15,6 @@ namespace qrwkv::jinja::detail {
 std::u32string to_u32(std::string_view s);
 std::string to_u8(std::u32string_view s);
 void append_u8(std::string& out, char32_t cp);
-size_t u8_length(std::string_view s);
 bool is_ascii(std::string_view s);
 
 bool py_isspace(char32_t c);

@@ -48,6 +48,12 @@ size_t sequence_at(std::string_view s, size_t i, size_t& subpart, bool& incomple
 
 }  // namespace
 
+size_t char_count(std::string_view s) {
+  size_t n = 0;
+  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+  return n;
+}
+
 bool is_valid(std::string_view s) {
   size_t i = 0;
   const size_t n = s.size();

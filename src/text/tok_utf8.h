@@ -12,6 +12,10 @@ namespace qrwkv::tok {
 
 bool is_valid(std::string_view s);
 
+// Characters of UTF-8 text, as Python's len() counts a str: every byte that does not continue a
+// character (ill-formed bytes count one each).
+size_t char_count(std::string_view s);
+
 // Appends `s` to `out` with each maximal ill-formed subsequence replaced by U+FFFD. When `final`
 // is false, a trailing sequence that is only incomplete (it could still become a character) is
 // left unconsumed. Returns the number of bytes consumed.
