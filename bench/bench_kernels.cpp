@@ -12,6 +12,7 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "backend/wkv.h"
+#include "backend/wkv7.h"
 #include "ops/quant.h"
 
 namespace {
@@ -145,6 +146,48 @@ void BM_Wkv(benchmark::State& state) {
   state.SetLabel(form == 0 ? "recurrent" : form == 1 ? "chunked" : "fused");
 }
 BENCHMARK(BM_Wkv)->Args({512, 0})->Args({512, 1})->Args({512, 2});
+
+// The QRWKV7 delta rule of one head (N 64, the head size of Qwen2.5) over T tokens: the plain
+// recurrence, the chunked form and the recurrence on the level's vector kernels, as the CPU
+// backend runs it.
+void BM_Wkv7(benchmark::State& state) {
+  const int64_t T = state.range(0), N = 64;
+  const int64_t form = state.range(1);
+  std::vector<float> r(T * N, 0.08f), k(T * N, 0.2f), v(T * N, 0.3f), d(T * N, 0.1f),
+      a(T * N, -0.5f), nu(T * N, 0.2f), vf(T * N, 0.1f), y(T * N), S(N * N, 0.0f), ones(N, 1.0f),
+      zeros(N, 0.0f);
+  auto vec = [](std::vector<float>& x) {
+    return Tensor{"v",
+                  DType::F32,
+                  {static_cast<int64_t>(x.size())},
+                  reinterpret_cast<const uint8_t*>(x.data())};
+  };
+  const Tensor w0 = vec(zeros), a0 = vec(zeros), v0 = vec(ones), k_k = vec(ones), k_a = vec(ones),
+               ln_w = vec(ones), ln_b = vec(zeros);
+  const Wkv7Args p{r.data(), k.data(), v.data(), d.data(), a.data(), nu.data(), &w0,
+                   &a0,      &v0,      &k_k,     &k_a,     &ln_w,    &ln_b,     vf.data(),
+                   T,        1,        1,        N,        S.data(), y.data()};
+  const cpu::Kernels& kernels = cpu::kernels_for(cpu::default_isa());
+  Wkv7Token x;
+  float yh[kWkv7MaxHead];
+  for (auto _ : state) {
+    if (form == 0) {
+      wkv7_reference(p, 0, 1);
+    } else if (form == 1) {
+      wkv7_chunked(p, 0, 1);
+    } else {
+      for (int64_t t = 0; t < T; ++t) {
+        kernels.wkv7_token(p, t, 0, x);
+        kernels.wkv7_step(p.S, N, x, p.r + t * N, yh);
+        wkv7_output(p, t, 0, yh);
+      }
+    }
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.SetItemsProcessed(state.iterations() * T);
+  state.SetLabel(form == 0 ? "recurrent" : form == 1 ? "chunked" : "vector");
+}
+BENCHMARK(BM_Wkv7)->Args({512, 0})->Args({512, 1})->Args({512, 2});
 
 }  // namespace
 

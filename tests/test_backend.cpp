@@ -16,6 +16,7 @@
 #include "backend/cpu/cpu_backend.h"
 #include "backend/ref/ref_backend.h"
 #include "backend/wkv.h"
+#include "backend/wkv7.h"
 #include "io/error.h"
 #include "ops/panel.h"
 #include "ops/quant.h"
@@ -385,8 +386,35 @@ TEST_P(CpuBackendLevel, ElementwiseStagesEqualReferenceExactly) {
       y = a;
       b.mul(y.data(), d0.data(), n);
     });
-    // The QRWKV7 time mix on every head, both variants, with GQA and a value residual: the CPU
-    // backend splits the heads across threads and must give the reference's values exactly.
+    both([&](Backend& b, std::vector<float>& y) {
+      std::vector<int64_t> rows;
+      for (int64_t t = T - 1; t >= 0; t -= 2) rows.push_back(t);
+      b.gather_rows(a.data(), C, rows.data(), static_cast<int64_t>(rows.size()), y.data());
+    });
+  }
+}
+
+// The QRWKV7 time mix on every head, both variants, with GQA and a value residual, small (one
+// thread) and large: the CPU backend splits the heads across threads and runs the state's update
+// and its per-token values in the level's vector kernels (polynomial exp, fused multiply-adds,
+// sums in another order), so it equals the reference to float32 rounding; v_first (layer 0's
+// values, copied) exactly.
+TEST_P(CpuBackendLevel, Wkv7EqualsReferenceToRounding) {
+  CpuBackend be = cpu(3);
+  RefBackend ref;
+  for (const int64_t T : {1, 3, 300}) {
+    const int64_t C = 136, n = T * C;  // 8 heads of 17: an odd head size
+    SCOPED_TRACE("T=" + std::to_string(T));
+    const auto a = random_vec(n, 1), d0 = random_vec(n, 2), m = random_vec(T * (C + 1), 3);
+    auto near = [&](auto op) {
+      std::vector<float> x(static_cast<size_t>(n)), y(x.size());
+      op(static_cast<Backend&>(ref), x);
+      op(static_cast<Backend&>(be), y);
+      ASSERT_EQ(x.size(), y.size());
+      EXPECT_LT(rel_diff(y, x), 2e-6);
+      // v_first (the last n values) comes from the shared per-token code: exactly equal.
+      EXPECT_TRUE(std::equal(x.end() - n, x.end(), y.end() - n));
+    };
     for (const bool classic : {true, false}) {
       const int64_t H = 8, Hkv = 2, N = C / H;
       const auto k = random_vec(T * Hkv * N, 11), v = random_vec(T * Hkv * N, 12);
@@ -400,7 +428,7 @@ TEST_P(CpuBackendLevel, ElementwiseStagesEqualReferenceExactly) {
       const Tensor k_k = f32_tensor(kk, {C}), k_a = f32_tensor(ka, {C});
       const Tensor ln_w = f32_tensor(lw, {C}), ln_b = f32_tensor(lb, {C});
       for (const bool layer0 : {true, false})
-        both([&](Backend& b, std::vector<float>& y) {
+        near([&](Backend& b, std::vector<float>& y) {
           std::vector<float> vf = vf0, S = S0;
           b.wkv7(Wkv7Args{a.data(),
                           k.data(),
@@ -426,11 +454,6 @@ TEST_P(CpuBackendLevel, ElementwiseStagesEqualReferenceExactly) {
           y.insert(y.end(), vf.begin(), vf.end());
         });
     }
-    both([&](Backend& b, std::vector<float>& y) {
-      std::vector<int64_t> rows;
-      for (int64_t t = T - 1; t >= 0; t -= 2) rows.push_back(t);
-      b.gather_rows(a.data(), C, rows.data(), static_cast<int64_t>(rows.size()), y.data());
-    });
   }
 }
 
@@ -732,6 +755,92 @@ TEST(Wkv, ChunkedAndFusedEqualRecurrentWithExtremeDecays) {
       check(o, S, std::string("fused ") + cpu::isa_name(isa));
     }
   }
+}
+
+// The chunked delta rule and every level's vector kernel against the recurrence on 333 tokens
+// (partial last chunk) from a random state, in QRWKV7's extremes: one head at the fastest decay
+// (w = e^−0.607 on every channel, where e^{−Γ} reaches e^{9.7} within a chunk) with in-context
+// learning rates a ≈ 1 (the removal takes out almost all that κ reads), one with decays spread
+// over the whole range and random rates; both variants; head sizes up to 128.
+TEST(Wkv7, ChunkedAndVectorEqualRecurrenceInTheExtremes) {
+  for (const int64_t N : {16, 17, 64, 128})
+    for (const bool classic : {true, false}) {
+      const int64_t T = 333, H = 2, Hkv = 1, C = H * N, KVD = Hkv * N;
+      SCOPED_TRACE("N=" + std::to_string(N) + (classic ? " classic" : " balance"));
+      std::mt19937 rng(static_cast<uint32_t>(N));
+      std::uniform_real_distribution<float> u(-1.0f, 1.0f), wide(-12.0f, 12.0f);
+      std::vector<float> r(T * C), k(T * KVD), v(T * KVD), d(T * C), a(T * C), nu(T * C), vf(T * C);
+      for (auto* x : {&r, &k, &v, &nu, &vf})
+        for (float& e : *x) e = u(rng);
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t c = 0; c < C; ++c) {
+          const bool fast = c < N;  // head 0
+          d[t * C + c] = fast ? 40.0f : wide(rng);
+          a[t * C + c] = fast ? 16.0f : wide(rng);
+        }
+      std::vector<float> zero(C, 0.0f), kk(C), ka(C), lw(C), lb(C);
+      for (int64_t c = 0; c < C; ++c) {
+        kk[c] = 0.5f + u(rng);
+        ka[c] = 1.0f + 0.5f * u(rng);
+        lw[c] = 1.0f + 0.3f * u(rng);
+        lb[c] = 0.1f * u(rng);
+      }
+      const Tensor w0 = f32_tensor(zero, {C}), a0 = f32_tensor(zero, {C}),
+                   v0 = f32_tensor(zero, {C}), none;
+      const Tensor k_k = f32_tensor(kk, {C}), k_a = f32_tensor(ka, {C});
+      const Tensor ln_w = f32_tensor(lw, {C}), ln_b = f32_tensor(lb, {C});
+      std::vector<float> S_init(H * N * N);
+      for (float& x : S_init) x = u(rng);
+      auto args = [&](std::vector<float>& S, std::vector<float>& y) {
+        return Wkv7Args{r.data(),
+                        k.data(),
+                        v.data(),
+                        d.data(),
+                        a.data(),
+                        nu.data(),
+                        &w0,
+                        &a0,
+                        &v0,
+                        classic ? &k_k : &none,
+                        classic ? &k_a : &none,
+                        classic ? &ln_w : &none,
+                        classic ? &ln_b : &none,
+                        vf.data(),
+                        T,
+                        H,
+                        Hkv,
+                        N,
+                        S.data(),
+                        y.data()};
+      };
+      std::vector<float> y_ref(T * C), S_ref = S_init;
+      wkv7_reference(args(S_ref, y_ref), 0, H);
+      auto check = [&](const std::vector<float>& y, const std::vector<float>& S,
+                       const std::string& what) {
+        for (float x : y) ASSERT_TRUE(std::isfinite(x)) << what;
+        EXPECT_LT(rel_diff(y, y_ref), 1e-5) << what;
+        EXPECT_LT(rel_diff(S, S_ref), 1e-5) << what;
+      };
+      {
+        std::vector<float> y(T * C, NAN), S = S_init;
+        wkv7_chunked(args(S, y), 0, H);
+        check(y, S, "chunked");
+      }
+      for (cpu::Isa isa : cpu::kAllIsas) {
+        if (isa > cpu::max_isa()) continue;
+        std::vector<float> y(T * C, NAN), S = S_init;
+        const Wkv7Args p = args(S, y);
+        Wkv7Token x;
+        float yh[kWkv7MaxHead];
+        for (int64_t t = 0; t < T; ++t)
+          for (int64_t h = 0; h < H; ++h) {
+            cpu::kernels_for(isa).wkv7_token(p, t, h, x);
+            cpu::kernels_for(isa).wkv7_step(p.S + h * N * N, N, x, p.r + t * C + h * N, yh);
+            wkv7_output(p, t, h, yh);
+          }
+        check(y, S, std::string("vector ") + cpu::isa_name(isa));
+      }
+    }
 }
 
 }  // namespace

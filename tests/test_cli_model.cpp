@@ -72,6 +72,23 @@ TEST(CliSynth, TruncatedShapeLoadsWithItsWidths) {
   EXPECT_THAT(r.err, HasSubstr("--layers must be between 1 and 80 for qwen2.5-72b"));
 }
 
+// synth --arch rwkv7qwen2 writes the classic QRWKV7 variant with the default LoRA ranks of the
+// width, which the engine loads and runs.
+TEST(CliSynth, Qrwkv7ShapeLoadsAndRuns) {
+  const std::string dir = test::temp_dir() + "/synth7";
+  auto r = run_cli(
+      {"synth", "--shape", "qwen2.5-0.5b", "--arch", "rwkv7qwen2", "--layers", "1", "-o", dir});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_cli({"info", "-m", dir});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("architecture:     rwkv7qwen2"));
+  EXPECT_THAT(r.out, HasSubstr("variant:          classic (GroupNorm output), RoPE on r and k"));
+  // 896^0.5·1.8/32 = 1.7 → 64; 896^0.5·1.3/32 = 1.2 → 32; 896^0.8·0.6/32 = 4.3 → 128.
+  EXPECT_THAT(r.out, HasSubstr("lora ranks:       decay 64, iclr 64, value residual 32, gate 128"));
+  r = run_cli({"generate-ids", "-m", dir, "--tokens", "1 2 3", "-n", "3"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+}
+
 // bench reports both tests with positive rates, the measured bandwidth and compute peaks, and the
 // bound of prompt processing at this level.
 TEST(CliBench, ReportsRatesAndTheMachinesBounds) {

@@ -3,6 +3,7 @@
 // machine's measured memory bandwidth).
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -11,6 +12,7 @@
 #include <fstream>
 #include <numeric>
 #include <sstream>
+#include <tuple>
 
 #include "apps/qrwkv/args.h"
 #include "apps/qrwkv/command.h"
@@ -30,7 +32,7 @@ struct Shape {
   const char* name;
   int64_t C, L, H, Hkv, F, V;
   double eps;
-  bool tied;  // the transformer's tying; QRWKV6 conversions untie
+  bool tied;  // the transformer's tying; the conversions untie
 };
 
 constexpr Shape kShapes[] = {
@@ -57,16 +59,26 @@ struct XorShift {
 struct Spec {
   std::string name;
   std::vector<int64_t> shape;
-  enum Fill { Random, Ones, Zeros, Decay } fill = Random;
+  enum Fill { Random, Ones, Zeros, Decay, Decay7 } fill = Random;
   float scale = 0.02f;
 };
 
-std::vector<Spec> tensor_specs(const Shape& s, bool rwkv, int64_t Dm, int64_t Dd) {
+// The architectures synth writes.
+enum class SynthArch { Qwen2, Qrwkv6, Qrwkv7 };
+
+// QRWKV7's LoRA ranks for width C: max(1, round(C^e·m/32))·32 (configuration_rwkv7qwen2.py).
+int64_t lora7(int64_t C, double e, double m) {
+  return std::max<int64_t>(1, std::llround(std::pow(static_cast<double>(C), e) * m / 32.0)) * 32;
+}
+
+// Dm, Dd: QRWKV6's token-shift and decay LoRA ranks; QRWKV7's come from lora7.
+std::vector<Spec> tensor_specs(const Shape& s, SynthArch arch, int64_t Dm, int64_t Dd) {
   const int64_t C = s.C, KV = s.Hkv * (s.C / s.H), F = s.F, V = s.V;
+  const bool rwkv = arch == SynthArch::Qrwkv6, rwkv7 = arch == SynthArch::Qrwkv7;
   std::vector<Spec> t;
   t.push_back({"model.embed_tokens.weight", {V, C}});
   t.push_back({"model.norm.weight", {C}, Spec::Ones});
-  if (rwkv || !s.tied) t.push_back({"lm_head.weight", {V, C}});
+  if (rwkv || rwkv7 || !s.tied) t.push_back({"lm_head.weight", {V, C}});
   for (int64_t l = 0; l < s.L; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     const std::string a = p + "self_attn.";
@@ -90,6 +102,24 @@ std::vector<Spec> tensor_specs(const Shape& s, bool rwkv, int64_t Dm, int64_t Dd
       t.push_back({a + "time_decay_w2", {Dd, C}, Spec::Random, 0.01f});
       t.push_back({a + "gate.weight", {C, C}});
     }
+    if (rwkv7) {
+      // The classic variant (k_k, k_a, GroupNorm) with the LoRA gate.
+      const int64_t Dw = lora7(C, 0.5, 1.8), Da = lora7(C, 0.5, 1.8), Dv = lora7(C, 0.5, 1.3),
+                    Dg = lora7(C, 0.8, 0.6);
+      t.push_back({a + "w0", {1, 1, C}, Spec::Decay7});
+      t.push_back({a + "a0", {1, 1, C}, Spec::Random, 0.5f});
+      t.push_back({a + "v0", {1, 1, C}, Spec::Random, 0.5f});
+      for (auto [n1, n2, D] : {std::tuple{"w1", "w2", Dw}, std::tuple{"a1", "a2", Da},
+                               std::tuple{"v1", "v2", Dv}, std::tuple{"g1", "g2", Dg}}) {
+        t.push_back({a + n1, {C, D}, Spec::Random, 0.01f});
+        t.push_back({a + n2, {D, C}, Spec::Random, 0.01f});
+      }
+      t.push_back({a + "k_k", {1, 1, C}, Spec::Random, 0.5f});
+      t.push_back({a + "k_a", {1, 1, C}, Spec::Ones});
+      t.push_back({a + "r_k", {s.H, C / s.H}, Spec::Zeros});
+      t.push_back({a + "ln_x.weight", {C}, Spec::Ones});
+      t.push_back({a + "ln_x.bias", {C}, Spec::Zeros});
+    }
     t.push_back({p + "mlp.gate_proj.weight", {F, C}});
     t.push_back({p + "mlp.up_proj.weight", {F, C}});
     t.push_back({p + "mlp.down_proj.weight", {C, F}});
@@ -98,11 +128,15 @@ std::vector<Spec> tensor_specs(const Shape& s, bool rwkv, int64_t Dm, int64_t Dd
 }
 
 int run_synth(int argc, char** argv) {
-  Args a("synth", "--shape NAME --arch rwkv6qwen2|qwen2 [--dtype bf16|f16|f32] [--layers N] -o DIR",
+  Args a("synth",
+         "--shape NAME --arch rwkv6qwen2|rwkv7qwen2|qwen2 [--dtype bf16|f16|f32] [--layers N] -o "
+         "DIR",
          {{{"--shape"},
            "NAME",
            "qwen2.5-0.5b, qwen2.5-1.5b, qwen2.5-7b, qwen2.5-14b, qwen2.5-32b or qwen2.5-72b"},
-          {{"--arch"}, "ARCH", "rwkv6qwen2 (QRWKV6, untied head) or qwen2"},
+          {{"--arch"},
+           "ARCH",
+           "rwkv6qwen2 (QRWKV6), rwkv7qwen2 (QRWKV7: classic, RoPE; both untied) or qwen2"},
           {{"--layers"}, "N", "only the first N layers (a truncated model; default all)"},
           {{"--dtype"}, "TYPE", "storage dtype: bf16 (default), f16 or f32"},
           {{"-s", "--seed"}, "N", "random seed (default 1)"},
@@ -123,7 +157,8 @@ int run_synth(int argc, char** argv) {
     truncated.L = n;
   }
   const Shape* shape = &truncated;
-  if (arch != "rwkv6qwen2" && arch != "qwen2") throw UsageError("unknown --arch '" + arch + "'");
+  if (arch != "rwkv6qwen2" && arch != "rwkv7qwen2" && arch != "qwen2")
+    throw UsageError("unknown --arch '" + arch + "'");
   DType dt = DType::BF16;
   if (dts == "f16")
     dt = DType::F16;
@@ -131,13 +166,17 @@ int run_synth(int argc, char** argv) {
     dt = DType::F32;
   else if (dts != "bf16")
     throw UsageError("unknown --dtype '" + dts + "'");
-  const bool rwkv = arch == "rwkv6qwen2";
+  const bool rwkv = arch == "rwkv6qwen2", rwkv7 = arch == "rwkv7qwen2";
+  const SynthArch sa = rwkv ? SynthArch::Qrwkv6 : rwkv7 ? SynthArch::Qrwkv7 : SynthArch::Qwen2;
   // The historical LoRA ranks of QRWKV6 conversions for this width.
   const int64_t Dm = shape->C < 4096 ? 32 : 64, Dd = shape->C < 4096 ? 64 : 128;
 
   std::filesystem::create_directories(out);
   nlohmann::ordered_json cfg = {
-      {"architectures", {rwkv ? "RWKV6Qwen2ForCausalLM" : "Qwen2ForCausalLM"}},
+      {"architectures",
+       {rwkv    ? "RWKV6Qwen2ForCausalLM"
+        : rwkv7 ? "RWKV7Qwen2ForCausalLM"
+                : "Qwen2ForCausalLM"}},
       {"model_type", arch},
       {"hidden_size", shape->C},
       {"num_hidden_layers", shape->L},
@@ -149,7 +188,7 @@ int run_synth(int argc, char** argv) {
       {"hidden_act", "silu"},
       {"rope_theta", 1000000.0},
       {"max_position_embeddings", 32768},
-      {"tie_word_embeddings", rwkv ? false : shape->tied},
+      {"tie_word_embeddings", rwkv || rwkv7 ? false : shape->tied},
       {"torch_dtype", dts == "bf16"  ? "bfloat16"
                       : dts == "f16" ? "float16"
                                      : "float32"},
@@ -161,13 +200,23 @@ int run_synth(int argc, char** argv) {
     cfg["lora_rank_tokenshift"] = Dm;
     cfg["lora_rank_decay"] = Dd;
   }
+  if (rwkv7) {
+    cfg["head_dim"] = shape->C / shape->H;
+    cfg["attention_bias"] = true;
+    cfg["attention_output_bias"] = false;
+    cfg["use_rope"] = true;
+    cfg["balance_state"] = false;
+    cfg["groupnorm_att"] = true;
+    cfg["gate_rank_type"] = 2;
+    cfg["num_attention_layers"] = 0;
+  }
   {
     const std::string text = cfg.dump(2) + "\n";
     write_file_atomic(out + "/config.json", text.data(), text.size());
   }
 
   // Streams the tensors into the file one at a time: a 7B checkpoint never sits in memory.
-  const auto specs = tensor_specs(*shape, rwkv, Dm, Dd);
+  const auto specs = tensor_specs(*shape, sa, Dm, Dd);
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   uint64_t offset = 0;
   for (const auto& s : specs) {
@@ -210,6 +259,12 @@ int run_synth(int argc, char** argv) {
             // slow channels.
             const double x = static_cast<double>(i) / static_cast<double>(n - 1);
             v = static_cast<float>(-6.0 + 5.0 * std::pow(x, 0.7 + 1.3 * 0.5));
+            break;
+          }
+          case Spec::Decay7: {
+            // QRWKV7's initial decay pre-activations (nets.h, make_student7), a middle layer's.
+            const double x = static_cast<double>(i) / static_cast<double>(n - 1);
+            v = static_cast<float>(-6.5 + 5.0 * std::pow(x, 0.85 + std::sqrt(0.5)));
             break;
           }
         }

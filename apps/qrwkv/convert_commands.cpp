@@ -401,16 +401,30 @@ int run_convert(int argc, char** argv) {
       {{"--stage3-seq-len"}, "N", "stage 3: tokens per sequence (default 4x --seq-len)"});
   flags.push_back({{"--freeze-mlp-emb"}, "", "stage 2 leaves MLPs, embeddings and lm_head frozen"});
   flags.push_back(
-      {{"--lora-tokenshift"}, "N", "token-shift LoRA rank (default 32, 64 from hidden 4096)"});
-  flags.push_back({{"--lora-decay"}, "N", "decay LoRA rank (default 64, 128 from hidden 4096)"});
+      {{"--arch"}, "NAME", "the student: rwkv6qwen2 (QRWKV6, default) or rwkv7qwen2 (QRWKV7)"});
+  flags.push_back({{"--variant"},
+                   "NAME",
+                   "rwkv7qwen2: classic (k_k/k_a, GroupNorm; default) or balance (balance state)"});
+  flags.push_back({{"--rope"}, "on|off", "rwkv7qwen2: RoPE on r and k (default on)"});
+  flags.push_back({{"--lora-tokenshift"},
+                   "N",
+                   "rwkv6qwen2: token-shift LoRA rank (default 32, 64 from hidden 4096)"});
+  flags.push_back({{"--lora-decay"},
+                   "N",
+                   "decay LoRA rank (rwkv6qwen2: default 64, 128 from hidden 4096; rwkv7qwen2: "
+                   "round(1.8·√C/32)·32)"});
+  flags.push_back({{"--lora-iclr"}, "N", "rwkv7qwen2: learning-rate LoRA rank"});
+  flags.push_back({{"--lora-value"}, "N", "rwkv7qwen2: value-residual LoRA rank"});
+  flags.push_back({{"--lora-gate"}, "N", "rwkv7qwen2: gate LoRA rank"});
   flags.push_back({{"--eval-task"},
                    "FILE",
                    "a task file of `qrwkv eval` (repeatable): the teacher and the student after "
                    "each stage are scored on it, and a table compares them at the end"});
   Args args(
       "convert",
-      "-m TEACHER --data FILE -o DIR [--stages 1,2,3] [--stage1-tokens N] [--stage2-tokens N] "
-      "[--seq-len N] [--batch N] [--nproc N] [--resume]",
+      "-m TEACHER --data FILE -o DIR [--arch rwkv6qwen2|rwkv7qwen2] [--variant classic|balance] "
+      "[--rope on|off] [--stages 1,2,3] [--stage1-tokens N] [--stage2-tokens N] [--seq-len N] "
+      "[--batch N] [--nproc N] [--resume]",
       flags);
   args.parse(argc, argv);
   configure_math_libraries(argc, argv);
@@ -431,9 +445,27 @@ int run_convert(int argc, char** argv) {
   if (o.stage3_seq_len != 0 && o.stage3_seq_len < 2)
     throw UsageError("--stage3-seq-len must be at least 2");
   o.freeze_mlp_embeddings = args.has("--freeze-mlp-emb");
+  o.arch = args.get("--arch", "rwkv6qwen2");
+  if (o.arch != "rwkv6qwen2" && o.arch != "rwkv7qwen2")
+    throw UsageError("--arch takes rwkv6qwen2 or rwkv7qwen2");
+  const bool v7 = o.arch == "rwkv7qwen2";
+  for (const char* f : {"--variant", "--rope", "--lora-iclr", "--lora-value", "--lora-gate"})
+    if (!v7 && args.has(f)) throw UsageError(std::string(f) + " is for --arch rwkv7qwen2");
+  if (v7 && args.has("--lora-tokenshift"))
+    throw UsageError("--lora-tokenshift is for --arch rwkv6qwen2 (QRWKV7 has no token shift)");
+  o.variant = args.get("--variant", "classic");
+  if (o.variant != "classic" && o.variant != "balance")
+    throw UsageError("--variant takes classic or balance");
+  const std::string rope = args.get("--rope", "on");
+  if (rope != "on" && rope != "off") throw UsageError("--rope takes on or off");
+  o.rope = rope == "on";
   o.lora_tokenshift = args.get_int("--lora-tokenshift", 0);
   o.lora_decay = args.get_int("--lora-decay", 0);
-  if (o.lora_tokenshift < 0 || o.lora_decay < 0) throw UsageError("LoRA ranks must be positive");
+  o.lora_iclr = args.get_int("--lora-iclr", 0);
+  o.lora_value = args.get_int("--lora-value", 0);
+  o.lora_gate = args.get_int("--lora-gate", 0);
+  for (int64_t r : {o.lora_tokenshift, o.lora_decay, o.lora_iclr, o.lora_value, o.lora_gate})
+    if (r < 0) throw UsageError("LoRA ranks must be positive");
   if (const int64_t n = launcher_processes(args, o.data)) return launch(argc, argv, n);
   // Task evaluations (qrwkv eval's) of the teacher and of the student after each stage, run by
   // the inference engine on the stage's weights.

@@ -57,8 +57,6 @@ Net load_net(const std::string& dir, at::Device device) {
   if (!fs::is_directory(dir)) fail(dir, "model directory does not exist");
   Net net;
   net.config = load_config((fs::path(dir) / "config.json").string());
-  if (net.config.arch == Arch::QRWKV7)
-    fail(dir, "rwkv7qwen2 models cannot be trained yet (the conversion makes QRWKV6 models)");
   const WeightStore store = WeightStore::open(dir);
   // bind_weights checks every name and shape the architecture needs.
   bind_weights(net.config, store);
@@ -72,7 +70,7 @@ Net load_net(const std::string& dir, at::Device device) {
     std::copy(data.begin(), data.end(), x.data_ptr<float>());
     net.params[name] = x.to(device);
   }
-  if (net.config.arch != Arch::QRWKV6)
+  if (net.config.arch != Arch::QRWKV6 && (net.config.arch != Arch::QRWKV7 || net.config.use_rope))
     net.rope_inv_freq = rope_inv_freq(net.config.rope, net.config.head_dim);
   return net;
 }
@@ -104,7 +102,37 @@ json config_json(const Net& net, DType dtype) {
   j["use_cache"] = true;
   j["attention_dropout"] = 0.0;
   j["max_position_embeddings"] = c.max_position_embeddings > 0 ? c.max_position_embeddings : 32768;
-  if (c.arch == Arch::QRWKV6) {
+  if (c.arch == Arch::QRWKV7) {
+    // The keys of configuration_rwkv7qwen2.py, every switch written out (its defaults are not
+    // the trained variants'); the ranks are those of the tensors.
+    auto rank = [&](const char* name) {
+      auto it = net.params.find("model.layers.0.self_attn." + std::string(name));
+      if (it == net.params.end())
+        it = net.params.find("model.layers.1.self_attn." + std::string(name));
+      return it == net.params.end() ? json(nullptr) : json(it->second.size(1));
+    };
+    j["architectures"] = {"RWKV7Qwen2ForCausalLM"};
+    j["auto_map"] = {{"AutoConfig", "configuration_rwkv7qwen2.RWKV7Qwen2Config"},
+                     {"AutoModelForCausalLM", "modeling_rwkv7qwen2.RWKV7Qwen2ForCausalLM"}};
+    j["model_type"] = "rwkv7qwen2";
+    j["head_dim"] = c.head_dim;
+    j["attention_bias"] = c.qkv_bias;
+    j["attention_output_bias"] = c.o_bias;
+    j["use_rope"] = c.use_rope;
+    j["balance_state"] = c.balance_state;
+    j["groupnorm_att"] = c.groupnorm_att;
+    j["gate_rank_type"] = c.gate_rank_type;
+    j["lora_rank_decay"] = rank("w1");
+    j["lora_rank_iclr"] = rank("a1");
+    j["lora_rank_value_residual_mix"] = rank("v1");
+    j["lora_rank_gate"] = c.gate_rank_type == 2 ? rank("g1") : json(nullptr);
+    j["num_attention_layers"] = 0;
+    j["use_tokenshift"] = false;
+    j["max_window_layers"] = c.num_layers;
+    j["use_sliding_window"] = false;
+    j["sliding_window"] = nullptr;
+    j["transformers_version"] = "4.48.0";
+  } else if (c.arch == Arch::QRWKV6) {
     // The keys of the published RWKV6Qwen2 configs; rope_theta and sliding_window are unused
     // leftovers of Qwen2 that its Hugging Face code still reads.
     j["architectures"] = {"RWKV6Qwen2ForCausalLM"};
@@ -133,6 +161,8 @@ json config_json(const Net& net, DType dtype) {
       j["sliding_window"] = nullptr;
       j["max_window_layers"] = c.num_layers;
     }
+  }
+  if (c.arch != Arch::QRWKV6) {
     json rope = {{"rope_theta", c.rope.theta}};
     switch (c.rope.type) {
       case RopeConfig::Type::Default:
@@ -176,7 +206,11 @@ void save_net(const Net& net, const std::string& dir, DType dtype) {
   write_file_atomic((fs::path(dir) / "config.json").string(), cfg.data(), cfg.size());
 }
 
-Net make_student(const Net& teacher, int64_t lora_tokenshift, int64_t lora_decay, uint64_t seed) {
+namespace {
+
+// What every student takes from its teacher: the whole teacher (q/k/v/o included) with an
+// untied output head, under `arch`.
+Net transfer(const Net& teacher, Arch arch) {
   const Config& tc = teacher.config;
   const std::string where = "conversion";
   if (tc.arch == Arch::QRWKV6 || tc.arch == Arch::QRWKV7)
@@ -186,32 +220,52 @@ Net make_student(const Net& teacher, int64_t lora_tokenshift, int64_t lora_decay
     fail(where,
          "the teacher's head_dim * num_attention_heads differs from hidden_size; the time "
          "mix needs whole heads of the hidden state");
-  if (tc.mlp_bias) fail(where, "the teacher's MLP has biases, which QRWKV6 does not have");
-  if (lora_tokenshift <= 0 || lora_decay <= 0) fail(where, "LoRA ranks must be positive");
-
+  if (tc.mlp_bias) fail(where, "the teacher's MLP has biases, which the students do not have");
   Net s;
   s.config = tc;
-  s.config.arch = Arch::QRWKV6;
+  s.config.arch = arch;
   s.config.tie_word_embeddings = false;
+  for (const auto& [name, t] : teacher.params) s.params[name] = t.detach().clone();
+  if (tc.tie_word_embeddings) s.params["lm_head.weight"] = teacher.lm_head().detach().clone();
+  return s;
+}
+
+// U(−0.01, 0.01) drawn on the CPU from `gen`, so that the values do not depend on the device.
+at::Tensor small_uniform(at::Generator& gen, std::vector<int64_t> shape, at::Device device) {
+  at::Tensor x = at::empty(shape, f32(at::kCPU));
+  x.uniform_(-0.01, 0.01, gen);
+  return x.to(device);
+}
+
+// An orthogonal [rows, cols] matrix times `scale` (with gain √(rows/cols) when rows > cols), as
+// RWKV-7 initialises the second matrices of its LoRAs; drawn on the CPU from `gen`.
+at::Tensor ortho(at::Generator& gen, int64_t rows, int64_t cols, double scale, at::Device device) {
+  const bool tall = rows >= cols;
+  at::Tensor x =
+      at::empty({tall ? rows : cols, tall ? cols : rows}, f32(at::kCPU).dtype(at::kDouble));
+  x.normal_(0.0, 1.0, gen);
+  auto [q, r] = at::linalg_qr(x);
+  // Signs from R's diagonal make the draw uniform over orthogonal matrices.
+  q = q * at::sign(at::diagonal(r)).unsqueeze(0);
+  if (!tall) q = q.t();
+  const double gain = rows > cols ? std::sqrt(static_cast<double>(rows) / cols) : 1.0;
+  return (q * (gain * scale)).to(at::kFloat).contiguous().to(device);
+}
+
+}  // namespace
+
+Net make_student(const Net& teacher, int64_t lora_tokenshift, int64_t lora_decay, uint64_t seed) {
+  if (lora_tokenshift <= 0 || lora_decay <= 0) fail("conversion", "LoRA ranks must be positive");
+  Net s = transfer(teacher, Arch::QRWKV6);
   s.config.lora_rank_tokenshift = lora_tokenshift;
   s.config.lora_rank_decay = lora_decay;
   s.lora_tokenshift = lora_tokenshift;
   s.lora_decay = lora_decay;
-  const int64_t C = tc.hidden_size, L = tc.num_layers;
+  const int64_t C = s.config.hidden_size, L = s.config.num_layers;
   const at::Device device = teacher.p("model.embed_tokens.weight").device();
   const auto opt = f32(device);
-
-  // Everything the teacher has except its attention-only parameters carries over.
-  for (const auto& [name, t] : teacher.params) s.params[name] = t.detach().clone();
-  if (tc.tie_word_embeddings) s.params["lm_head.weight"] = teacher.lm_head().detach().clone();
-
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  auto uniform = [&](std::vector<int64_t> shape) {
-    // Drawn on the CPU so that the values do not depend on the device.
-    at::Tensor x = at::empty(shape, f32(at::kCPU));
-    x.uniform_(-0.01, 0.01, gen);
-    return x.to(device);
-  };
+  auto uniform = [&](std::vector<int64_t> shape) { return small_uniform(gen, shape, device); };
   for (int64_t l = 0; l < L; ++l) {
     const std::string a = layer_prefix(l) + "self_attn.";
     s.params[a + "time_maa_x"] = at::ones({1, 1, C}, opt);
@@ -228,6 +282,64 @@ Net make_student(const Net& teacher, int64_t lora_tokenshift, int64_t lora_decay
     s.params[a + "time_decay_w1"] = at::zeros({C, lora_decay}, opt);
     s.params[a + "time_decay_w2"] = uniform({lora_decay, C});
     s.params[a + "gate.weight"] = at::zeros({C, C}, opt);
+  }
+  return s;
+}
+
+int64_t default_lora7(int64_t C, double e, double m) {
+  const double x = std::pow(static_cast<double>(C), e) * m / 32.0;
+  return std::max<int64_t>(1, static_cast<int64_t>(std::llround(x))) * 32;
+}
+
+Net make_student7(const Net& teacher, const Qrwkv7Options& o, uint64_t seed) {
+  Net s = transfer(teacher, Arch::QRWKV7);
+  Config& c = s.config;
+  const int64_t C = c.hidden_size, L = c.num_layers, H = c.num_heads, N = c.head_dim;
+  if (o.use_rope && N % 2 != 0) fail("conversion", "RoPE needs an even head size");
+  const int64_t Dw = o.lora_decay > 0 ? o.lora_decay : default_lora7(C, 0.5, 1.8);
+  const int64_t Da = o.lora_iclr > 0 ? o.lora_iclr : default_lora7(C, 0.5, 1.8);
+  const int64_t Dv = o.lora_value > 0 ? o.lora_value : default_lora7(C, 0.5, 1.3);
+  const int64_t Dg = o.lora_gate > 0 ? o.lora_gate : default_lora7(C, 0.8, 0.6);
+  c.use_rope = o.use_rope;
+  c.balance_state = o.balance_state;
+  c.groupnorm_att = !o.balance_state;  // the two combinations that were trained
+  c.gate_rank_type = 2;
+  c.lora_rank_decay = Dw;
+  c.lora_rank_iclr = Da;
+  c.lora_rank_value_residual_mix = Dv;
+  c.lora_rank_gate = Dg;
+  s.rope_inv_freq = o.use_rope ? teacher.rope_inv_freq : std::vector<double>{};
+  const at::Device device = teacher.p("model.embed_tokens.weight").device();
+  const auto opt = f32(device);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  auto second = [&](int64_t rank) { return ortho(gen, rank, C, 0.1, device); };
+  for (int64_t l = 0; l < L; ++l) {
+    const std::string a = layer_prefix(l) + "self_attn.";
+    const double depth = L > 1 ? static_cast<double>(l) / static_cast<double>(L - 1) : 0.0;
+    // Decay pre-activations −6.5 … −1.5 across the channels (RWKV-7's spread): sigmoid of them
+    // gives per-token decays w from 0.9991 (remember long) down to 0.90; deeper layers keep more
+    // channels slow (larger exponent).
+    at::Tensor n = at::arange(C, at::TensorOptions().dtype(at::kDouble));
+    at::Tensor w0 =
+        -6.5 + 5.0 * at::pow(n / static_cast<double>(C > 1 ? C - 1 : 1), 0.85 + std::sqrt(depth));
+    s.params[a + "w0"] = w0.to(at::kFloat).reshape({1, 1, C}).to(device);
+    s.params[a + "w1"] = at::zeros({C, Dw}, opt);
+    s.params[a + "w2"] = second(Dw);
+    s.params[a + "a0"] = at::zeros({1, 1, C}, opt);  // learning rate 0.5 everywhere
+    s.params[a + "a1"] = at::zeros({C, Da}, opt);
+    s.params[a + "a2"] = second(Da);
+    s.params[a + "v0"] = at::ones({1, 1, C}, opt);  // ν = sigmoid(1) ≈ 0.73 towards v_first
+    s.params[a + "v1"] = at::zeros({C, Dv}, opt);
+    s.params[a + "v2"] = second(Dv);
+    s.params[a + "g1"] = at::zeros({C, Dg}, opt);  // gate sigmoid(0) g2: 0.5 · the sum of g2's rows
+    s.params[a + "g2"] = second(Dg);
+    s.params[a + "k_k"] = at::full({1, 1, C}, 0.85, opt);
+    s.params[a + "k_a"] = at::ones({1, 1, C}, opt);
+    s.params[a + "r_k"] = at::zeros({H, N}, opt);  // never used: the time mix has no bonus
+    if (c.groupnorm_att) {
+      s.params[a + "ln_x.weight"] = at::ones({C}, opt);
+      s.params[a + "ln_x.bias"] = at::zeros({C}, opt);
+    }
   }
   return s;
 }
@@ -410,8 +522,133 @@ at::Tensor time_mix(const Net& net, int64_t l, const at::Tensor& a) {
   return linear(o * g, net.p(p + "o_proj.weight"), find(net, p + "o_proj.bias"));
 }
 
-at::Tensor mixer(const Net& net, int64_t l, const at::Tensor& a) {
-  return net.config.arch == Arch::QRWKV6 ? time_mix(net, l, a) : attention(net, l, a);
+at::Tensor wkv7_chunked(const at::Tensor& r, const at::Tensor& log_w, const at::Tensor& alpha,
+                        const at::Tensor& beta, const at::Tensor& kt, const at::Tensor& v) {
+  // Within a chunk, with Γ_t = Σ_{l≤t} log w_l and Γ⁻_t = Γ_t − log w_t, the removal readouts
+  // u_t = β_tᵀ S_{t−1} solve a unit lower-triangular system (the WY / UT transform):
+  //   u_t − Σ_{j<t} (β_t e^{Γ⁻_t})·(α_j e^{−Γ_j}) u_j = (β_t e^{Γ⁻_t})ᵀ S_0 + Σ_{j<t} (β_t
+  //   e^{Γ⁻_t})·(k̃_j e^{−Γ_j}) v_j
+  // and then y_t = (r_t e^{Γ_t})ᵀ S_0 + Σ_{j≤t} (r_t e^{Γ_t})·(α_j e^{−Γ_j}) u_j + (…)·(k̃_j
+  // e^{−Γ_j}) v_j. QRWKV7's log w > −e^−0.5 > −0.61, so over 16 tokens e^{−Γ} < e^{9.8}: every
+  // factor stays far inside float32, and the products (which are the true e^{Γ_t−Γ_j} ≤ 1) keep
+  // their relative precision.
+  constexpr int64_t L = 16;
+  const int64_t B = r.size(0), T = r.size(1), H = r.size(2), N = r.size(3);
+  const int64_t NC = (T + L - 1) / L, Tp = NC * L;
+  // Padding tokens have every input 0 and log w = 0: they change nothing.
+  auto chunks = [&](const at::Tensor& x) {
+    at::Tensor y = Tp == T ? x : at::constant_pad_nd(x, {0, 0, 0, 0, 0, Tp - T});
+    return y.view({B, NC, L, H, N}).permute({0, 3, 1, 2, 4});  // [B, H, NC, L, N]
+  };
+  const at::Tensor rc = chunks(r), ac = chunks(alpha), bc = chunks(beta), kc = chunks(kt),
+                   vc = chunks(v), lw = chunks(log_w);
+  const at::Tensor gamma = lw.cumsum(3);
+  const at::Tensor inv = (-gamma).exp();
+  const at::Tensor A_ = ac * inv, K_ = kc * inv;  // j side
+  const at::Tensor Bh = bc * (gamma - lw).exp();  // t side of the readouts
+  const at::Tensor Rh = rc * gamma.exp();         // t side of the outputs
+  const auto bopt = at::TensorOptions().dtype(at::kBool).device(r.device());
+  const at::Tensor incl = at::ones({L, L}, bopt).tril();
+  const at::Tensor strict = at::ones({L, L}, bopt).tril(-1);
+  const at::Tensor Mab = at::matmul(Bh, A_.transpose(-1, -2)).masked_fill(strict.logical_not(), 0);
+  const at::Tensor Mak = at::matmul(Bh, K_.transpose(-1, -2)).masked_fill(strict.logical_not(), 0);
+  const at::Tensor Mra = at::matmul(Rh, A_.transpose(-1, -2)).masked_fill(incl.logical_not(), 0);
+  const at::Tensor Mrk = at::matmul(Rh, K_.transpose(-1, -2)).masked_fill(incl.logical_not(), 0);
+  // U = W S_0 + U0 with [W | U0] = (I − Mab)⁻¹ [B̂ | Mak V].
+  const at::Tensor I = at::eye(L, r.options());
+  const at::Tensor X = at::linalg_solve_triangular(I - Mab, at::cat({Bh, at::matmul(Mak, vc)}, -1),
+                                                   /*upper=*/false, /*left=*/true,
+                                                   /*unitriangular=*/true);
+  const at::Tensor W = X.narrow(-1, 0, N), U0 = X.narrow(-1, N, N);
+  // Outputs: Y = (R̂ + Mra W) S_0 + (Mra U0 + Mrk V).
+  const at::Tensor Q = Rh + at::matmul(Mra, W);
+  const at::Tensor Y0 = at::matmul(Mra, U0) + at::matmul(Mrk, vc);
+  // The state a chunk leaves: S' = (diag(e^{Γ_L}) + Aendᵀ W) S + (Aendᵀ U0 + Kendᵀ V), with
+  // Aend = α e^{Γ_L − Γ}, Kend = k̃ e^{Γ_L − Γ}.
+  const at::Tensor gl = gamma.narrow(3, L - 1, 1);  // [B, H, NC, 1, N]
+  const at::Tensor tail = (gl - gamma).exp();
+  const at::Tensor Aend = (ac * tail).transpose(-1, -2), Kend = (kc * tail).transpose(-1, -2);
+  const at::Tensor P = at::diag_embed(gl.squeeze(3).exp()) + at::matmul(Aend, W);  // [B,H,NC,N,N]
+  const at::Tensor D = at::matmul(Aend, U0) + at::matmul(Kend, vc);
+  std::vector<at::Tensor> states;
+  states.reserve(static_cast<size_t>(NC));
+  at::Tensor S = at::zeros({B, H, N, N}, r.options());
+  for (int64_t c = 0; c < NC; ++c) {
+    states.push_back(S);
+    if (c + 1 < NC) S = at::matmul(P.select(2, c), S) + D.select(2, c);
+  }
+  at::Tensor y = at::matmul(Q, at::stack(states, 2)) + Y0;  // [B, H, NC, L, N]
+  y = y.permute({0, 2, 3, 1, 4}).reshape({B, Tp, H, N});
+  return Tp == T ? y : y.narrow(1, 0, T);
+}
+
+at::Tensor time_mix7(const Net& net, int64_t l, const at::Tensor& x, at::Tensor& v_first) {
+  const Config& c = net.config;
+  const int64_t B = x.size(0), T = x.size(1), C = c.hidden_size, H = c.num_heads;
+  const int64_t Hkv = c.num_kv_heads, N = c.head_dim, G = H / Hkv;
+  const std::string p = layer_prefix(l) + "self_attn.";
+  auto lora = [&](const char* a, const char* b) {
+    return at::matmul(at::matmul(x, net.p(p + a)), net.p(p + b));
+  };
+  at::Tensor r = linear(x, net.p(p + "q_proj.weight"), find(net, p + "q_proj.bias"));
+  at::Tensor k = linear(x, net.p(p + "k_proj.weight"), find(net, p + "k_proj.bias"));
+  at::Tensor v = linear(x, net.p(p + "v_proj.weight"), find(net, p + "v_proj.bias"));
+  const at::Tensor d =
+      net.p(p + "w0") + at::matmul(at::tanh(at::matmul(x, net.p(p + "w1"))), net.p(p + "w2"));
+  const at::Tensor a = at::sigmoid(net.p(p + "a0") + lora("a1", "a2")).view({B, T, H, N});
+  const at::Tensor g =
+      c.gate_rank_type == 2
+          ? at::matmul(at::sigmoid(at::matmul(x, net.p(p + "g1"))), net.p(p + "g2"))
+          : at::sigmoid(linear(x, net.p(p + "gate.weight"), nullptr));
+  r = r.view({B, T, H, N});
+  k = k.view({B, T, Hkv, N});
+  if (c.use_rope) {
+    r = apply_rope(r, net.rope_inv_freq);
+    k = apply_rope(k, net.rope_inv_freq);
+  }
+  // GQA: q-head h reads kv-head ⌊h/G⌋; from here on everything is C wide.
+  k = k.repeat_interleave(G, 2).reshape({B, T, C});
+  v = v.view({B, T, Hkv, N}).repeat_interleave(G, 2).reshape({B, T, C});
+  if (l == 0) {
+    v_first = v;
+  } else {
+    const at::Tensor nu = at::sigmoid(net.p(p + "v0") + lora("v1", "v2"));
+    v = v + (v_first - v) * nu;
+  }
+  // log w = −e^−0.5 · sigmoid(d) ∈ (−0.607, 0).
+  const at::Tensor log_w = (-std::exp(-0.5) * at::sigmoid(d)).view({B, T, H, N});
+  at::Tensor kappa, kt;
+  const at::Tensor kh = k.view({B, T, H, N});
+  if (c.balance_state) {
+    kappa = kh;
+    kt = kh * (1.0 - log_w.exp() + a);  // k ⊙ (1 − w + a)
+  } else {
+    kappa = (k * net.p(p + "k_k")).view({B, T, H, N});
+    kt = kh * (1.0 + (a - 1.0) * net.p(p + "k_a").view({1, 1, H, N}));
+  }
+  kappa = kappa / kappa.norm(2, -1, /*keepdim=*/true).clamp_min(1e-12);
+  at::Tensor y = wkv7_chunked(r, log_w, -kappa * a, kappa, kt, v.view({B, T, H, N}));
+  if (c.groupnorm_att) {
+    // Per-head GroupNorm, biased variance, eps N·1e-5, then the affine ln_x.
+    const at::Tensor mean = y.mean(-1, /*keepdim=*/true);
+    const at::Tensor var = (y - mean).pow(2).mean(-1, /*keepdim=*/true);
+    y = ((y - mean) * at::rsqrt(var + static_cast<double>(N) * 1e-5)).reshape({B, T, C});
+    y = y * net.p(p + "ln_x.weight") + net.p(p + "ln_x.bias");
+  } else {
+    y = y.reshape({B, T, C}) * (1.0 / std::sqrt(static_cast<double>(N)));
+  }
+  return linear(y * g, net.p(p + "o_proj.weight"), find(net, p + "o_proj.bias"));
+}
+
+at::Tensor mixer(const Net& net, int64_t l, const at::Tensor& a, at::Tensor& v_first) {
+  switch (net.config.arch) {
+    case Arch::QRWKV6:
+      return time_mix(net, l, a);
+    case Arch::QRWKV7:
+      return time_mix7(net, l, a, v_first);
+    default:
+      return attention(net, l, a);
+  }
 }
 
 at::Tensor forward(const Net& net, const at::Tensor& tokens, std::vector<LayerIO>* capture) {
@@ -419,10 +656,11 @@ at::Tensor forward(const Net& net, const at::Tensor& tokens, std::vector<LayerIO
   const double eps = c.rms_norm_eps;
   at::Tensor h = at::embedding(net.p("model.embed_tokens.weight"), tokens);
   if (capture != nullptr) capture->clear();
+  at::Tensor v_first;
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const std::string p = layer_prefix(l);
     at::Tensor a = rmsnorm(h, net.p(p + "input_layernorm.weight"), eps);
-    at::Tensor y = mixer(net, l, a);
+    at::Tensor y = mixer(net, l, a, v_first);
     if (capture != nullptr) capture->push_back({a, y});
     h = h + y;
     // SwiGLU MLP: h += down(silu(gate(m)) * up(m)).
@@ -453,8 +691,11 @@ at::Tensor alignment_loss(const Net& student, const std::vector<LayerIO>& teache
   const double inv_sqrt_c = 1.0 / std::sqrt(static_cast<double>(student.config.hidden_size));
   at::Tensor total;
   if (per_layer != nullptr) per_layer->clear();
+  // QRWKV7's later layers read the values of the student's layer 0 on the teacher's layer-0
+  // input, as they would inside the student.
+  at::Tensor v_first;
   for (size_t l = 0; l < teacher_io.size(); ++l) {
-    at::Tensor y = time_mix(student, static_cast<int64_t>(l), teacher_io[l].input.detach());
+    at::Tensor y = mixer(student, static_cast<int64_t>(l), teacher_io[l].input.detach(), v_first);
     at::Tensor loss =
         ((y - teacher_io[l].output.detach()).pow(2).sum(-1).sqrt() * inv_sqrt_c).mean();
     if (per_layer != nullptr) per_layer->push_back(loss.item<double>());

@@ -1,6 +1,7 @@
 // Trainable float32 versions of the models qrwkv runs, written on ATen (libtorch) so that
 // autograd can differentiate them: the parent transformer (Qwen2 / LLaMA, docs/model.md,
-// "Attention") and the QRWKV6 student (docs/model.md, "Time mix"). A model is a plain map from
+// "Attention") and the QRWKV6 and QRWKV7 students (docs/model.md, "Time mix" and "QRWKV7 time
+// mix"). A model is a plain map from
 // Hugging Face tensor names to tensors in their Hugging Face shapes, so loading, saving, optimizer
 // state and checkpoints all address parameters by the names a checkpoint uses.
 //
@@ -59,6 +60,22 @@ int64_t default_lora_decay(int64_t C);
 // draws come from a generator seeded with `seed`.
 Net make_student(const Net& teacher, int64_t lora_tokenshift, int64_t lora_decay, uint64_t seed);
 
+// The choices of a QRWKV7 student (docs/model.md, "QRWKV7 time mix"). Ranks 0: the defaults of
+// the rwkv7qwen2 configuration, max(1, round(C^e·m/32))·32 (default_lora7).
+struct Qrwkv7Options {
+  bool balance_state = false;  // false: classic (k_k, k_a, GroupNorm ln_x); true: balance state
+  bool use_rope = true;        // RoPE on r and k with the teacher's rope settings
+  int64_t lora_decay = 0, lora_iclr = 0, lora_value = 0, lora_gate = 0;
+};
+int64_t default_lora7(int64_t C, double e, double m);
+
+// Stage 0 for a QRWKV7 student: q/k/v/o (with biases), embeddings, norms, MLPs and the head are
+// copied as for QRWKV6; the new parameters start as the RADLADS code starts them (docs/model.md,
+// "Conversion into QRWKV7"): w0[n] = −6.5 + 5·(n/(C−1))^(0.85 + √(ℓ/(L−1))), a0 = 0, v0 = 1,
+// the first LoRA matrices 0 and the second ones orthogonal · 0.1, k_k = 0.85, k_a = 1, r_k = 0,
+// ln_x weight 1 and bias 0.
+Net make_student7(const Net& teacher, const Qrwkv7Options& o, uint64_t seed);
+
 // A freshly initialised Qwen2 transformer (config.arch must be Qwen2): weights ~ N(0, 0.02),
 // biases 0, norms 1, as Hugging Face initialises Qwen2 (initializer_range 0.02).
 Net make_transformer(const Config& config, uint64_t seed, at::Device device = at::kCPU);
@@ -67,16 +84,25 @@ Net make_transformer(const Config& config, uint64_t seed, at::Device device = at
 at::Tensor rmsnorm(const at::Tensor& x, const at::Tensor& w, double eps);
 
 // The sequence mixer of layer `l` for normalized inputs a [B, T, C] (every sequence starting
-// from an empty state): causal softmax attention with RoPE (transformers) or the QRWKV6 time mix.
+// from an empty state): causal softmax attention with RoPE (transformers), the QRWKV6 time mix or
+// the QRWKV7 time mix. `v_first` [B, T, C] is QRWKV7's value residual: layer 0 sets it, later
+// layers read it (the other mixers ignore it).
 at::Tensor attention(const Net& net, int64_t l, const at::Tensor& a);
 at::Tensor time_mix(const Net& net, int64_t l, const at::Tensor& a);
-at::Tensor mixer(const Net& net, int64_t l, const at::Tensor& a);
+at::Tensor time_mix7(const Net& net, int64_t l, const at::Tensor& a, at::Tensor& v_first);
+at::Tensor mixer(const Net& net, int64_t l, const at::Tensor& a, at::Tensor& v_first);
 
 // The WKV recurrence S = diag(w) S + k̃ᵀ v, o = q S, for q, k̃, v, log w of shape [B, T, H, N]
 // from a zero state, in the chunked form of docs/model.md, "Chunked prefill" (chunks of 16, exact
 // element-wise decays inside a chunk, so no exponent is ever positive). Returns o [B, T, H, N].
 at::Tensor wkv_chunked(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                        const at::Tensor& log_w);
+
+// The RWKV-7 delta rule S ← diag(w) S + α βᵀ S + k̃ vᵀ, y = Sᵀ r (S key × value, per head;
+// QRWKV7 has α = −κ ⊙ a and β = κ) for r, log w, α, β, k̃, v of shape [B, T, H, N] from a zero
+// state, in chunks of 16 (docs/model.md, "Chunked delta rule"). Returns y [B, T, H, N].
+at::Tensor wkv7_chunked(const at::Tensor& r, const at::Tensor& log_w, const at::Tensor& alpha,
+                        const at::Tensor& beta, const at::Tensor& kt, const at::Tensor& v);
 
 // What one layer's mixer saw and produced during a forward pass.
 struct LayerIO {

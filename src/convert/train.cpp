@@ -648,13 +648,24 @@ std::vector<StageReport> run_convert(const ConvertOptions& options) {
              {"stage2", stage_json(o.stage2)},
              {"freeze", o.freeze_mlp_embeddings},
              {"lora", {o.lora_tokenshift, o.lora_decay}}};
+  const bool v7 = o.arch == "rwkv7qwen2";
+  if (!v7 && o.arch != "rwkv6qwen2") fail("--arch", "the students are rwkv6qwen2 and rwkv7qwen2");
+  if (v7) {
+    if (o.variant != "classic" && o.variant != "balance")
+      fail("--variant", "the QRWKV7 variants are classic and balance");
+    // Only keys that differ from QRWKV6's, so that checkpoints of QRWKV6 runs still resume.
+    fp["arch"] = o.arch;
+    fp["variant"] = o.variant;
+    fp["rope"] = o.rope;
+    fp["lora"] = {o.lora_decay, o.lora_iclr, o.lora_value, o.lora_gate};
+  }
   if (stage3) {
     fp["stage3"] = stage_json(o.stage3);
     fp["stage3_seq_len"] = seq_len3;
   }
   Run run(o.run, o.data, o.teacher_dir, fp);
   Net teacher = load_net(o.teacher_dir, run.device());
-  if (teacher.config.arch == Arch::QRWKV6)
+  if (teacher.config.arch == Arch::QRWKV6 || teacher.config.arch == Arch::QRWKV7)
     fail(o.teacher_dir, "the teacher must be a Qwen2 or LLaMA transformer");
   if (run.vocab_size() > teacher.config.vocab_size)
     fail(o.teacher_dir, "the tokenizer has more ids than the model's vocabulary");
@@ -675,7 +686,19 @@ std::vector<StageReport> run_convert(const ConvertOptions& options) {
   };
 
   // Stage 0: weight transfer and the initial values of docs/model.md, "Conversion".
-  Net student = make_student(teacher, dm, dd, o.data.seed);
+  Net student;
+  if (v7) {
+    Qrwkv7Options q;
+    q.balance_state = o.variant == "balance";
+    q.use_rope = o.rope;
+    q.lora_decay = o.lora_decay;
+    q.lora_iclr = o.lora_iclr;
+    q.lora_value = o.lora_value;
+    q.lora_gate = o.lora_gate;
+    student = make_student7(teacher, q, o.data.seed);
+  } else {
+    student = make_student(teacher, dm, dd, o.data.seed);
+  }
   std::optional<Run::Resume> resume = run.load_checkpoint();
   if (!resume) {
     reports.push_back(run.evaluate(0, "stage 0", student, &teacher));

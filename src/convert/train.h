@@ -1,7 +1,7 @@
 // Training runs: `qrwkv pretrain` (a small Qwen2 transformer from scratch) and `qrwkv convert`
-// (a Qwen2 / LLaMA teacher distilled into a QRWKV6 student, docs/model.md, "Conversion"). This
-// header is free of libtorch so that the command-line front end compiles quickly; the work happens
-// in train.cpp.
+// (a Qwen2 / LLaMA teacher distilled into a QRWKV6 or QRWKV7 student, docs/model.md, "Conversion").
+// This header is free of libtorch so that the command-line front end compiles quickly; the work
+// happens in train.cpp.
 //
 // Every stage is AdamW (β 0.9/0.95, weight decay 0 by default) with linear warmup, a cosine
 // learning rate from `lr` to `lr_final`, and gradient clipping by global norm. A stage of
@@ -73,8 +73,14 @@ struct ConvertOptions {
   StageOptions stage3;         // long-context distillation (optional, stage 2 at a longer length)
   int64_t stage3_seq_len = 0;  // 0: four times the data's seq_len
   bool freeze_mlp_embeddings = false;  // stage 2 trains only the time mix and norms
-  int64_t lora_tokenshift = 0;         // 0: the historical default for the hidden size
-  int64_t lora_decay = 0;
+  // The student: "rwkv6qwen2" (QRWKV6) or "rwkv7qwen2" (QRWKV7, with `variant` "classic" or
+  // "balance" and RoPE on r and k unless `rope` is false).
+  std::string arch = "rwkv6qwen2";
+  std::string variant = "classic";
+  bool rope = true;
+  int64_t lora_tokenshift = 0;  // QRWKV6; 0: the historical default for the hidden size
+  int64_t lora_decay = 0;       // both; 0: the architecture's default for the hidden size
+  int64_t lora_iclr = 0, lora_value = 0, lora_gate = 0;  // QRWKV7; 0: defaults
   // Called on rank 0 with the student as a model directory after stage 0 and after each stage
   // (the directory is rewritten each time and removed at the end), e.g. to run task
   // evaluations on it with the inference engine; `stage` as in StageReport.

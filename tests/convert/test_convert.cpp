@@ -110,6 +110,14 @@ TEST(ConvertNets, StudentMatchesEngine) {
   EXPECT_LE(engine_agreement(test::data_path("models/qrwkv6_tiny"), 70), 1e-4);
 }
 
+TEST(ConvertNets, Qrwkv7StudentsMatchEngine) {
+  // Both trained variants (classic with GroupNorm, balance state), RoPE, GQA, tied and untied.
+  for (const char* m : {"models/qrwkv7_tiny", "models/qrwkv7_tiny_balance"}) {
+    EXPECT_LE(engine_agreement(test::data_path(m), 41), 1e-4) << m;
+    EXPECT_LE(engine_agreement(test::data_path(m), 150), 1e-4) << m;
+  }
+}
+
 TEST(ConvertNets, TeachersMatchEngine) {
   EXPECT_LE(engine_agreement(test::data_path("models/qwen2_tiny"), 41), 1e-4);
   EXPECT_LE(engine_agreement(test::data_path("models/llama_tiny"), 41), 1e-4);
@@ -134,6 +142,43 @@ TEST(ConvertNets, ChunkedWkvEqualsTheRecurrence) {
       EXPECT_LE((o[0][t][h] - ref).abs().max().item<double>(), 1e-12) << "t=" << t << " h=" << h;
     }
   }
+}
+
+TEST(ConvertNets, ChunkedDeltaRuleEqualsTheRecurrence) {
+  // QRWKV7's extremes: decays from the bound e^−0.607 (fast) to w ≈ 1, in-context learning rates
+  // up to a ≈ 1 (the removal takes out almost all of what κ reads), normalized κ; 101 tokens
+  // leave a partial last chunk. Double precision, so the comparison sees the algebra alone.
+  const int64_t B = 2, T = 101, H = 3, N = 8;
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(11);
+  auto rnd = [&](double lo, double hi) {
+    at::Tensor x = at::empty({B, T, H, N}, at::TensorOptions().dtype(at::kDouble));
+    return x.uniform_(lo, hi, gen);
+  };
+  const at::Tensor r = rnd(-1, 1), kt = rnd(-1, 1), v = rnd(-1, 1);
+  at::Tensor kap = rnd(-1, 1);
+  kap = kap / kap.norm(2, -1, true);
+  // Head 0: the fastest decays, head 1: the slowest, head 2: the whole range.
+  at::Tensor log_w = -std::exp(-0.5) * at::sigmoid(rnd(-12, 12));
+  log_w.select(2, 0).fill_(-std::exp(-0.5) * (1 - 1e-6));
+  log_w.select(2, 1).mul_(1e-4);
+  at::Tensor a = at::sigmoid(rnd(-4, 4));
+  a.select(2, 0).fill_(1 - 1e-6);
+  const at::Tensor y = wkv7_chunked(r, log_w, -kap * a, kap, kt, v);
+  double worst = 0;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h) {
+      at::Tensor S = at::zeros({N, N}, r.options());
+      for (int64_t t = 0; t < T; ++t) {
+        const at::Tensor k_ = kap[b][t][h];
+        const at::Tensor sa = at::matmul(k_.unsqueeze(0), S);  // κᵀ S before the update
+        S = log_w[b][t][h].exp().unsqueeze(1) * S - at::outer(k_ * a[b][t][h], sa.squeeze(0)) +
+            at::outer(kt[b][t][h], v[b][t][h]);
+        const at::Tensor ref = at::matmul(S.t(), r[b][t][h]);
+        worst = std::max(worst, (y[b][t][h] - ref).abs().max().item<double>() /
+                                    std::max(1.0, ref.abs().max().item<double>()));
+      }
+    }
+  EXPECT_LE(worst, 1e-11);
 }
 
 TEST(ConvertStage0, InitialValuesFollowTheRecipe) {
@@ -194,6 +239,97 @@ TEST(ConvertStage0, SavedStudentRunsInTheEngineWithTheSameLogits) {
   EXPECT_EQ(got["model_type"], "rwkv6qwen2");
   EXPECT_EQ(got["attention_bias"], false);  // LLaMA has no q/k/v biases
   EXPECT_LE(engine_agreement(dir, 50), 1e-4);
+}
+
+TEST(ConvertStage0, Qrwkv7InitialValuesFollowTheRecipe) {
+  const Net teacher = load_net(test::data_path("models/qwen2_tiny"));
+  const int64_t C = 64, L = 3, H = 4, N = 16;
+  Qrwkv7Options o;
+  o.lora_gate = 48;
+  const Net s = make_student7(teacher, o, 3);
+  EXPECT_EQ(s.config.arch, Arch::QRWKV7);
+  EXPECT_TRUE(s.config.use_rope);
+  EXPECT_FALSE(s.config.balance_state);
+  EXPECT_TRUE(s.config.groupnorm_att);
+  EXPECT_FALSE(s.config.tie_word_embeddings);
+  EXPECT_TRUE(s.p("lm_head.weight").equal(teacher.p("model.embed_tokens.weight")));
+  // The rwkv7qwen2 default ranks max(1, round(C^e·m/32))·32 are all 32 at C = 64.
+  EXPECT_EQ(default_lora7(64, 0.5, 1.8), 32);
+  EXPECT_EQ(default_lora7(3584, 0.5, 1.8), 96);
+  EXPECT_EQ(default_lora7(3584, 0.5, 1.3), 64);
+  EXPECT_EQ(default_lora7(3584, 0.8, 0.6), 416);
+  for (int64_t l = 0; l < L; ++l) {
+    const std::string a = "model.layers." + std::to_string(l) + ".self_attn.";
+    for (const char* n : {"q_proj.weight", "q_proj.bias", "k_proj.weight", "k_proj.bias",
+                          "v_proj.weight", "v_proj.bias", "o_proj.weight"})
+      EXPECT_TRUE(s.p(a + n).equal(teacher.p(a + n))) << a + n;
+    EXPECT_TRUE(s.p(a + "a0").equal(at::zeros({1, 1, C})));
+    EXPECT_TRUE(s.p(a + "v0").equal(at::ones({1, 1, C})));
+    EXPECT_TRUE(s.p(a + "k_k").equal(at::full({1, 1, C}, 0.85f)));
+    EXPECT_TRUE(s.p(a + "k_a").equal(at::ones({1, 1, C})));
+    EXPECT_TRUE(s.p(a + "r_k").equal(at::zeros({H, N})));
+    EXPECT_TRUE(s.p(a + "ln_x.weight").equal(at::ones({C})));
+    EXPECT_TRUE(s.p(a + "ln_x.bias").equal(at::zeros({C})));
+    for (const char* n : {"w1", "a1", "v1", "g1"}) {
+      const int64_t D = std::string(n) == "g1" ? 48 : 32;
+      EXPECT_TRUE(s.p(a + n).equal(at::zeros({C, D}))) << n;
+    }
+    // The second matrices are orthogonal · 0.1: their rows are orthogonal with norm 0.1.
+    for (const char* n : {"w2", "a2", "v2", "g2"}) {
+      const at::Tensor m = s.p(a + n).to(at::kDouble);
+      const at::Tensor gram = at::matmul(m, m.t());
+      EXPECT_LE((gram - 0.01 * at::eye(m.size(0), gram.options())).abs().max().item<double>(), 1e-7)
+          << n;
+    }
+    const at::Tensor w0 = s.p(a + "w0").reshape({C});
+    for (int64_t n : {0, 1, 17, 40, 63}) {
+      const double expect =
+          -6.5 + 5.0 * std::pow(static_cast<double>(n) / (C - 1),
+                                0.85 + std::sqrt(static_cast<double>(l) / (L - 1)));
+      EXPECT_NEAR(w0[n].item<double>(), expect, 1e-5) << "layer " << l << " channel " << n;
+    }
+  }
+  // The balance variant has no GroupNorm; the seed fixes the draws.
+  o.balance_state = true;
+  const Net b = make_student7(teacher, o, 3), other = make_student7(teacher, o, 4);
+  EXPECT_TRUE(b.config.balance_state);
+  EXPECT_FALSE(b.config.groupnorm_att);
+  EXPECT_EQ(b.params.count("model.layers.0.self_attn.ln_x.weight"), 0u);
+  const std::string w2 = "model.layers.1.self_attn.w2";
+  EXPECT_TRUE(b.p(w2).equal(s.p(w2)));
+  EXPECT_FALSE(other.p(w2).equal(s.p(w2)));
+}
+
+TEST(ConvertStage0, SavedQrwkv7StudentsRunInTheEngineWithTheSameLogits) {
+  for (bool balance : {false, true})
+    for (bool rope : {true, false}) {
+      Qrwkv7Options o;
+      o.balance_state = balance;
+      o.use_rope = rope;
+      o.lora_decay = 8;
+      o.lora_iclr = 8;
+      o.lora_value = 16;
+      o.lora_gate = 24;
+      Net s = make_student7(
+          load_net(test::data_path(rope ? "models/qwen2_tiny" : "models/llama_tiny")), o, 1);
+      at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(9);
+      for (auto& [name, t] : s.params) t.add_(at::empty(t.sizes()).uniform_(-0.05, 0.05, gen));
+      const std::string dir = test::temp_dir();
+      save_net(s, dir, DType::F32);
+      const json got = load_json_file(dir + "/config.json");
+      EXPECT_EQ(got["model_type"], "rwkv7qwen2");
+      EXPECT_EQ(got["balance_state"], balance);
+      EXPECT_EQ(got["groupnorm_att"], !balance);
+      EXPECT_EQ(got["use_rope"], rope);
+      EXPECT_EQ(got["lora_rank_decay"], 8);
+      EXPECT_EQ(got["lora_rank_value_residual_mix"], 16);
+      EXPECT_EQ(got["lora_rank_gate"], 24);
+      // The engine reads every key it needs from it, and runs it as libtorch does.
+      const Model m = Model::load(dir, test::float32_load());
+      EXPECT_EQ(m.config.use_rope, rope);
+      EXPECT_EQ(m.config.balance_state, balance);
+      EXPECT_LE(engine_agreement(dir, 50), 1e-4) << "balance " << balance << " rope " << rope;
+    }
 }
 
 TEST(ConvertLoss, KlEqualsTheHandComputedValue) {
@@ -270,52 +406,62 @@ TEST(ConvertCli, Stage1AlignmentLossDecreases) {
   EXPECT_EQ(load_json_file(out + "/config.json")["model_type"], "rwkv6qwen2");
 }
 
+// A teacher that has learnt something, pretrained once per process (the conversions of both
+// students in one test share it).
+const std::string& trained_teacher() {
+  static const std::string teacher = [] {
+    const std::string dir = test::temp_dir() + "/teacher";
+    const auto r = test::run_cli({"pretrain",
+                                  "--tokenizer",
+                                  test::data_path("tiny_chat"),
+                                  "--data",
+                                  kText,
+                                  "-o",
+                                  dir,
+                                  "--hidden",
+                                  "64",
+                                  "--layers",
+                                  "2",
+                                  "--heads",
+                                  "4",
+                                  "--kv-heads",
+                                  "2",
+                                  "--intermediate",
+                                  "128",
+                                  "--seq-len",
+                                  "64",
+                                  "--batch",
+                                  "8",
+                                  "--tokens",
+                                  "80000",
+                                  "--lr",
+                                  "3e-3",
+                                  "--quiet",
+                                  "-t",
+                                  "1"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return dir;
+  }();
+  return teacher;
+}
+
 TEST(ConvertCli, TinyConversionBeatsItsStage0Student) {
-  // A teacher that has learnt something, then its conversion.
-  const std::string teacher = test::temp_dir() + "/teacher";
-  auto r = test::run_cli({"pretrain",
-                          "--tokenizer",
-                          test::data_path("tiny_chat"),
-                          "--data",
-                          kText,
-                          "-o",
-                          teacher,
-                          "--hidden",
-                          "64",
-                          "--layers",
-                          "2",
-                          "--heads",
-                          "4",
-                          "--kv-heads",
-                          "2",
-                          "--intermediate",
-                          "128",
-                          "--seq-len",
-                          "64",
-                          "--batch",
-                          "8",
-                          "--tokens",
-                          "80000",
-                          "--lr",
-                          "3e-3",
-                          "--quiet",
-                          "-t",
-                          "1"});
-  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string teacher = trained_teacher();
+  ASSERT_TRUE(fs::exists(teacher + "/config.json"));
   const std::string out = test::temp_dir() + "/student";
-  r = test::run_cli({"convert", "-m",
-                     teacher,   "--data",
-                     kText,     "-o",
-                     out,       "--stage1-tokens",
-                     "20000",   "--stage2-tokens",
-                     "40000",   "--stage2-lr",
-                     "1e-3",    "--seq-len",
-                     "64",      "--batch",
-                     "8",       "--lora-tokenshift",
-                     "16",      "--lora-decay",
-                     "16",      "--dtype",
-                     "bf16",    "-t",
-                     "1"});
+  const auto r = test::run_cli({"convert", "-m",
+                                teacher,   "--data",
+                                kText,     "-o",
+                                out,       "--stage1-tokens",
+                                "20000",   "--stage2-tokens",
+                                "40000",   "--stage2-lr",
+                                "1e-3",    "--seq-len",
+                                "64",      "--batch",
+                                "8",       "--lora-tokenshift",
+                                "16",      "--lora-decay",
+                                "16",      "--dtype",
+                                "bf16",    "-t",
+                                "1"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto log = read_log(out + "/train_log.jsonl");
   const double teacher_ppl = heldout_ppl(log, -1), ppl0 = heldout_ppl(log, 0),
@@ -340,6 +486,65 @@ TEST(ConvertCli, TinyConversionBeatsItsStage0Student) {
   EXPECT_LE(engine_agreement(out, 40), 1e-4);
   const auto gen = test::run_cli({"generate-ids", "-m", out, "--tokens", "1 2 3", "-n", "4"});
   EXPECT_EQ(gen.exit_code, 0) << gen.err;
+}
+
+TEST(ConvertCli, Qrwkv7ConversionBeatsItsStage0Student) {
+  // Both QRWKV7 variants from the same teacher: each stage brings the student nearer to it, and
+  // the engine runs the result as libtorch does (balance state without RoPE on the second).
+  const std::string teacher = trained_teacher();
+  ASSERT_TRUE(fs::exists(teacher + "/config.json"));
+  for (const char* variant : {"classic", "balance"}) {
+    const bool classic = std::string(variant) == "classic";
+    const std::string out = test::temp_dir() + "/student";
+    const auto r = test::run_cli({"convert",
+                                  "-m",
+                                  teacher,
+                                  "--data",
+                                  kText,
+                                  "-o",
+                                  out,
+                                  "--arch",
+                                  "rwkv7qwen2",
+                                  "--variant",
+                                  variant,
+                                  "--rope",
+                                  classic ? "on" : "off",
+                                  "--stage1-tokens",
+                                  "20000",
+                                  "--stage2-tokens",
+                                  "40000",
+                                  "--stage2-lr",
+                                  "1e-3",
+                                  "--seq-len",
+                                  "64",
+                                  "--batch",
+                                  "8",
+                                  "--lora-decay",
+                                  "16",
+                                  "--lora-iclr",
+                                  "16",
+                                  "--lora-value",
+                                  "16",
+                                  "--lora-gate",
+                                  "32",
+                                  "-t",
+                                  "1"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const auto log = read_log(out + "/train_log.jsonl");
+    const double ppl0 = heldout_ppl(log, 0), ppl1 = heldout_ppl(log, 1), ppl2 = heldout_ppl(log, 2);
+    std::printf("%s: held-out perplexity teacher %.2f, stage 0 %.2f, stage 1 %.2f, stage 2 %.2f\n",
+                variant, heldout_ppl(log, -1), ppl0, ppl1, ppl2);
+    EXPECT_LT(ppl1, ppl0) << variant;
+    EXPECT_LT(ppl2, 0.99 * ppl0) << variant;
+    EXPECT_LT(heldout_kl(log, 2), 0.5 * heldout_kl(log, 0)) << variant;
+    const json cfg = load_json_file(out + "/config.json");
+    EXPECT_EQ(cfg["model_type"], "rwkv7qwen2");
+    EXPECT_EQ(cfg["balance_state"], !classic);
+    EXPECT_EQ(cfg["groupnorm_att"], classic);
+    EXPECT_EQ(cfg["use_rope"], classic);
+    EXPECT_EQ(cfg["lora_rank_gate"], 32);
+    EXPECT_LE(engine_agreement(out, 40), 1e-4) << variant;
+  }
 }
 
 // --eval-task: the teacher and the student after each stage scored by the engine, a table at the
@@ -488,4 +693,22 @@ TEST(ConvertCli, BadInputIsReported) {
   r = test::run_cli({"convert", "-m", teacher, "--data", kText, "-o", teacher});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("overwrite"), std::string::npos) << r.err;
+  // The student architecture's flags: unknown names and flags of the other student are usage
+  // errors; a QRWKV7 model is no teacher.
+  for (std::vector<std::string> extra :
+       std::vector<std::vector<std::string>>{{"--arch", "rwkv8"},
+                                             {"--variant", "balance"},
+                                             {"--arch", "rwkv7qwen2", "--variant", "mixed"},
+                                             {"--arch", "rwkv7qwen2", "--rope", "maybe"},
+                                             {"--arch", "rwkv7qwen2", "--lora-tokenshift", "8"}}) {
+    std::vector<std::string> args = {"convert", "-m", teacher, "--data", kText, "-o", out};
+    args.insert(args.end(), extra.begin(), extra.end());
+    r = test::run_cli(args);
+    EXPECT_EQ(r.exit_code, 2) << extra[1];
+    EXPECT_NE(r.err.find("usage"), std::string::npos) << r.err;
+  }
+  r = test::run_cli({"convert", "-m", teacher_dir("qrwkv7_tiny"), "--data", kText, "-o", out,
+                     "--arch", "rwkv7qwen2"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("Qwen2 or LLaMA"), std::string::npos) << r.err;
 }

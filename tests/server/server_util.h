@@ -16,6 +16,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -26,18 +27,18 @@
 
 namespace qrwkv::test {
 
-// The golden QRWKV6 model with the tiny ChatML tokenizer, as one model directory.
-inline const std::string& server_chat_model() {
-  static const std::string dir = [] {
-    namespace fs = std::filesystem;
-    const std::string d = temp_dir();
-    for (const auto& e : fs::directory_iterator(data_path("models/qrwkv6_tiny")))
-      fs::copy_file(e.path(), d + "/" + e.path().filename().string());
-    for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
-      fs::copy_file(data_path(std::string("tiny_chat/") + f), d + "/" + f);
-    return d;
-  }();
-  return dir;
+// A golden model (QRWKV6 unless named) with the tiny ChatML tokenizer, as one model directory.
+inline const std::string& server_chat_model(const std::string& model = "qrwkv6_tiny") {
+  static std::map<std::string, std::string> dirs;
+  auto it = dirs.find(model);
+  if (it != dirs.end()) return it->second;
+  namespace fs = std::filesystem;
+  const std::string d = temp_dir();
+  for (const auto& e : fs::directory_iterator(data_path("models/" + model)))
+    fs::copy_file(e.path(), d + "/" + e.path().filename().string());
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
+    fs::copy_file(data_path(std::string("tiny_chat/") + f), d + "/" + f);
+  return dirs.emplace(model, d).first->second;
 }
 
 inline std::string read_file(const std::string& path) {

@@ -285,10 +285,22 @@ void CpuBackend::mul(float* o, const float* g, int64_t n) {
   parallel(n, 4096, 1, [&](int64_t b, int64_t e, int) { elementwise::mul(o, g, b, e); });
 }
 
-// Heads are independent (their channels of v_first included): one range of heads per thread, on
-// the reference loops for now.
+// Heads are independent (their channels of v_first included): one range of heads per thread,
+// S of a head in that core's cache; each token's channel values and the state's update and read
+// in the level's vector kernels, the output normalization in plain C++.
 void CpuBackend::wkv7(const Wkv7Args& a) {
-  pool_->parallel_for(a.H, 1, [&](int64_t h0, int64_t h1, int) { wkv7_reference(a, h0, h1); });
+  const cpu::Kernels& k = *kernels_;
+  const int64_t N = a.N, C = a.H * N;
+  pool_->parallel_for(a.H, 1, [&](int64_t h0, int64_t h1, int) {
+    Wkv7Token x;
+    float y[kWkv7MaxHead];
+    for (int64_t t = 0; t < a.T; ++t)
+      for (int64_t h = h0; h < h1; ++h) {
+        k.wkv7_token(a, t, h, x);
+        k.wkv7_step(a.S + h * N * N, N, x, a.r + t * C + h * N, y);
+        wkv7_output(a, t, h, y);
+      }
+  });
 }
 
 void CpuBackend::rope(float* x, int64_t T, int64_t n_heads, int64_t D, int64_t pos0,

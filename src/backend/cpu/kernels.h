@@ -9,6 +9,7 @@
 #include "backend/backend.h"
 #include "backend/cpu/features.h"
 #include "backend/wkv.h"
+#include "backend/wkv7.h"
 #include "ops/tensor.h"
 #include "ops/threadpool.h"
 
@@ -88,6 +89,14 @@ struct Kernels {
   // pass (o += q_i · S_i right after S_i is updated, rows being independent), vectorized over the
   // value channels: S stays in L1 and each element costs two fused multiply-adds.
   void (*wkv_head)(const WkvHead& h) = nullptr;
+
+  // One token of the RWKV-7 delta rule on one head's S [N, N] (backend/wkv7.h,
+  // wkv7_step_reference), vectorized over the value channels in blocks of up to four vectors:
+  // sa = κᵀ S for the block, then each row updated and read (y += r_i · S_i) in one pass.
+  void (*wkv7_step)(float* S, int64_t N, const Wkv7Token& x, const float* r, float* y) = nullptr;
+  // Its per-token channel values (wkv7_token of backend/wkv7.h) with the vectorized exp and
+  // sigmoid below: the same formulas to a few ulp.
+  void (*wkv7_token)(const Wkv7Args& a, int64_t t, int64_t h, Wkv7Token& x) = nullptr;
 
   // Work items [i0, i1) of causal attention (backend.h): items are (token, kv head, chunk of
   // kAttentionGroup of its query heads), attention_items(a) of them, ordered so that equal ranges

@@ -269,6 +269,71 @@ QRWKV_TARGET void wkv_head(const WkvHead& h) {
   }
 }
 
+// ---- the RWKV-7 delta rule, one token of one head ---------------------------------------------
+//
+// Per block of up to 4 vectors of value channels j:  sa[j] = Σ_i κ_i S[i][j]  (the state before
+// the token), then for every key channel i
+//   S[i][j] = w_i · S[i][j] − (κa)_i · sa[j] + k̃_i · v[j]      y[j] += r_i · S[i][j]
+// with the block's sa, v and y in registers.
+// NV vectors of value channels from j0, the last one holding `tail` lanes: NV is a constant so
+// that sa, v and y stay in registers.
+template <int NV>
+QRWKV_TARGET inline void wkv7_block(float* S, int64_t N, int64_t j0, int tail, const Wkv7Token& x,
+                                    const float* r, float* y) {
+  auto load = [&](const float* p, int u) QRWKV_TARGET {
+    return u < NV - 1 || tail == W ? V::load(p) : V::load_n(p, tail);
+  };
+  auto store = [&](float* p, F v, int u) QRWKV_TARGET {
+    if (u < NV - 1 || tail == W)
+      V::store(p, v);
+    else
+      V::store_n(p, v, tail);
+  };
+  F sa[NV], vv[NV], acc[NV];
+  for (int u = 0; u < NV; ++u) {
+    vv[u] = load(x.v + j0 + u * W, u);
+    sa[u] = V::zero();
+    acc[u] = V::zero();
+  }
+  for (int64_t i = 0; i < N; ++i) {
+    const F ki = V::set1(x.kap[i]);
+    const float* Si = S + i * N + j0;
+    for (int u = 0; u < NV; ++u) sa[u] = V::fmadd(ki, load(Si + u * W, u), sa[u]);
+  }
+  for (int64_t i = 0; i < N; ++i) {
+    const F wi = V::set1(x.w[i]), ai = V::set1(-x.ka[i]), ki = V::set1(x.kt[i]);
+    const F ri = V::set1(r[i]);
+    float* Si = S + i * N + j0;
+    for (int u = 0; u < NV; ++u) {
+      const F s = V::fmadd(wi, load(Si + u * W, u), V::fmadd(ai, sa[u], V::mul(ki, vv[u])));
+      store(Si + u * W, s, u);
+      acc[u] = V::fmadd(ri, s, acc[u]);
+    }
+  }
+  for (int u = 0; u < NV; ++u) store(y + j0 + u * W, acc[u], u);
+}
+
+QRWKV_TARGET void wkv7_step(float* S, int64_t N, const Wkv7Token& x, const float* r, float* y) {
+  for (int64_t j0 = 0; j0 < N; j0 += 4 * W) {
+    const int nv = static_cast<int>(std::min<int64_t>(4, (N - j0 + W - 1) / W));
+    const int tail = static_cast<int>(std::min<int64_t>(W, N - j0 - (nv - 1) * W));
+    switch (nv) {
+      case 1:
+        wkv7_block<1>(S, N, j0, tail, x, r, y);
+        break;
+      case 2:
+        wkv7_block<2>(S, N, j0, tail, x, r, y);
+        break;
+      case 3:
+        wkv7_block<3>(S, N, j0, tail, x, r, y);
+        break;
+      default:
+        wkv7_block<4>(S, N, j0, tail, x, r, y);
+        break;
+    }
+  }
+}
+
 // ---- vectorized exp, sigmoid and tanh --------------------------------------------------------
 //
 // e^x: n = round(x · log2 e), r = x − n · ln 2 (ln 2 in two parts, so r is nearly exact),
@@ -337,6 +402,62 @@ QRWKV_TARGET void gate(float* o, const float* g, int64_t b, int64_t e) {
 QRWKV_TARGET void tanh(float* x, int64_t b, int64_t e) {
   map_range(b, e, [&](int64_t j, int n) QRWKV_TARGET {
     V::store_n(x + j, vtanh(V::load_n(x + j, n)), n);
+  });
+}
+
+// The per-token channel values of the RWKV-7 delta rule (backend/wkv7.h, wkv7_token), vectorized
+// with the polynomial exp above: the same formulas, each transcendental within a few ulp of the
+// C library's, ‖κ‖² summed in float32.
+QRWKV_TARGET void wkv7_token(const Wkv7Args& p, int64_t t, int64_t h, Wkv7Token& x) {
+  const int64_t N = p.N, C = p.H * N, KVD = p.Hkv * N, G = p.H / p.Hkv;
+  auto vecp = [](const Tensor* v) {
+    return v->empty() ? nullptr : reinterpret_cast<const float*>(v->data);
+  };
+  const float* w0 = vecp(p.w0);
+  const float* a0 = vecp(p.a0);
+  const float* v0 = p.nu != nullptr ? vecp(p.v0) : nullptr;
+  const float* kk = vecp(p.k_k);
+  const float* kka = vecp(p.k_a);
+  const int64_t c0 = h * N, kv0 = (h / G) * N;
+  const float* k = p.k + t * KVD + kv0;
+  const float* vin = p.v + t * KVD + kv0;
+  const float* d = p.d + t * C + c0;
+  const float* ap = p.a + t * C + c0;
+  const float* nup = p.nu != nullptr ? p.nu + t * C + c0 : nullptr;
+  float* vf = p.v_first + t * C + c0;
+  const F one = V::set1(1.0f), minus_scale = V::set1(-std::exp(-0.5f));
+  F norm2 = V::zero();
+  map_range(0, N, [&](int64_t i, int n) QRWKV_TARGET {
+    const int64_t c = c0 + i;
+    const F lw = V::mul(minus_scale, vsigmoid(V::add(V::load_n(w0 + c, n), V::load_n(d + i, n))));
+    const F w = vexp(lw);
+    const F a = vsigmoid(V::add(V::load_n(a0 + c, n), V::load_n(ap + i, n)));
+    const F vi = V::load_n(vin + i, n);
+    F v;
+    if (v0 == nullptr) {
+      v = vi;
+      V::store_n(vf + i, v, n);
+    } else {
+      const F nu = vsigmoid(V::add(V::load_n(v0 + c, n), V::load_n(nup + i, n)));
+      v = V::fmadd(V::sub(V::load_n(vf + i, n), vi), nu, vi);
+    }
+    const F ki = V::load_n(k + i, n);
+    const F kap = kk != nullptr ? V::mul(ki, V::load_n(kk + c, n)) : ki;
+    norm2 = V::fmadd(kap, kap, norm2);
+    const F kt = kka != nullptr ? V::mul(ki, V::fmadd(V::sub(a, one), V::load_n(kka + c, n), one))
+                                : V::mul(ki, V::add(V::sub(one, w), a));
+    V::store_n(x.log_w + i, lw, n);
+    V::store_n(x.w + i, w, n);
+    V::store_n(x.v + i, v, n);
+    V::store_n(x.kap + i, kap, n);
+    V::store_n(x.kt + i, kt, n);
+    V::store_n(x.ka + i, a, n);
+  });
+  const F inv = V::set1(1.0f / std::max(std::sqrt(V::reduce(norm2)), 1e-12f));
+  map_range(0, N, [&](int64_t i, int n) QRWKV_TARGET {
+    const F kap = V::mul(V::load_n(x.kap + i, n), inv);
+    V::store_n(x.kap + i, kap, n);
+    V::store_n(x.ka + i, V::mul(V::load_n(x.ka + i, n), kap), n);
   });
 }
 
@@ -471,6 +592,8 @@ void fill_generic(Kernels& k) {
   k.matmul_rows = matmul_rows;
   k.matmul_cols = matmul_cols;
   k.wkv_head = wkv_head;
+  k.wkv7_step = wkv7_step;
+  k.wkv7_token = wkv7_token;
   k.attention = attention;
   k.swiglu = swiglu;
   k.gate = gate;
