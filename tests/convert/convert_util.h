@@ -55,6 +55,14 @@ inline std::string teacher_dir(const std::string& model = "qwen2_tiny") {
   return dir;
 }
 
+// The student flags of a small conversion into `arch` (rwkv6qwen2 or rwkv7qwen2), all ranks 8.
+inline std::vector<std::string> student_flags(const std::string& arch) {
+  if (arch == "rwkv7qwen2")
+    return {"--arch",       "rwkv7qwen2", "--lora-decay", "8", "--lora-iclr", "8",
+            "--lora-value", "8",          "--lora-gate",  "8"};
+  return {"--lora-tokenshift", "8", "--lora-decay", "8"};
+}
+
 // The records of a train_log.jsonl; a line that does not parse becomes a discarded value.
 inline std::vector<json> read_log(const std::string& path) {
   std::vector<json> out;

@@ -612,22 +612,26 @@ TEST(ConvertCli, FrozenMlpAndEmbeddingsStayTheTeachers) {
   EXPECT_FALSE(s.p("model.norm.weight").equal(t.p("model.norm.weight")));
 }
 
-TEST(ConvertCli, ResumeAfterAKillGivesTheUninterruptedResult) {
+// Both students: QRWKV6 and QRWKV7.
+class ConvertStudent : public ::testing::TestWithParam<const char*> {};
+INSTANTIATE_TEST_SUITE_P(Arch, ConvertStudent, ::testing::Values("rwkv6qwen2", "rwkv7qwen2"));
+
+TEST_P(ConvertStudent, ResumeAfterAKillGivesTheUninterruptedResult) {
   const std::string teacher = teacher_dir("qwen2_tiny");
   auto args = [&](const std::string& out) {
-    return std::vector<std::string>{"convert", "-m",
-                                    teacher,   "--data",
-                                    kText,     "-o",
-                                    out,       "--stage1-tokens",
-                                    "1536",    "--stage2-tokens",
-                                    "2560",    "--stage2-lr",
-                                    "1e-3",    "--seq-len",
-                                    "32",      "--batch",
-                                    "4",       "--lora-tokenshift",
-                                    "8",       "--lora-decay",
-                                    "8",       "--checkpoint-every",
-                                    "2",       "--quiet",
-                                    "-t",      "1"};
+    std::vector<std::string> a{"convert", "-m",
+                               teacher,   "--data",
+                               kText,     "-o",
+                               out,       "--stage1-tokens",
+                               "1536",    "--stage2-tokens",
+                               "2560",    "--stage2-lr",
+                               "1e-3",    "--seq-len",
+                               "32",      "--batch",
+                               "4",       "--checkpoint-every",
+                               "2",       "--quiet",
+                               "-t",      "1"};
+    for (const std::string& f : test::student_flags(GetParam())) a.push_back(f);
+    return a;
   };
   const std::string whole = test::temp_dir() + "/whole";
   auto r = test::run_cli(args(whole));

@@ -73,23 +73,28 @@ bool wait_until(const std::function<bool()>& done, double seconds) {
 
 }  // namespace
 
-TEST(ConvertDistributed, TwoProcessesMatchOneProcessWithTheSameBatch) {
+// Both students: QRWKV6 and QRWKV7.
+class ConvertDistributedStudent : public ::testing::TestWithParam<const char*> {};
+INSTANTIATE_TEST_SUITE_P(Arch, ConvertDistributedStudent,
+                         ::testing::Values("rwkv6qwen2", "rwkv7qwen2"));
+
+TEST_P(ConvertDistributedStudent, TwoProcessesMatchOneProcessWithTheSameBatch) {
   if (!distributed_supported("cpu")) GTEST_SKIP() << "built without Gloo (libgloo-dev)";
   const std::string teacher = teacher_dir();
   auto args = [&](const std::string& out) {
-    return std::vector<std::string>{"convert", "-m",
-                                    teacher,   "--data",
-                                    kText,     "-o",
-                                    out,       "--stage1-tokens",
-                                    "1280",    "--stage2-tokens",
-                                    "1280",    "--stage1-lr",
-                                    "3e-3",    "--stage2-lr",
-                                    "1e-3",    "--seq-len",
-                                    "32",      "--batch",
-                                    "4",       "--lora-tokenshift",
-                                    "8",       "--lora-decay",
-                                    "8",       "--dtype",
-                                    "f32",     "--quiet"};
+    std::vector<std::string> a{"convert", "-m",
+                               teacher,   "--data",
+                               kText,     "-o",
+                               out,       "--stage1-tokens",
+                               "1280",    "--stage2-tokens",
+                               "1280",    "--stage1-lr",
+                               "3e-3",    "--stage2-lr",
+                               "1e-3",    "--seq-len",
+                               "32",      "--batch",
+                               "4",       "--dtype",
+                               "f32",     "--quiet"};
+    for (const std::string& f : test::student_flags(GetParam())) a.push_back(f);
+    return a;
   };
   const std::string one = test::temp_dir() + "/one", two = test::temp_dir() + "/two";
   auto a = args(one);
@@ -109,15 +114,28 @@ TEST(ConvertDistributed, TwoProcessesMatchOneProcessWithTheSameBatch) {
   // computed from the weights therefore agree to a few 1e-8 (relative; 1e-6 is asked). The
   // weights themselves are compared in absolute terms: AdamW divides each gradient element by
   // its own running RMS, so for the rare elements whose gradient is at the level of rounding noise
-  // another sum order changes the step by up to the full lr. Here about 1e-5 results, against
-  // steps of up to 3e-3 (20 steps, 0.04 at most in all); 1e-4 leaves room for other BLAS kernels,
-  // while a wrong share of the batch or one rank's gradient alone moves weights by ~1e-3.
+  // (embedding rows of tokens seen once or twice) another sum order changes the step by up to the
+  // full lr. So: all but one element in 10,000 within 1e-5 (the QRWKV6 run has none beyond 5e-6,
+  // the QRWKV7 run 6 of 281k, the largest 1.8e-4), and none beyond 1e-3; a wrong share of the
+  // batch or one rank's gradient alone moves most weights by ~1e-3.
   const Net n1 = load_net(one), n2 = load_net(two);
   double worst = 0;
-  for (const auto& [name, p] : n1.params)
-    worst = std::max(worst, (p - n2.params.at(name)).abs().max().item<double>());
-  std::printf("largest weight difference, 1 vs 2 processes: %.3g\n", worst);
-  EXPECT_LE(worst, 1e-4);
+  int64_t over = 0, total = 0;
+  std::string where;
+  for (const auto& [name, p] : n1.params) {
+    const at::Tensor diff = (p - n2.params.at(name)).abs();
+    const double d = diff.max().item<double>();
+    over += (diff > 1e-5).sum().item<int64_t>();
+    total += diff.numel();
+    if (d > worst) {
+      worst = d;
+      where = name;
+    }
+  }
+  std::printf("largest weight difference, 1 vs 2 processes: %.3g (%s); %lld of %lld over 1e-5\n",
+              worst, where.c_str(), static_cast<long long>(over), static_cast<long long>(total));
+  EXPECT_LE(over, total / 10000);
+  EXPECT_LE(worst, 1e-3);
   const auto log1 = read_log(one + "/train_log.jsonl"), log2 = read_log(two + "/train_log.jsonl");
   for (int stage : {-1, 0, 1, 2}) {
     const json *e1 = eval_record(log1, stage), *e2 = eval_record(log2, stage);
