@@ -158,9 +158,18 @@ WeightFormat weight_format(const Args& a) {
   }
 }
 
+Flag ubatch_flag() {
+  return {{"-ub", "--ubatch"},
+          "N",
+          "tokens per forward pass: longer prompts run in micro-batches of N, the state carried "
+          "between them, so that their memory does not grow with their length (default 512)"};
+}
+
 LoadOptions load_options(const Args& a) {
   LoadOptions o;
   o.format = weight_format(a);
+  o.ubatch = a.get_int("--ubatch", 0);
+  if (a.has("--ubatch") && o.ubatch < 1) throw UsageError("--ubatch must be at least 1");
   const int64_t threads = a.get_int("--threads", 0);
   if (threads < 0) throw UsageError("-t must be positive");
   o.threads = static_cast<int>(threads);

@@ -57,6 +57,8 @@ class Args {
 
 // --dtype, shared by every command that loads a model: how the projections are held in memory.
 Flag dtype_flag();
+// -ub/--ubatch, read by load_options.
+Flag ubatch_flag();
 // The --dtype value (WeightFormat::Stored when absent); UsageError for an unknown name.
 WeightFormat weight_format(const Args& a);
 

@@ -355,6 +355,7 @@ int run_bench(int argc, char** argv) {
   Args a("bench", "-m PATH [-p 512] [-n 128] [-d 0,4096] [-b 1,8] [-r 5] [-t N] [-o md|json]",
          {{{"-m", "--model"}, "PATH", "model directory or GGUF file"},
           dtype_flag(),
+          ubatch_flag(),
           {{"-p", "--n-prompt"}, "N", "prompt-processing test of N tokens; 0 = none (default 512)"},
           {{"-n", "--n-gen"}, "N", "generation test of N tokens; 0 = none (default 128)"},
           {{"-d", "--n-depth"}, "LIST", "context depths for the generation test (default 0)"},

@@ -117,6 +117,7 @@ int run_eval(int argc, char** argv) {
         "score the model both ways, check they agree and report the forked contexts' "
         "speed-up"},
        dtype_flag(),
+       ubatch_flag(),
        {{"-t", "--threads"}, "N", "threads (default: physical cores)"},
        {{"--reference"}, "", "run on the float32 reference backend"},
        {{"-o", "--output"}, "md|json", "output format (default md)"},

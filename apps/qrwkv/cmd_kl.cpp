@@ -42,6 +42,7 @@ int run_kl(int argc, char** argv) {
       "[-f TEXT | -n N] [-c CTX]",
       {{{"-m", "--model"}, "PATH", "model directory or GGUF file"},
        dtype_flag(),
+       ubatch_flag(),
        {{"--base-model"},
         "DIR",
         "reference model with the same vocabulary, e.g. the teacher of a converted model "
@@ -97,6 +98,8 @@ int run_kl(int argc, char** argv) {
   LoadOptions lo;
   lo.backend = be_p;
   lo.format = fp;
+  lo.ubatch = a.get_int("--ubatch", 0);
+  if (a.has("--ubatch") && lo.ubatch < 1) throw UsageError("--ubatch must be at least 1");
   Model base = Model::load(base_dir, lo);
   lo.backend = be_q;
   lo.format = fq;

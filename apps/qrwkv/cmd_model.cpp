@@ -31,6 +31,7 @@ int run_info(int argc, char** argv) {
       "info", "-m PATH",
       {{{"-m", "--model"}, "PATH", "model directory (config.json + safetensors) or GGUF file"},
        dtype_flag(),
+       ubatch_flag(),
        {{"-t", "--threads"}, "N", "threads of the CPU backend (default: one per physical core)"}});
   args.parse(argc, argv);
   const Model m = Model::load(model_dir(args), load_options(args));
@@ -97,6 +98,7 @@ int run_logits(int argc, char** argv) {
   Args args("logits", "-m PATH --tokens \"1 2 3\" [--state-in F] [--state-out F] [--out FILE]",
             {{{"-m", "--model"}, "PATH", "model directory or GGUF file"},
              dtype_flag(),
+             ubatch_flag(),
              {{"-t", "--threads"}, "N", "threads (default: one per physical core)"},
              {{"--reference"}, "", "use the plain float32 reference kernels"},
              {{"--tokens"}, "IDS", "token ids separated by spaces or commas"},
@@ -136,6 +138,7 @@ int run_generate_ids(int argc, char** argv) {
   Args args("generate-ids", "-m PATH --tokens \"1 2 3\" -n N",
             {{{"-m", "--model"}, "PATH", "model directory or GGUF file"},
              dtype_flag(),
+             ubatch_flag(),
              {{"-t", "--threads"}, "N", "threads (default: one per physical core)"},
              {{"--reference"}, "", "use the plain float32 reference kernels"},
              {{"--tokens"}, "IDS", "prompt token ids separated by spaces or commas"},

@@ -15,6 +15,7 @@
 #include "io/mapped_file.h"
 #include "runtime/chat.h"
 #include "runtime/generator.h"
+#include "runtime/limits.h"
 #include "runtime/loader.h"
 #include "text/chat_template.h"
 #include "text/tokenizer.h"
@@ -43,7 +44,12 @@ std::vector<Flag> model_flags() {
            "the built-in "
            "demo model"},
           dtype_flag(),
+          ubatch_flag(),
           {{"-t", "--threads"}, "N", "threads (default: one per physical core)"},
+          {{"--max-prompt-tokens"},
+           "N",
+           "longest prompt accepted (default: 131072 for QRWKV; for transformers what its KV "
+           "cache fits in half the free memory)"},
           {{"-v", "--verbose"}, "", "log details (model, stop ids, timings)"}};
 }
 
@@ -197,6 +203,11 @@ int run_run(int argc, char** argv) {
     ids = L.tokenizer.encode(prompt);
   }
   if (ids.empty()) throw UsageError("the prompt is empty");
+  const int64_t limit = a.has("--max-prompt-tokens") ? a.get_int("--max-prompt-tokens", 0)
+                                                     : default_max_prompt_tokens(L.model, 1);
+  if (limit < 1) throw UsageError("--max-prompt-tokens must be at least 1");
+  const std::string over = prompt_limit_message(static_cast<int64_t>(ids.size()), limit);
+  if (!over.empty()) throw Error(over);
   install_sigint_handler();
 
   const auto t0 = std::chrono::steady_clock::now();

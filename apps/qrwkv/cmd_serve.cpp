@@ -24,6 +24,7 @@ int run_serve(int argc, char** argv) {
           {{"-np", "--parallel"}, "N", "sequences generated together at most (default 4)"},
           {{"--api-key"}, "KEY", "require 'Authorization: Bearer KEY' on every request"},
           dtype_flag(),
+          ubatch_flag(),
           {{"-t", "--threads"}, "N", "threads (default: one per physical core)"},
           {{"-n", "--n-predict"},
            "N",
@@ -41,7 +42,23 @@ int run_serve(int argc, char** argv) {
           {{"--prefill-chunk"},
            "N",
            "prompt tokens evaluated per step, all requests together (default 256)"},
-          {{"--http-threads"}, "N", "connection threads (default 4 per slot + 32)"},
+          {{"--max-connections", "--http-threads"},
+           "N",
+           "connections served at once, one thread each; more get a 503 (default 512)"},
+          {{"--read-timeout"},
+           "S",
+           "seconds a client may take to send a request before it is dropped (default 5)"},
+          {{"--keep-alive-timeout"},
+           "S",
+           "seconds an idle keep-alive connection is kept (default 5)"},
+          {{"--max-prompt-tokens"},
+           "N",
+           "longest prompt accepted, longer ones get a 400 (default: 131072 for QRWKV; for "
+           "transformers what the KV caches of every slot fit in half the free memory)"},
+          {{"--request-timeout"},
+           "S",
+           "seconds a request may take: a reply still going then ends with finish_reason "
+           "\"length\", one still waiting or reading its prompt gets a 400 (default 600; 0: none)"},
           {{"--alias"}, "NAME", "model id reported and accepted (default: directory name)"},
           {{"--chat-template-file"}, "FILE", "use this Jinja chat template"},
           {{"-v", "--verbose"}, "", "log every request"},
@@ -61,6 +78,7 @@ int run_serve(int argc, char** argv) {
   if (threads < 0) throw UsageError("-t must be positive");
   o.threads = static_cast<int>(threads);
   o.format = weight_format(a);
+  o.ubatch = load_options(a).ubatch;
   o.default_max_tokens = a.get_int("--n-predict", o.default_max_tokens);
   if (o.default_max_tokens < -1) throw UsageError("-n must be -1 or more");
   const int64_t cache_mb = a.get_int("--state-cache-mb", 1024);
@@ -76,11 +94,23 @@ int run_serve(int argc, char** argv) {
   const int64_t queue = a.get_int("--max-queue", 256);
   if (queue < 0) throw UsageError("--max-queue must not be negative");
   o.max_queue = static_cast<size_t>(queue);
+  o.max_prompt_tokens = a.get_int("--max-prompt-tokens", 0);
+  if (a.has("--max-prompt-tokens") && o.max_prompt_tokens < 1)
+    throw UsageError("--max-prompt-tokens must be at least 1");
+  o.request_timeout_s = a.get_double("--request-timeout", o.request_timeout_s);
+  if (!(o.request_timeout_s >= 0)) throw UsageError("--request-timeout must not be negative");
   o.prefill_chunk = a.get_int("--prefill-chunk", o.prefill_chunk);
   if (o.prefill_chunk < 1) throw UsageError("--prefill-chunk must be at least 1");
-  const int64_t http_threads = a.get_int("--http-threads", 0);
-  if (http_threads < 0) throw UsageError("--http-threads must not be negative");
-  o.http_threads = static_cast<int>(http_threads);
+  const int64_t conns = a.get_int("--max-connections", o.max_connections);
+  if (conns < 1 || conns > 65536) throw UsageError("--max-connections must be between 1 and 65536");
+  o.max_connections = static_cast<int>(conns);
+  const int64_t read_s = a.get_int("--read-timeout", o.read_timeout_s);
+  if (read_s < 1 || read_s > 3600) throw UsageError("--read-timeout must be between 1 and 3600");
+  o.read_timeout_s = static_cast<int>(read_s);
+  const int64_t keep_s = a.get_int("--keep-alive-timeout", o.keep_alive_timeout_s);
+  if (keep_s < 1 || keep_s > 3600)
+    throw UsageError("--keep-alive-timeout must be between 1 and 3600");
+  o.keep_alive_timeout_s = static_cast<int>(keep_s);
   o.alias = a.get("--alias");
   o.chat_template_file = a.get("--chat-template-file");
   o.verbose = a.has("--verbose");

@@ -56,6 +56,8 @@ Model Model::load(const std::string& dir, const LoadOptions& options) {
   }
   m.weights = bind_weights(m.config, m.store);
   m.format = options.format;
+  if (options.ubatch < 0) fail(dir, "the micro-batch size must be positive");
+  m.ubatch = options.ubatch > 0 ? options.ubatch : kDefaultUbatch;
   m.runner_ = std::make_unique<Runner>(options.backend ? options.backend
                                                        : make_cpu_backend(options.threads));
   m.backend().prepare(m.weights.all(), options.format, m.weights.owned);
@@ -88,7 +90,28 @@ size_t Model::state_bytes() const { return new_state().bytes(); }
 
 size_t Model::kv_bytes_per_token() const { return arch().state_bytes_per_token(config); }
 
-void forward_batch(const Model& m, std::span<SequenceInput> batch) {
+namespace {
+
+// Every check of a batch, before any state advances.
+void check_batch(const Model& m, std::span<const SequenceInput> batch) {
+  const int64_t V = m.config.vocab_size;
+  for (size_t b = 0; b < batch.size(); ++b) {
+    const SequenceInput& s = batch[b];
+    if (s.state == nullptr) fail("", "a sequence in the batch has no state");
+    for (size_t e = 0; e < b; ++e)
+      if (batch[e].state == s.state) fail("", "the same state appears twice in one batch");
+    check_state_matches(*s.state, m.config, ForwardAccess::fingerprint(m), "state");
+    for (int32_t t : s.tokens)
+      if (t < 0 || t >= V)
+        fail("", "token id " + std::to_string(t) + " is out of range (vocabulary size " +
+                     std::to_string(V) + ")");
+    if (s.tokens.empty() && s.logits != nullptr && !s.all_logits)
+      fail("", "last-token logits requested for an empty sequence");
+  }
+}
+
+// One pass over a checked batch of at most ubatch tokens.
+void forward_micro(const Model& m, std::span<SequenceInput> batch) {
   const Config& c = m.config;
   const ModelWeights& w = m.weights;
   Backend& be = m.backend();
@@ -99,18 +122,7 @@ void forward_batch(const Model& m, std::span<SequenceInput> batch) {
   // Where each sequence's tokens sit in the stacked [Ttot, C] activations.
   run.offset.clear();
   run.ids.clear();
-  for (size_t b = 0; b < batch.size(); ++b) {
-    const SequenceInput& s = batch[b];
-    if (s.state == nullptr) fail("", "a sequence in the batch has no state");
-    for (size_t e = 0; e < b; ++e)
-      if (batch[e].state == s.state) fail("", "the same state appears twice in one batch");
-    check_state_matches(*s.state, c, ForwardAccess::fingerprint(m), "state");
-    for (int32_t t : s.tokens)
-      if (t < 0 || t >= V)
-        fail("", "token id " + std::to_string(t) + " is out of range (vocabulary size " +
-                     std::to_string(V) + ")");
-    if (s.tokens.empty() && s.logits != nullptr && !s.all_logits)
-      fail("", "last-token logits requested for an empty sequence");
+  for (const SequenceInput& s : batch) {
     run.offset.push_back(static_cast<int64_t>(run.ids.size()));
     run.ids.insert(run.ids.end(), s.tokens.begin(), s.tokens.end());
   }
@@ -180,6 +192,50 @@ void forward_batch(const Model& m, std::span<SequenceInput> batch) {
     }
   }
   for (auto& s : batch) s.state->n_tokens += static_cast<int64_t>(s.tokens.size());
+}
+
+}  // namespace
+
+void forward_batch(const Model& m, std::span<SequenceInput> batch) {
+  check_batch(m, batch);
+  int64_t total = 0;
+  for (const SequenceInput& s : batch) total += static_cast<int64_t>(s.tokens.size());
+  const int64_t ub = m.ubatch;
+  if (ub <= 0 || total <= ub) {
+    forward_micro(m, batch);
+    return;
+  }
+  // Micro-batches of at most ub tokens: each sequence's tokens in order, its state carried from
+  // one micro-batch to the next, so that the activations (and the memory they take) are those of
+  // ub tokens whatever the prompt's length. The logits of a sequence land where one pass would
+  // put them: all rows at their offsets, or the last row with the sequence's last micro-batch.
+  const int64_t V = m.config.vocab_size;
+  std::vector<int64_t> fed(batch.size(), 0);
+  std::vector<SequenceInput> part;
+  part.reserve(batch.size());
+  for (int64_t done = 0; done < total;) {
+    part.clear();
+    int64_t budget = ub;
+    for (size_t b = 0; b < batch.size() && budget > 0; ++b) {
+      const SequenceInput& s = batch[b];
+      const int64_t T = static_cast<int64_t>(s.tokens.size()), n = std::min(T - fed[b], budget);
+      if (n <= 0) continue;
+      SequenceInput in{s.state,
+                       s.tokens.subspan(static_cast<size_t>(fed[b]), static_cast<size_t>(n)),
+                       nullptr, s.all_logits};
+      if (s.logits != nullptr) {
+        if (s.all_logits)
+          in.logits = s.logits + fed[b] * V;
+        else if (fed[b] + n == T)
+          in.logits = s.logits;
+      }
+      part.push_back(in);
+      fed[b] += n;
+      budget -= n;
+    }
+    forward_micro(m, part);
+    done += ub - budget;
+  }
 }
 
 std::vector<float> forward(const Model& m, State& state, std::span<const int32_t> tokens,

@@ -22,7 +22,12 @@ struct LoadOptions {
   // `threads` threads (0: one per physical core).
   std::shared_ptr<Backend> backend;
   int threads = 0;
+  // Tokens per forward pass (Model::ubatch): 0 takes the default.
+  int64_t ubatch = 0;
 };
+
+// Tokens per micro-batch unless set: llama.cpp's default (-ub 512).
+constexpr int64_t kDefaultUbatch = 512;
 
 class Model {
  public:
@@ -39,6 +44,10 @@ class Model {
   WeightStore store;
   ModelWeights weights;
   WeightFormat format = WeightFormat::Stored;
+  // The most tokens one pass evaluates: longer batches (a long prompt) run in micro-batches of
+  // this many tokens, the state carried between them, so that the activation buffers, and the
+  // memory a prompt takes beyond the state or KV cache, do not grow with its length.
+  int64_t ubatch = kDefaultUbatch;
 
   const Architecture& arch() const { return architecture(config.arch); }
   Backend& backend() const;
@@ -72,9 +81,11 @@ struct SequenceInput {
 };
 
 // Evaluates a batch of independent sequences, each with its own state. The token-wise parts
-// (projections, MLP, lm_head) run over all tokens of the batch at once; the sequence mixing
-// (time mix or attention) runs per sequence against its own state. Calls from several threads
-// are serialized per model. A batch of a shape seen before allocates no memory.
+// (projections, MLP, lm_head) run over all tokens of the batch at once, in micro-batches of at
+// most Model::ubatch tokens; the sequence mixing (time mix or attention) runs per sequence
+// against its own state. Every check (states, token ids) is made before any state advances.
+// Calls from several threads are serialized per micro-batch. A batch of a shape seen before
+// allocates no memory (a batch longer than ubatch allocates its list of micro-batches).
 void forward_batch(const Model& m, std::span<SequenceInput> batch);
 
 // One sequence; returns logits [T, V] (all positions) or [V] (last position).

@@ -23,8 +23,10 @@
 #include "io/mapped_file.h"
 #include "model/model.h"
 #include "runtime/generator.h"
+#include "runtime/limits.h"
 #include "runtime/loader.h"
 #include "server/api.h"
+#include "server/connection_queue.h"
 #include "server/scheduler.h"
 #include "server/tool_calls.h"
 #include "text/chat_template.h"
@@ -247,6 +249,7 @@ struct HttpServer::Impl {
   std::atomic<bool> ready{false};
   std::unique_ptr<Loaded> loaded;
   std::unique_ptr<Scheduler> scheduler;
+  int64_t max_prompt_tokens = 0;  // set when the model is loaded
   std::mutex template_mu;  // renders one at a time; the Jinja engine is not audited for sharing
   const Clock::time_point started = Clock::now();
   int64_t created = unix_time();
@@ -313,8 +316,23 @@ struct HttpServer::Impl {
     return ids;
   }
 
-  std::shared_ptr<Job> make_job(std::vector<int32_t> prompt, const GenParams& g) {
+  // `param`: the request field the prompt came from, named by a limit error.
+  std::shared_ptr<Job> make_job(std::vector<int32_t> prompt, const GenParams& g,
+                                const char* param) {
+    const std::string over =
+        prompt_limit_message(static_cast<int64_t>(prompt.size()), max_prompt_tokens);
+    if (!over.empty())
+      throw ApiError(400, "invalid_request_error", "context_length_exceeded",
+                     "this server's maximum prompt length is " + std::to_string(max_prompt_tokens) +
+                         " tokens: " + over,
+                     param);
     auto job = std::make_shared<Job>();
+    if (opt.request_timeout_s > 0) {
+      job->timeout_seconds = opt.request_timeout_s;
+      job->deadline = std::chrono::steady_clock::now() +
+                      std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                          std::chrono::duration<double>(opt.request_timeout_s));
+    }
     job->prompt = std::move(prompt);
     job->n = g.n;
     job->sampling = g.sampling;
@@ -342,6 +360,13 @@ struct HttpServer::Impl {
     std::vector<TokenLogprob> prompt_logprobs;
   };
 
+  // What a failed job tells its client: a limit it ran into (400) or a server failure (500).
+  static ApiError job_error(const Job& job, const std::string& message) {
+    if (job.failed_on_limit())
+      return ApiError(400, "invalid_request_error", "request_timeout", message);
+    return ApiError(500, "server_error", "generation_failed", message);
+  }
+
   // Waits for the whole output of a job. A client that hangs up meanwhile cancels the job, which
   // frees its slots at the next step (the connection is checked between waits).
   static Collected collect(const httplib::Request& req, Job& job) {
@@ -368,7 +393,7 @@ struct HttpServer::Impl {
       ev.clear();
       if (over) break;
     }
-    if (auto err = job.error()) throw ApiError(500, "server_error", "generation_failed", *err);
+    if (auto err = job.error()) throw job_error(job, *err);
     return c;
   }
 
@@ -496,8 +521,7 @@ struct HttpServer::Impl {
           }
           if (over) {
             if (auto err = j.error()) {
-              if (!j.cancelled())
-                out += sse(error_body(ApiError(500, "server_error", "generation_failed", *err)));
+              if (!j.cancelled()) out += sse(error_body(job_error(j, *err)));
             } else {
               if (include_usage) out += sse(object(ojson::array(), usage_json(j.usage())));
               out += "data: [DONE]\n\n";
@@ -522,7 +546,7 @@ struct HttpServer::Impl {
   void handle_chat(const httplib::Request& req, httplib::Response& res) {
     const ChatRequest r = parse_chat_request(req.body, limits());
     check_model(r.model);
-    std::shared_ptr<Job> job = make_job(encode(render(r.template_input)), r.gen);
+    std::shared_ptr<Job> job = make_job(encode(render(r.template_input)), r.gen, "messages");
     scheduler->submit(job);
     if (r.gen.stream) return stream(res, job, {true, r.gen.include_usage, r.tools, false, ""});
     Collected c = collect(req, *job);
@@ -554,7 +578,7 @@ struct HttpServer::Impl {
     check_model(r.model);
     std::vector<std::shared_ptr<Job>> jobs;
     for (const PromptInput& p : r.prompts) {
-      jobs.push_back(make_job(p.has_ids ? p.ids : encode(p.text), r.gen));
+      jobs.push_back(make_job(p.has_ids ? p.ids : encode(p.text), r.gen, "prompt"));
       jobs.back()->prompt_logprobs = r.echo && r.gen.logprobs >= 0;
     }
     auto echo_text = [&](size_t k) {
@@ -616,6 +640,9 @@ struct HttpServer::Impl {
         o << "qrwkv_http_requests_total{path=\"" << k.first << "\",status=\"" << k.second << "\"} "
           << n << '\n';
     }
+    metric("qrwkv_connections_refused_total", "counter",
+           "Connections refused with a 503 because every connection thread was busy.",
+           static_cast<double>(ConnectionQueue::refused_total()));
     if (!ready.load()) return o.str();  // the scheduler is being created
     const SchedulerStats s = scheduler->stats();
     metric("qrwkv_requests_finished_total", "counter", "Generation requests completed.",
@@ -744,16 +771,25 @@ struct HttpServer::Impl {
   }
 
   void setup_routes() {
-    const int threads = opt.http_threads > 0 ? opt.http_threads : 4 * opt.n_parallel + 32;
-    http.new_task_queue = [threads] {
-      return new httplib::ThreadPool(static_cast<size_t>(threads));
-    };
+    // One worker per connection up to max_connections (connection_queue.h); connections beyond
+    // are refused with a 503 below. Each worker waits on a silent client at most the read or
+    // keep-alive timeout; request headers are bounded by cpp-httplib (8 KiB).
+    const size_t threads = static_cast<size_t>(opt.max_connections);
+    http.new_task_queue = [threads] { return new ConnectionQueue(threads, 64); };
     http.set_payload_max_length(opt.max_body_bytes);
-    http.set_keep_alive_timeout(10);
+    http.set_keep_alive_timeout(opt.keep_alive_timeout_s);
+    http.set_read_timeout(opt.read_timeout_s);
     // Streamed tokens are small writes; without this, Nagle's algorithm holds each one back
     // until the previous one is acknowledged.
     http.set_tcp_nodelay(true);
     http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      if (ConnectionQueue::refusing()) {
+        send_error(res, ApiError(503, "unavailable_error", "too_many_connections",
+                                 "the server has all its " + std::to_string(opt.max_connections) +
+                                     " connections busy (--max-connections); try again"));
+        res.set_header("Connection", "close");
+        return httplib::Server::HandlerResponse::Handled;
+      }
       if (req.path == "/health") return httplib::Server::HandlerResponse::Unhandled;
       if (!opt.api_key.empty()) {
         const std::string auth = req.get_header_value("Authorization");
@@ -825,6 +861,7 @@ struct HttpServer::Impl {
     LoadModelOptions lo;
     lo.model.format = opt.format;
     lo.model.threads = opt.threads;
+    lo.model.ubatch = opt.ubatch;
     lo.chat_template = true;
     lo.chat_template_file = opt.chat_template_file;
     LoadedModel lm = load_model(opt.model_dir, lo);
@@ -844,9 +881,13 @@ struct HttpServer::Impl {
           opt.model_dir, loaded->model.config,
           std::string(weight_format_name(opt.format)) + " " + cpu::isa_name(cpu::default_isa()));
     }
+    max_prompt_tokens = opt.max_prompt_tokens > 0
+                            ? opt.max_prompt_tokens
+                            : default_max_prompt_tokens(loaded->model, opt.n_parallel);
     scheduler = std::make_unique<Scheduler>(loaded->model, loaded->tokenizer, std::move(eos), so);
-    std::fprintf(stderr, "model %s loaded in %.2f s (%s); %d slots\n", model_id.c_str(), seconds,
-                 arch_name(loaded->model.config.arch), opt.n_parallel);
+    std::fprintf(stderr, "model %s loaded in %.2f s (%s); %d slots, prompts up to %lld tokens\n",
+                 model_id.c_str(), seconds, arch_name(loaded->model.config.arch), opt.n_parallel,
+                 static_cast<long long>(max_prompt_tokens));
   }
 
   void shutdown() {
@@ -865,6 +906,15 @@ HttpServer::~HttpServer() { impl_->shutdown(); }
 int HttpServer::start() {
   Impl& s = *impl_;
   s.setup_routes();
+  // The listening socket, to widen its accept queue after binding: cpp-httplib listens with a
+  // backlog of 5, so a burst of connections overflows it and each dropped SYN costs its client
+  // a one-second retransmission. The options are cpp-httplib's defaults otherwise.
+  int listen_fd = -1;
+  s.http.set_socket_options([&listen_fd](int fd) {
+    const int yes = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    listen_fd = fd;
+  });
   int port = s.opt.port;
   if (port == 0) {
     port = s.http.bind_to_any_port(s.opt.host);
@@ -872,6 +922,7 @@ int HttpServer::start() {
   } else if (!s.http.bind_to_port(s.opt.host, port)) {
     fail(s.opt.host + ":" + std::to_string(port), "cannot bind (in use, or not a local address)");
   }
+  if (listen_fd >= 0) ::listen(listen_fd, SOMAXCONN);
   s.listener = std::thread([&s] {
     s.http.listen_after_bind();
     s.listener_done.store(true);

@@ -28,8 +28,14 @@ struct ServerOptions {
   int n_parallel = 4;
   int threads = 0;                             // kernel threads; 0 = one per physical core
   WeightFormat format = WeightFormat::Stored;  // --dtype
-  int http_threads = 0;  // 0: enough for every slot plus waiting and idle connections
-  std::string api_key;   // empty: no authentication
+  int64_t ubatch = 0;                          // -ub: tokens per forward pass; 0 = default
+  // Connections served at once (--max-connections), one thread each; more are refused with a
+  // 503. A silent client holds its thread at most read_timeout_s (a request being read) or
+  // keep_alive_timeout_s (between requests).
+  int max_connections = 512;
+  int read_timeout_s = 5;
+  int keep_alive_timeout_s = 5;
+  std::string api_key;  // empty: no authentication
   size_t cache_bytes = size_t{1024} << 20;
   std::string state_dir;  // empty: cached states are not kept on disk
   size_t state_dir_bytes = size_t{10} << 30;
@@ -37,6 +43,13 @@ struct ServerOptions {
   size_t max_queue = 256;
   int64_t default_max_tokens = 2048;
   int64_t prefill_chunk = 256;  // prompt tokens evaluated per step, over all requests
+  // The longest prompt accepted (--max-prompt-tokens); 0: default_max_prompt_tokens for the
+  // model and the slots (runtime/limits.h). Longer prompts get a 400 context_length_exceeded.
+  int64_t max_prompt_tokens = 0;
+  // The time a request may take from its arrival (--request-timeout); 0: no limit. A reply
+  // still going then ends with finish_reason "length"; a request still waiting or reading its
+  // prompt gets a 400 request_timeout error.
+  double request_timeout_s = 600;
   bool verbose = false;
 };
 

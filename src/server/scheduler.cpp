@@ -50,11 +50,17 @@ void Job::finish(const Usage& u) {
   cv_.notify_all();
 }
 
-void Job::fail(const std::string& message) {
+bool Job::failed_on_limit() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return error_.has_value() && limit_;
+}
+
+void Job::fail(const std::string& message, bool limit) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (over_) return;
     error_ = message;
+    limit_ = limit;
     over_ = true;
   }
   cv_.notify_all();
@@ -238,7 +244,33 @@ void Scheduler::start(const std::shared_ptr<Job>& job) {
   active_.push_back(std::move(a));
 }
 
+// Jobs past their deadline: replies end as if they had reached max_tokens; a job still reading
+// its prompt fails with a limit error (its client gets a 400, or an error event when streaming).
+void Scheduler::end_overdue() {
+  const auto now = Clock::now();
+  for (auto& a : active_) {
+    Job& job = *a->job;
+    if (job.cancelled() || now < job.deadline) continue;
+    if (a->prefilling) {
+      char msg[200];
+      std::snprintf(msg, sizeof msg,
+                    "the request ran past its time limit of %g s (--request-timeout) with %zu of "
+                    "its %zu prompt tokens read",
+                    job.timeout_seconds, a->fed, job.prompt.size());
+      job.fail(msg, true);
+      job.cancel();
+      continue;
+    }
+    for (auto& c : a->choices) {
+      if (c->done) continue;
+      c->reply.finish("length");
+      finish_choice(*a, *c, c->reply.take_text());
+    }
+  }
+}
+
 void Scheduler::step() {
+  end_overdue();
   std::vector<SequenceInput> batch;
   // Where each batch row's logits go, and who to hand them to afterwards.
   struct Row {

@@ -75,6 +75,11 @@ class Job {
   // (the state cache is then bypassed, since every prompt position must be evaluated).
   int logprobs = -1;
   bool prompt_logprobs = false;
+  // The time by which the job must be over (--request-timeout): a reply still going then ends
+  // with finish_reason "length"; a job still waiting or reading its prompt fails with a limit
+  // error. `timeout_seconds` is what the messages quote.
+  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+  double timeout_seconds = 0;
 
   // Waits up to `timeout` for output and moves what arrived into `out`. Returns true once the
   // job is over (finished, failed or cancelled) and everything has been taken.
@@ -86,11 +91,13 @@ class Job {
   // Valid once wait() returned true.
   Usage usage() const;
   std::optional<std::string> error() const;
+  // Whether error() is a request limit the client can act on (a 400), not a server failure.
+  bool failed_on_limit() const;
 
   // Producer side, used by the scheduler thread.
   void push(Event e);
   void finish(const Usage& u);
-  void fail(const std::string& message);
+  void fail(const std::string& message, bool limit = false);
 
  private:
   mutable std::mutex mu_;
@@ -99,6 +106,7 @@ class Job {
   bool over_ = false;
   Usage usage_;
   std::optional<std::string> error_;
+  bool limit_ = false;
   std::atomic<bool> cancelled_{false};
 };
 
@@ -160,6 +168,7 @@ class Scheduler {
   void sample(Active& a, Choice& c);
   void finish_choice(Active& a, Choice& c, std::string rest);
   void retire_finished();
+  void end_overdue();
 
   const Model* model_;
   const Tokenizer* tokenizer_;

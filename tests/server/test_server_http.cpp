@@ -6,8 +6,10 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -208,6 +210,114 @@ TEST(ServerHttp, ErrorsAreOpenAiErrorObjects) {
   expect_error(http(p, "POST", "/v1/chat/completions", big, kKey), 413, "invalid_request_error");
   EXPECT_EQ(http(p, "GET", "/health").status, 200);
   EXPECT_EQ(s.stop(), 0) << s.log();
+}
+
+// --max-prompt-tokens refuses longer prompts with OpenAI's context_length_exceeded; a reply
+// that runs into --request-timeout ends with finish_reason "length", a request still reading its
+// prompt then gets a 400 request_timeout. The CLI refuses a long prompt in one line.
+TEST(ServerHttp, PromptAndTimeLimitsGiveClearErrors) {
+  {
+    ServerProcess s({"--api-key", kKey, "--max-prompt-tokens", "8"});
+    const int p = s.port();
+    json j = post(p, "/v1/completions", R"({"prompt":[1,2,3,4,5,6,7,8],"max_tokens":2})");
+    EXPECT_EQ(j["usage"]["prompt_tokens"], 8) << j.dump();
+    j = post(p, "/v1/completions", R"({"prompt":[1,2,3,4,5,6,7,8,9],"max_tokens":2})", 400);
+    EXPECT_EQ(j["error"]["code"], "context_length_exceeded") << j.dump();
+    EXPECT_EQ(j["error"]["param"], "prompt") << j.dump();
+    EXPECT_THAT(j["error"]["message"].get<std::string>(),
+                HasSubstr("the prompt has 9 tokens, more than the limit of 8"));
+    j = post(p, "/v1/chat/completions",
+             chat_body("a much longer message than eight tokens", 2, 1, false), 400);
+    EXPECT_EQ(j["error"]["code"], "context_length_exceeded") << j.dump();
+    EXPECT_EQ(j["error"]["param"], "messages") << j.dump();
+    EXPECT_EQ(s.stop(), 0) << s.log();
+  }
+  {
+    ServerProcess s({"--api-key", kKey, "--request-timeout", "0.5"});
+    const int p = s.port();
+    const auto t0 = std::chrono::steady_clock::now();
+    json j = post(p, "/v1/completions",
+                  R"({"prompt":[1,2,3],"max_tokens":1000000,"ignore_eos":true,"seed":1})");
+    const double took =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_EQ(j["choices"][0]["finish_reason"], "length") << j.dump();
+    EXPECT_GT(j["usage"]["completion_tokens"].get<int64_t>(), 0) << j.dump();
+    EXPECT_LT(j["usage"]["completion_tokens"].get<int64_t>(), 1000000) << j.dump();
+    EXPECT_LT(took, 5.0);
+    EXPECT_EQ(s.stop(), 0) << s.log();
+  }
+  {
+    // A deadline shorter than the prompt's first step: the prompt is never read to its end.
+    ServerProcess s({"--api-key", kKey, "--request-timeout", "0.000001"});
+    const json j = post(s.port(), "/v1/completions", R"({"prompt":[1,2,3],"max_tokens":4})", 400);
+    EXPECT_EQ(j["error"]["code"], "request_timeout") << j.dump();
+    EXPECT_THAT(j["error"]["message"].get<std::string>(), HasSubstr("--request-timeout"));
+    EXPECT_EQ(s.stop(), 0) << s.log();
+  }
+  const auto r = test::run_cli({"run", "-m", test::server_chat_model(), "-p",
+                                "a prompt of more than three tokens", "--max-prompt-tokens", "3"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("more than the limit of 3 (--max-prompt-tokens)"));
+}
+
+// 256 hostile connections (idle, half-sent headers, half-sent bodies) do not delay a
+// well-formed request by more than a second, and the server keeps serving after they go.
+TEST(ServerHttp, IdleAndHalfSentConnectionsDoNotDelayOthers) {
+  ServerProcess s({"--api-key", kKey});
+  const int p = s.port();
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<std::unique_ptr<test::Socket>> hostile;
+  for (int i = 0; i < 256; ++i) {
+    hostile.push_back(std::make_unique<test::Socket>(p));
+    if (i % 3 == 1)
+      hostile.back()->send_all("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-");
+    if (i % 3 == 2)
+      hostile.back()->send_all(
+          "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"prompt\"");
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  // Opening them is quick too: the accept queue holds a burst of connections.
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 5.0);
+  for (int round = 0; round < 3; ++round) {
+    const auto t1 = std::chrono::steady_clock::now();
+    const json j = post(p, "/v1/completions", R"({"prompt":[1,2,3],"max_tokens":2,"seed":1})");
+    const double took =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+    std::printf("a request among 256 hostile connections took %.3f s\n", took);
+    EXPECT_EQ(j["usage"]["completion_tokens"], 2) << j.dump();
+    EXPECT_LT(took, 1.0);
+  }
+  hostile.clear();
+  EXPECT_EQ(post(p, "/v1/completions",
+                 R"({"prompt":[1,2],"max_tokens":1})")["usage"]["completion_tokens"],
+            1);
+  EXPECT_EQ(s.stop(), 0) << s.log();
+}
+
+// Beyond --max-connections a connection is refused with a 503 OpenAI error object, and served
+// again once the others are gone; bad values of the connection flags are usage errors.
+TEST(ServerHttp, ConnectionsBeyondTheLimitAreRefusedCleanly) {
+  ServerProcess s({"--api-key", kKey, "--max-connections", "4", "--read-timeout", "30"});
+  const int p = s.port();
+  std::vector<std::unique_ptr<test::Socket>> idle;
+  for (int i = 0; i < 4; ++i) idle.push_back(std::make_unique<test::Socket>(p));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const test::HttpResponse r =
+      http(p, "POST", "/v1/completions", R"({"prompt":[1],"max_tokens":1})", kKey);
+  EXPECT_EQ(r.status, 503) << r.body;
+  const json j = json::parse(r.body, nullptr, false);
+  EXPECT_EQ(j["error"]["code"], "too_many_connections") << r.body;
+  idle.clear();
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(
+      post(p, "/v1/completions", R"({"prompt":[1],"max_tokens":1})")["usage"]["completion_tokens"],
+      1);
+  EXPECT_EQ(s.stop(), 0) << s.log();
+  for (const char* bad : {"--max-connections", "--read-timeout", "--keep-alive-timeout"}) {
+    const auto u = test::run_cli({"serve", "-m", test::server_chat_model(), bad, "0"});
+    EXPECT_EQ(u.exit_code, 2) << bad;
+    EXPECT_THAT(u.err, HasSubstr(bad));
+  }
 }
 
 TEST(ServerHttp, TokenizeDetokenizeApplyTemplateMetrics) {
