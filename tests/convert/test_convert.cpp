@@ -3,6 +3,7 @@
 // stage-0 student, resume after a kill giving the uninterrupted result).
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -15,11 +16,13 @@
 #include <thread>
 
 #include "convert/nets.h"
+#include "io/error.h"
 #include "io/json.h"
 #include "io/mapped_file.h"
 #include "model/model.h"
 #include "tests/cli.h"
 #include "tests/convert/convert_util.h"
+#include "tests/small_disk.h"
 
 namespace fs = std::filesystem;
 using namespace qrwkv;
@@ -674,6 +677,51 @@ TEST_P(ConvertStudent, ResumeAfterAKillGivesTheUninterruptedResult) {
   r = test::run_cli(changed);
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("other options"), std::string::npos) << r.err;
+}
+
+// A disk that fills up: writing a converted model or a checkpoint there fails with a clear
+// error naming the file and the cause, and the model written before stays as it was.
+TEST(ConvertCli, AFullDiskIsAClearErrorAndKeepsThePreviousModel) {
+  const std::string teacher = teacher_dir("qwen2_tiny");
+  Net s = make_student(load_net(teacher), 8, 8, 1);
+  const std::string first = test::temp_dir();
+  save_net(s, first, DType::F32);
+  const std::string before = test::file_bytes(first + "/model.safetensors");
+  test::SmallDisk disk(before.size() * 3 / 2 + 16384);
+  if (!disk.available()) GTEST_SKIP() << "cannot mount a tmpfs: " << disk.why();
+  const std::string out = disk.path("student");
+  fs::create_directories(out);
+  for (const char* f : {"config.json", "model.safetensors"})
+    fs::copy_file(first + "/" + f, out + "/" + f);
+  // The engine's save: the second copy does not fit.
+  s.params.begin()->second.add_(1.0f);
+  try {
+    save_net(s, out, DType::F32);
+    ADD_FAILURE() << "the save did not fail";
+  } catch (const Error& err) {
+    EXPECT_THAT(std::string(err.what()), ::testing::HasSubstr("model.safetensors"));
+    EXPECT_THAT(std::string(err.what()), ::testing::HasSubstr("No space left on device"));
+  }
+  EXPECT_EQ(test::file_bytes(out + "/model.safetensors"), before);
+  // A conversion into that directory: its checkpoint (weights and optimizer moments) does not fit.
+  const auto r = test::run_cli({"convert", "-m",
+                                teacher,   "--data",
+                                kText,     "-o",
+                                out,       "--stage1-tokens",
+                                "512",     "--stage2-tokens",
+                                "512",     "--seq-len",
+                                "32",      "--batch",
+                                "4",       "--lora-tokenshift",
+                                "8",       "--lora-decay",
+                                "8",       "--checkpoint-every",
+                                "1",       "--quiet",
+                                "-t",      "1"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, ::testing::HasSubstr("checkpoint.safetensors"));
+  EXPECT_THAT(r.err, ::testing::HasSubstr("No space left on device"));
+  EXPECT_EQ(test::file_bytes(out + "/model.safetensors"), before);
+  for (const auto& e : fs::directory_iterator(out))
+    EXPECT_EQ(e.path().filename().string().find(".tmp."), std::string::npos) << e.path();
 }
 
 TEST(ConvertCli, BadInputIsReported) {
