@@ -1,5 +1,7 @@
 #include "server/connection_queue.h"
 
+#include <algorithm>
+
 namespace qrwkv::server {
 
 namespace {
@@ -10,7 +12,13 @@ std::atomic<uint64_t> g_refused{0};
 ConnectionQueue::ConnectionQueue(size_t threads, size_t max_refusing)
     : max_refusing_(max_refusing) {
   workers_.reserve(threads);
-  for (size_t i = 0; i < threads; ++i) workers_.emplace_back([this] { work(); });
+  std::lock_guard<std::mutex> lock(mu_);
+  for (size_t i = 0; i < threads; ++i) {
+    workers_.push_back(std::make_unique<Worker>());
+    Worker& w = *workers_.back();
+    idle_.push_back(&w);
+    w.thread = std::thread([this, &w] { work(w); });
+  }
 }
 
 ConnectionQueue::~ConnectionQueue() { shutdown(); }
@@ -21,12 +29,17 @@ uint64_t ConnectionQueue::refused_total() { return g_refused.load(); }
 
 void ConnectionQueue::enqueue(std::function<void()> fn) {
   std::unique_lock<std::mutex> lock(mu_);
-  // A worker is free for this connection (the queue holds at most what idle workers are about
-  // to take), or too many refusals run already: the connection waits for a worker.
-  if (idle_ > jobs_.size() || refusing_now_ >= max_refusing_ || stop_) {
-    jobs_.push_back(std::move(fn));
+  if (!idle_.empty()) {
+    Worker* w = idle_.back();
+    idle_.pop_back();
+    w->job = std::move(fn);
     lock.unlock();
-    cv_.notify_one();
+    w->cv.notify_one();
+    return;
+  }
+  // Every worker is busy: refuse, unless too many refusals run already (then wait for one).
+  if (refusing_now_ >= max_refusing_ || stop_) {
+    waiting_.push_back(std::move(fn));
     return;
   }
   ++refusing_now_;
@@ -41,19 +54,29 @@ void ConnectionQueue::enqueue(std::function<void()> fn) {
   }).detach();
 }
 
-void ConnectionQueue::work() {
+// A worker is on the idle stack while it waits (the constructor puts it there before it runs).
+void ConnectionQueue::work(Worker& w) {
+  std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
-    std::function<void()> fn;
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      ++idle_;
-      cv_.wait(lock, [&] { return !jobs_.empty() || stop_; });
-      --idle_;
-      if (jobs_.empty()) return;  // stopping, and nothing left
-      fn = std::move(jobs_.front());
-      jobs_.pop_front();
+    w.cv.wait(lock, [&] { return static_cast<bool>(w.job) || stop_; });
+    if (!w.job) {  // stopping while idle
+      idle_.erase(std::find(idle_.begin(), idle_.end(), &w));
+      return;
     }
-    fn();
+    // Its connection, then any that waited for a free worker.
+    while (w.job) {
+      std::function<void()> fn = std::move(w.job);
+      w.job = nullptr;
+      lock.unlock();
+      fn();
+      lock.lock();
+      if (!waiting_.empty()) {
+        w.job = std::move(waiting_.front());
+        waiting_.pop_front();
+      }
+    }
+    if (stop_) return;
+    idle_.push_back(&w);
   }
 }
 
@@ -62,9 +85,9 @@ void ConnectionQueue::shutdown() {
     std::lock_guard<std::mutex> lock(mu_);
     if (stop_ && workers_.empty()) return;
     stop_ = true;
+    for (auto& w : workers_) w->cv.notify_one();
   }
-  cv_.notify_all();
-  for (std::thread& t : workers_) t.join();
+  for (auto& w : workers_) w->thread.join();
   workers_.clear();
   // The refusing threads use this object until they end.
   std::unique_lock<std::mutex> lock(mu_);

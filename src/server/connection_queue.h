@@ -5,6 +5,8 @@
 // arrives when every worker is busy is refused: it runs on a short-lived thread on which
 // refusing() is true, where the server answers its request with a 503 and closes it. At most
 // `max_refusing` such threads run at a time; beyond that, connections wait for a worker.
+// The most recently idle worker takes the next connection, so that a few workers (their stacks
+// and allocator caches) serve a light load instead of all of them in turn.
 #pragma once
 
 #include <httplib.h>
@@ -14,6 +16,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -34,17 +37,21 @@ class ConnectionQueue final : public httplib::TaskQueue {
   static uint64_t refused_total();
 
  private:
-  void work();
+  struct Worker {
+    std::thread thread;
+    std::condition_variable cv;  // a connection for this worker, or shutdown
+    std::function<void()> job;
+  };
+  void work(Worker& w);
 
   const size_t max_refusing_;
   std::mutex mu_;
-  std::condition_variable cv_;       // work for the workers, or shutdown
-  std::condition_variable drained_;  // a refusing thread ended
-  std::deque<std::function<void()>> jobs_;
-  size_t idle_ = 0;
+  std::condition_variable drained_;            // a refusing thread ended
+  std::deque<std::function<void()>> waiting_;  // connections no worker was free for
+  std::vector<Worker*> idle_;                  // a stack: the last to become idle on top
   size_t refusing_now_ = 0;
   bool stop_ = false;
-  std::vector<std::thread> workers_;
+  std::vector<std::unique_ptr<Worker>> workers_;
 };
 
 }  // namespace qrwkv::server

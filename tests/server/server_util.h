@@ -215,6 +215,7 @@ class ServerProcess {
     if (pid_ > 0) stop();
   }
   int port() const { return port_; }
+  int pid() const { return pid_; }
   std::string log() const { return read_file(log_); }
   bool alive() const { return pid_ > 0 && ::kill(pid_, 0) == 0; }
   // Sends SIGTERM and returns the exit status (128+N when killed by signal N, -1 on timeout).
