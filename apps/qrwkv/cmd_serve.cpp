@@ -104,9 +104,9 @@ int run_serve(int argc, char** argv) {
   const int64_t conns = a.get_int("--max-connections", o.max_connections);
   if (conns < 1 || conns > 65536) throw UsageError("--max-connections must be between 1 and 65536");
   o.max_connections = static_cast<int>(conns);
-  const int64_t read_s = a.get_int("--read-timeout", o.read_timeout_s);
-  if (read_s < 1 || read_s > 3600) throw UsageError("--read-timeout must be between 1 and 3600");
-  o.read_timeout_s = static_cast<int>(read_s);
+  o.read_timeout_s = a.get_double("--read-timeout", o.read_timeout_s);
+  if (!(o.read_timeout_s >= 0.01 && o.read_timeout_s <= 3600))
+    throw UsageError("--read-timeout must be between 0.01 and 3600");
   const int64_t keep_s = a.get_int("--keep-alive-timeout", o.keep_alive_timeout_s);
   if (keep_s < 1 || keep_s > 3600)
     throw UsageError("--keep-alive-timeout must be between 1 and 3600");

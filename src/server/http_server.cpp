@@ -778,7 +778,8 @@ struct HttpServer::Impl {
     http.new_task_queue = [threads] { return new ConnectionQueue(threads, 64); };
     http.set_payload_max_length(opt.max_body_bytes);
     http.set_keep_alive_timeout(opt.keep_alive_timeout_s);
-    http.set_read_timeout(opt.read_timeout_s);
+    http.set_read_timeout(std::chrono::duration<double>(opt.read_timeout_s));
+    http.set_keep_alive_max_count(static_cast<size_t>(std::max(1, opt.keep_alive_max_requests)));
     // Streamed tokens are small writes; without this, Nagle's algorithm holds each one back
     // until the previous one is acknowledged.
     http.set_tcp_nodelay(true);

@@ -33,9 +33,10 @@ struct ServerOptions {
   // 503. A silent client holds its thread at most read_timeout_s (a request being read) or
   // keep_alive_timeout_s (between requests).
   int max_connections = 512;
-  int read_timeout_s = 5;
+  double read_timeout_s = 5;
   int keep_alive_timeout_s = 5;
-  std::string api_key;  // empty: no authentication
+  int keep_alive_max_requests = 100;  // requests per connection before the server closes it
+  std::string api_key;                // empty: no authentication
   size_t cache_bytes = size_t{1024} << 20;
   std::string state_dir;  // empty: cached states are not kept on disk
   size_t state_dir_bytes = size_t{10} << 30;
