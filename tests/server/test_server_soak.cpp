@@ -29,6 +29,20 @@ namespace {
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
+// AddressSanitizer keeps freed memory in its quarantine (256 MiB by default), so under it the
+// server's resident memory grows by design: the memory bound is checked in the plain build.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kAddressSanitizer = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool kAddressSanitizer = true;
+#else
+constexpr bool kAddressSanitizer = false;
+#endif
+#else
+constexpr bool kAddressSanitizer = false;
+#endif
+
 // VmRSS of a process, in bytes.
 double rss_bytes(int pid) {
   std::ifstream f("/proc/" + std::to_string(pid) + "/status");
@@ -203,7 +217,9 @@ TEST(ServerSoak, MixedTrafficForAWhile) {
   EXPECT_TRUE(tally.unexpected.empty());
   EXPECT_GT(total, 9);
   EXPECT_TRUE(s.alive());
-  EXPECT_LT(rss_end, 1.05 * rss_warm);
+  if (!kAddressSanitizer) {
+    EXPECT_LT(rss_end, 1.05 * rss_warm);
+  }
   EXPECT_EQ(test::http(port, "GET", "/health").status, 200);
   EXPECT_EQ(s.stop(), 0) << s.log();
 }
