@@ -89,8 +89,9 @@ void check_response(const std::string& out) {
   const size_t head_end = out.find("\r\n\r\n");
   if (head_end == std::string::npos) return;
   const std::string head = out.substr(0, head_end);
+  // (A HEAD request's answer has the headers of a body but not the body.)
   if (status >= 400 && status < 500 && head.find("application/json") != std::string::npos &&
-      head.find("Transfer-Encoding: chunked") == std::string::npos) {
+      head.find("Transfer-Encoding: chunked") == std::string::npos && out.size() > head_end + 4) {
     const nlohmann::json j = nlohmann::json::parse(out.substr(head_end + 4), nullptr, false);
     if (!j.is_object() || !j.contains("error") || !j["error"]["message"].is_string())
       __builtin_trap();
